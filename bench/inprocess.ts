@@ -1,0 +1,73 @@
+/**
+ * In-process micro-benchmark: channel values/s (capacity 0 and 1024) and codec
+ * encode+decode/s for a small message. Prints one table. Run: npm run bench
+ */
+import os from 'node:os';
+import { Channel } from '../lib/channel.js';
+
+interface Row { name: string; ops: number; seconds: number }
+
+async function channelThroughput(capacity: number, count: number): Promise<Row> {
+  const ch = new Channel<number>(capacity);
+  const start = process.hrtime.bigint();
+  const producer = (async () => {
+    for (let i = 0; i < count; i++) await ch.send(i);
+    ch.close();
+  })();
+  let sum = 0;
+  for await (const v of ch) sum += v;
+  await producer;
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  if (sum !== (count * (count - 1)) / 2) throw new Error('benchmark lost values');
+  return { name: `channel capacity ${capacity}: await send / for await`, ops: count, seconds };
+}
+
+async function codecThroughput(count: number): Promise<Row | null> {
+  let mod: typeof import('../lib/codec.js');
+  try {
+    mod = await import('../lib/codec.js');
+  } catch {
+    return null;
+  }
+  const codec = new mod.Codec();
+  const msg = { id: 12345, name: 'task', payload: 'hello world', ts: 1700000000000 };
+  const start = process.hrtime.bigint();
+  let n = 0;
+  for (let i = 0; i < count; i++) {
+    msg.id = i;
+    const out = codec.decode(codec.encode(msg)) as { id: number };
+    n += out.id === i ? 1 : 0;
+  }
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  if (n !== count) throw new Error('codec round trip mismatch');
+  return { name: 'codec encode+decode, small message', ops: count, seconds };
+}
+
+function best(rows: Row[]): Row {
+  return rows.reduce((a, b) => (b.ops / b.seconds > a.ops / a.seconds ? b : a));
+}
+
+async function main(): Promise<void> {
+  const runs = Number(process.env.BENCH_RUNS ?? 5);
+  const rows: Row[] = [];
+  for (const [capacity, count] of [[0, 1_000_000], [1024, 5_000_000]] as const) {
+    const results: Row[] = [];
+    for (let r = 0; r < runs; r++) results.push(await channelThroughput(capacity, count));
+    rows.push(best(results));
+  }
+  const codecRuns: Row[] = [];
+  for (let r = 0; r < runs; r++) {
+    const row = await codecThroughput(1_000_000);
+    if (row) codecRuns.push(row);
+  }
+  if (codecRuns.length) rows.push(best(codecRuns));
+
+  console.log(`netchan in-process benchmark — Node ${process.version}, ${os.cpus()[0]?.model ?? 'cpu'} x${os.cpus().length}, best of ${runs}`);
+  console.log('| workload | ops | seconds | ops/s |');
+  console.log('|---|---:|---:|---:|');
+  for (const row of rows) {
+    console.log(`| ${row.name} | ${row.ops} | ${row.seconds.toFixed(3)} | ${(row.ops / row.seconds / 1e6).toFixed(2)} M |`);
+  }
+}
+
+await main();

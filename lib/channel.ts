@@ -1,0 +1,405 @@
+/**
+ * Go's channels in process: rendezvous (capacity 0) or buffered, FIFO, close that drains,
+ * abortable waits, and `select`. Knows nothing of the network; the session layer builds on
+ * the small waiter interface below.
+ */
+import { ErrorCodes, netchanError, NetchanError } from './errors.js';
+import { Deque, WaitList, type WaitNode } from './queue.js';
+
+/** Options of a blocking channel operation. */
+export interface OperationOptions {
+  /** Aborts the wait. An aborted `send` never delivers its value; an aborted `receive` never takes one. */
+  signal?: AbortSignal;
+}
+
+/** The result of {@link Channel.tryReceive}. */
+export type TryReceiveResult<T> = { ok: true; value: T } | { ok: false; closed: boolean };
+
+/**
+ * What every channel offers, local or remote: the interface `session.channel(name)` returns too.
+ */
+export interface ChannelLike<T> extends AsyncIterable<T> {
+  /** Sends a value; resolves once a receiver took it (capacity 0) or it was buffered. */
+  send(value: T, options?: OperationOptions): Promise<void>;
+  /** Receives the next value; rejects `ERR_CHANNEL_CLOSED` once closed and drained. */
+  receive(options?: OperationOptions): Promise<T>;
+  /** Sends without waiting: true if a receiver took the value or it was buffered. */
+  trySend(value: T): boolean;
+  /** Receives without waiting. */
+  tryReceive(): TryReceiveResult<T>;
+  /** Closes the channel, optionally with an error that receivers see as `cause`. */
+  close(error?: Error): void;
+  /** True once closed (buffered values may still be waiting to be received). */
+  readonly closed: boolean;
+  /** The buffer size: 0 for a rendezvous channel. */
+  readonly capacity: number;
+  /** Values waiting in the buffer. */
+  readonly length: number;
+}
+
+/** A select case that fired or a single operation completing. @internal */
+interface Completion {
+  done: boolean;
+  complete(waiter: Waiter, value: unknown, ok: boolean): void;
+  fail(waiter: Waiter, error: Error): void;
+}
+
+/** A blocked send or receive, linked into a channel's wait list. @internal */
+export class Waiter implements WaitNode {
+  prev: WaitNode | null = null;
+  next: WaitNode | null = null;
+  list: WaitList<WaitNode> | null = null;
+  constructor(
+    /** For a send: the value offered. */
+    public value: unknown,
+    public readonly owner: Completion,
+    /** The select case index, or 0. */
+    public readonly index: number,
+    /** True for a send case. */
+    public readonly sending: boolean,
+  ) {}
+}
+
+const RESOLVED: Promise<void> = Promise.resolve();
+
+function closedError(cause: Error | undefined): NetchanError {
+  return netchanError(ErrorCodes.CHANNEL_CLOSED, 'channel is closed', { cause });
+}
+
+function abortError(signal: AbortSignal): NetchanError {
+  return netchanError(ErrorCodes.ABORTED, 'operation aborted', { cause: signal.reason });
+}
+
+/** One pending `send` or `receive`: a promise and, when a signal is given, its abort listener. */
+class SingleOperation implements Completion {
+  done = false;
+  resolve!: (value: unknown) => void;
+  reject!: (error: Error) => void;
+  readonly promise: Promise<unknown>;
+  private signal: AbortSignal | undefined;
+  private onAbort: (() => void) | undefined;
+
+  constructor() {
+    this.promise = new Promise((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+  }
+
+  watch(signal: AbortSignal, waiter: Waiter): void {
+    this.signal = signal;
+    this.onAbort = () => {
+      if (this.done) return;
+      this.done = true;
+      waiter.list?.remove(waiter);
+      this.reject(abortError(signal));
+    };
+    signal.addEventListener('abort', this.onAbort, { once: true });
+  }
+
+  complete(_waiter: Waiter, value: unknown): void {
+    this.done = true;
+    this.unwatch();
+    this.resolve(value);
+  }
+
+  fail(_waiter: Waiter, error: Error): void {
+    this.done = true;
+    this.unwatch();
+    this.reject(error);
+  }
+
+  private unwatch(): void {
+    if (this.signal && this.onAbort) this.signal.removeEventListener('abort', this.onAbort);
+    this.signal = this.onAbort = undefined;
+  }
+}
+
+/**
+ * A Go channel. Capacity 0 (the default) is a rendezvous: `send` resolves only once a receiver
+ * has taken the value. Capacity N buffers N values. Waiting senders and receivers are served
+ * first come, first served.
+ *
+ * @example
+ * const ch = new Channel<number>(8);
+ * (async () => { for (let i = 0; i < 3; i++) await ch.send(i); ch.close(); })();
+ * for await (const v of ch) console.log(v);
+ */
+export class Channel<T> implements ChannelLike<T> {
+  readonly capacity: number;
+  private readonly buffer: Deque<T>;
+  private readonly senders = new WaitList<Waiter>();
+  private readonly receivers = new WaitList<Waiter>();
+  private closeError: Error | undefined;
+  private isClosed = false;
+  private closeListeners: ((error: Error | undefined) => void)[] | null = null;
+
+  /** @param capacity buffer size; 0 (default) makes a rendezvous channel. */
+  constructor(capacity = 0) {
+    if (!Number.isInteger(capacity) || capacity < 0) {
+      throw netchanError(ErrorCodes.INVALID_ARGUMENT, `capacity must be a non-negative integer, got ${capacity}`);
+    }
+    this.capacity = capacity;
+    this.buffer = new Deque<T>(capacity);
+  }
+
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  get length(): number {
+    return this.buffer.length;
+  }
+
+  /** The error the channel was closed with, if any. */
+  get closeReason(): Error | undefined {
+    return this.closeError;
+  }
+
+  send(value: T, options?: OperationOptions): Promise<void> {
+    if (this.isClosed) return Promise.reject(closedError(this.closeError));
+    const signal = options?.signal;
+    if (signal?.aborted) return Promise.reject(abortError(signal));
+    if (this.offer(value)) return RESOLVED;
+    const op = new SingleOperation();
+    const waiter = new Waiter(value, op, 0, true);
+    this.senders.push(waiter);
+    if (signal) op.watch(signal, waiter);
+    return op.promise as Promise<void>;
+  }
+
+  receive(options?: OperationOptions): Promise<T> {
+    const signal = options?.signal;
+    if (signal?.aborted) return Promise.reject(abortError(signal));
+    if (this.buffer.length > 0 || this.senders.size > 0) return Promise.resolve(this.take());
+    if (this.isClosed) return Promise.reject(closedError(this.closeError));
+    const op = new SingleOperation();
+    const waiter = new Waiter(undefined, op, 0, false);
+    this.receivers.push(waiter);
+    if (signal) op.watch(signal, waiter);
+    return op.promise as Promise<T>;
+  }
+
+  trySend(value: T): boolean {
+    if (this.isClosed) throw closedError(this.closeError);
+    return this.offer(value);
+  }
+
+  tryReceive(): TryReceiveResult<T> {
+    if (this.buffer.length > 0 || this.senders.size > 0) return { ok: true, value: this.take() };
+    return { ok: false, closed: this.isClosed };
+  }
+
+  /**
+   * Closes the channel. Buffered values still drain; then receivers get `ERR_CHANNEL_CLOSED`
+   * (with `error` as its `cause`). Waiting senders are rejected. Closing twice is a no-op.
+   */
+  close(error?: Error): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    this.closeError = error;
+    const err = closedError(error);
+    for (let w = this.senders.shift(); w; w = this.senders.shift()) w.owner.fail(w, err);
+    for (let w = this.receivers.shift(); w; w = this.receivers.shift()) {
+      if (w.owner instanceof SingleOperation) w.owner.fail(w, err);
+      else w.owner.complete(w, undefined, false);
+    }
+    const listeners = this.closeListeners;
+    this.closeListeners = null;
+    if (listeners) for (const listener of listeners) listener(error);
+  }
+
+  /**
+   * Calls `listener` once when the channel closes (at once if it is closed already).
+   * Returns a function that removes the listener. For adapters such as the network session.
+   */
+  onClose(listener: (error: Error | undefined) => void): () => void {
+    if (this.isClosed) {
+      listener(this.closeError);
+      return () => {};
+    }
+    (this.closeListeners ??= []).push(listener);
+    return () => {
+      const list = this.closeListeners;
+      if (!list) return;
+      const i = list.indexOf(listener);
+      if (i >= 0) list.splice(i, 1);
+    };
+  }
+
+  /** Receivers currently blocked in `receive` (or a `select` receive case). */
+  get waitingReceivers(): number {
+    return this.receivers.size;
+  }
+
+  /** Senders currently blocked in `send` (or a `select` send case). */
+  get waitingSenders(): number {
+    return this.senders.size;
+  }
+
+  /**
+   * Puts a value back at the head of the channel, ahead of everything waiting: for a value that
+   * was taken but never reached a program (its receiver went away). Hands it straight to a
+   * waiting receiver if there is one; otherwise it may exceed `capacity` by the values returned.
+   * Works on a closed channel too, so that returned values still drain.
+   */
+  returnValue(value: T): void {
+    const receiver = this.receivers.shift();
+    if (receiver) {
+      receiver.owner.complete(receiver, value, true);
+      return;
+    }
+    this.buffer.unshift(value);
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<T> {
+    return {
+      next: () =>
+        this.receive().then(
+          (value) => ({ value, done: false }),
+          (err: unknown) => {
+            if (err instanceof NetchanError && err.code === ErrorCodes.CHANNEL_CLOSED) {
+              if (this.closeError) throw this.closeError;
+              return { value: undefined, done: true };
+            }
+            throw err;
+          },
+        ),
+    };
+  }
+
+  /** Gives `value` to a waiting receiver or the buffer; false if neither can take it. @internal */
+  offer(value: T): boolean {
+    const receiver = this.receivers.shift();
+    if (receiver) {
+      receiver.owner.complete(receiver, value, true);
+      return true;
+    }
+    if (this.buffer.length < this.capacity) {
+      this.buffer.push(value);
+      return true;
+    }
+    return false;
+  }
+
+  /** Takes the next value; the caller made sure there is one (buffered or a waiting sender). @internal */
+  take(): T {
+    if (this.buffer.length > 0) {
+      const value = this.buffer.shift();
+      const sender = this.senders.shift();
+      if (sender) {
+        this.buffer.push(sender.value as T);
+        sender.owner.complete(sender, undefined, true);
+      }
+      return value;
+    }
+    const sender = this.senders.shift() as Waiter;
+    sender.owner.complete(sender, undefined, true);
+    return sender.value as T;
+  }
+
+  /** True if a receive would not block. @internal */
+  canTake(): boolean {
+    return this.buffer.length > 0 || this.senders.size > 0;
+  }
+
+  /** Parks a select case. @internal */
+  park(waiter: Waiter, sending: boolean): void {
+    (sending ? this.senders : this.receivers).push(waiter);
+  }
+}
+
+/** A case of {@link select}: receive from a channel, or send a value into one. */
+export type SelectCase<T = unknown> = { receive: Channel<T> } | { send: Channel<T>; value: T };
+
+/** What {@link select} resolves to. */
+export interface SelectResult<T = unknown> {
+  /** Index of the case that fired, or -1 when `default` was taken. */
+  index: number;
+  /** For a receive case: the value received (undefined when `ok` is false). */
+  value?: T;
+  /** False when a receive case fired because its channel is closed and drained. */
+  ok: boolean;
+}
+
+/** Options of {@link select}. */
+export interface SelectOptions extends OperationOptions {
+  /** When true and no case is ready, resolve at once with `index: -1`. Default false. */
+  default?: boolean;
+}
+
+class SelectOperation implements Completion {
+  done = false;
+  readonly waiters: Waiter[] = [];
+  resolve!: (result: SelectResult<unknown>) => void;
+  reject!: (error: Error) => void;
+  readonly promise = new Promise<SelectResult<unknown>>((resolve, reject) => {
+    this.resolve = resolve;
+    this.reject = reject;
+  });
+  signal: AbortSignal | undefined;
+  readonly onAbort = (): void => {
+    if (this.done) return;
+    this.finish();
+    this.reject(abortError(this.signal as AbortSignal));
+  };
+
+  complete(waiter: Waiter, value: unknown, ok: boolean): void {
+    this.finish();
+    this.resolve(ok && !waiter.sending ? { index: waiter.index, value, ok } : { index: waiter.index, ok });
+  }
+
+  fail(_waiter: Waiter, error: Error): void {
+    this.finish();
+    this.reject(error);
+  }
+
+  private finish(): void {
+    this.done = true;
+    for (const w of this.waiters) w.list?.remove(w);
+    this.signal?.removeEventListener('abort', this.onAbort);
+  }
+}
+
+/**
+ * Waits on several channel operations and performs exactly one: the others take and give
+ * nothing. Among cases ready at once, one is picked at random (as in Go). A receive case on a
+ * closed and drained channel fires with `ok: false`; a send case on a closed channel rejects
+ * with `ERR_CHANNEL_CLOSED`.
+ */
+export function select<T = unknown>(cases: SelectCase<T>[], options: SelectOptions = {}): Promise<SelectResult<T>> {
+  const { signal } = options;
+  if (signal?.aborted) return Promise.reject(abortError(signal));
+  const n = cases.length;
+  const start = n > 1 ? Math.floor(Math.random() * n) : 0;
+  for (let k = 0; k < n; k++) {
+    const index = (start + k) % n;
+    const c = cases[index] as SelectCase<T>;
+    if ('receive' in c) {
+      const ch = c.receive;
+      if (ch.canTake()) return Promise.resolve({ index, value: ch.take(), ok: true });
+      if (ch.closed) return Promise.resolve({ index, ok: false });
+    } else {
+      const ch = c.send;
+      if (ch.closed) return Promise.reject(closedError(ch.closeReason));
+      if (ch.offer(c.value)) return Promise.resolve({ index, ok: true });
+    }
+  }
+  if (options.default) return Promise.resolve({ index: -1, ok: false });
+  if (n === 0) {
+    return Promise.reject(netchanError(ErrorCodes.INVALID_ARGUMENT, 'select with no cases and no default would block forever'));
+  }
+  const op = new SelectOperation();
+  for (let index = 0; index < n; index++) {
+    const c = cases[index] as SelectCase<T>;
+    const sending = 'send' in c;
+    const waiter = new Waiter(sending ? c.value : undefined, op, index, sending);
+    op.waiters.push(waiter);
+    (sending ? c.send : c.receive).park(waiter, sending);
+  }
+  if (signal) {
+    op.signal = signal;
+    signal.addEventListener('abort', op.onAbort, { once: true });
+  }
+  return op.promise as Promise<SelectResult<T>>;
+}
