@@ -3,7 +3,9 @@
  * encode+decode/s for a small message. Prints one table. Run: npm run bench
  */
 import os from 'node:os';
+import { Packr } from 'msgpackr';
 import { Channel } from '../lib/channel.js';
+import { Codec } from '../lib/codec.js';
 
 interface Row { name: string; ops: number; seconds: number }
 
@@ -22,14 +24,8 @@ async function channelThroughput(capacity: number, count: number): Promise<Row> 
   return { name: `channel capacity ${capacity}: await send / for await`, ops: count, seconds };
 }
 
-async function codecThroughput(count: number): Promise<Row | null> {
-  let mod: typeof import('../lib/codec.js');
-  try {
-    mod = await import('../lib/codec.js');
-  } catch {
-    return null;
-  }
-  const codec = new mod.Codec();
+function codecThroughput(count: number): Row {
+  const codec = new Codec();
   const msg = { id: 12345, name: 'task', payload: 'hello world', ts: 1700000000000 };
   const start = process.hrtime.bigint();
   let n = 0;
@@ -41,6 +37,22 @@ async function codecThroughput(count: number): Promise<Row | null> {
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;
   if (n !== count) throw new Error('codec round trip mismatch');
   return { name: 'codec encode+decode, small message', ops: count, seconds };
+}
+
+/** The peer: plain msgpackr with the same settings and no validation, no hooks, no walk. */
+function msgpackrThroughput(count: number): Row {
+  const packr = new Packr({ useRecords: false, moreTypes: false });
+  const msg = { id: 12345, name: 'task', payload: 'hello world', ts: 1700000000000 };
+  const start = process.hrtime.bigint();
+  let n = 0;
+  for (let i = 0; i < count; i++) {
+    msg.id = i;
+    const out = packr.unpack(packr.pack(msg)) as { id: number };
+    n += out.id === i ? 1 : 0;
+  }
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  if (n !== count) throw new Error('msgpackr round trip mismatch');
+  return { name: 'plain msgpackr pack+unpack, same message (peer)', ops: count, seconds };
 }
 
 function best(rows: Row[]): Row {
@@ -57,10 +69,12 @@ async function main(): Promise<void> {
   }
   const codecRuns: Row[] = [];
   for (let r = 0; r < runs; r++) {
-    const row = await codecThroughput(1_000_000);
-    if (row) codecRuns.push(row);
+    codecRuns.push(codecThroughput(1_000_000));
   }
-  if (codecRuns.length) rows.push(best(codecRuns));
+  rows.push(best(codecRuns));
+  const rawRuns: Row[] = [];
+  for (let r = 0; r < runs; r++) rawRuns.push(msgpackrThroughput(1_000_000));
+  rows.push(best(rawRuns));
 
   console.log(`netchan in-process benchmark — Node ${process.version}, ${os.cpus()[0]?.model ?? 'cpu'} x${os.cpus().length}, best of ${runs}`);
   console.log('| workload | ops | seconds | ops/s |');

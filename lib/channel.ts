@@ -37,8 +37,8 @@ export interface ChannelLike<T> extends AsyncIterable<T> {
   readonly length: number;
 }
 
-/** A select case that fired or a single operation completing. @internal */
-interface Completion {
+/** Whoever waits on a {@link Waiter}: a single operation, a select, or a network adapter. @internal */
+export interface Completion {
   done: boolean;
   complete(waiter: Waiter, value: unknown, ok: boolean): void;
   fail(waiter: Waiter, error: Error): void;

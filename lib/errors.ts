@@ -15,6 +15,8 @@ export const ErrorCodes = {
   FRAME_TOO_LARGE: 'ERR_FRAME_TOO_LARGE',
   /** The byte stream ended inside a frame. */
   FRAME_TRUNCATED: 'ERR_FRAME_TRUNCATED',
+  /** An encoded value is larger than the codec's `maxValueBytes`. */
+  VALUE_TOO_LARGE: 'ERR_VALUE_TOO_LARGE',
   /** A value could not be decoded: malformed or hostile MessagePack. */
   DECODE: 'ERR_DECODE',
   /** A value could not be encoded (unsupported type, too large, too deep). */
@@ -23,6 +25,32 @@ export const ErrorCodes = {
   UNKNOWN_EXTENSION: 'ERR_UNKNOWN_EXTENSION',
   /** A value nests deeper than the codec's `maxDepth`. */
   DEPTH_LIMIT: 'ERR_DEPTH_LIMIT',
+  /** The server exports no channel under that name. */
+  UNKNOWN_CHANNEL: 'ERR_UNKNOWN_CHANNEL',
+  /** A value named a channel or byte-stream reference this session does not hold. */
+  UNKNOWN_REFERENCE: 'ERR_UNKNOWN_REFERENCE',
+  /** The peer broke the wire protocol (bad headers, unexpected frame, frame on a closed stream). */
+  PROTOCOL: 'ERR_PROTOCOL',
+  /** The connection to the peer was lost; in-flight operations may or may not have completed. */
+  CONNECTION_LOST: 'ERR_CONNECTION_LOST',
+  /** The session is closed (by this side, the peer, or a failed heartbeat). */
+  SESSION_CLOSED: 'ERR_SESSION_CLOSED',
+  /** The session named by a stream does not exist (or no longer exists) on the server. */
+  UNKNOWN_SESSION: 'ERR_UNKNOWN_SESSION',
+  /** The peer reset the stream that carried this channel or byte stream. */
+  STREAM_RESET: 'ERR_STREAM_RESET',
+  /** The handle was released: it no longer refers to the remote channel. */
+  RELEASED: 'ERR_RELEASED',
+  /** The request was not authenticated or not allowed. */
+  UNAUTHORIZED: 'ERR_UNAUTHORIZED',
+  /** TLS failed: certificate not trusted, wrong host name, or protocol below TLS 1.3. */
+  TLS: 'ERR_TLS',
+  /** The server certificate does not match the `pin` given to `connect`. */
+  PIN_MISMATCH: 'ERR_PIN_MISMATCH',
+  /** Could not connect to the server (refused, unreachable, timed out). */
+  CONNECT: 'ERR_CONNECT',
+  /** No frame from the peer within the idle timeout: the session is considered dead. */
+  TIMEOUT: 'ERR_TIMEOUT',
 } as const;
 
 /** A stable netchan error code string. */
@@ -65,4 +93,45 @@ export function netchanError(code: ErrorCode, message: string, options?: Netchan
 /** True when `err` is a {@link NetchanError} with the given code. */
 export function isNetchanError(err: unknown, code?: ErrorCode): err is NetchanError {
   return err instanceof NetchanError && (code === undefined || err.code === code);
+}
+
+/**
+ * Maps an error from Node (sockets, TLS, http2) to a NetchanError: the one place where Node's
+ * own codes (ECONNRESET, ERR_HTTP2_STREAM_ERROR, ...) are translated.
+ */
+export function fromNodeError(err: unknown, fallback: ErrorCode = ErrorCodes.CONNECTION_LOST): NetchanError {
+  if (err instanceof NetchanError) return err;
+  const code = (err as { code?: unknown } | null)?.code;
+  const message = err instanceof Error ? err.message : String(err);
+  switch (code) {
+    case 'ECONNREFUSED':
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+    case 'ETIMEDOUT':
+      return netchanError(ErrorCodes.CONNECT, `cannot connect: ${message}`, { cause: err });
+    case 'ECONNRESET':
+    case 'EPIPE':
+    case 'ERR_HTTP2_GOAWAY_SESSION':
+    case 'ERR_HTTP2_SESSION_ERROR':
+    case 'ERR_HTTP2_INVALID_SESSION':
+    case 'ERR_STREAM_PREMATURE_CLOSE':
+      return netchanError(ErrorCodes.CONNECTION_LOST, `connection lost: ${message}`, { cause: err });
+    case 'ERR_HTTP2_STREAM_ERROR':
+    case 'ERR_HTTP2_STREAM_CANCEL':
+      return netchanError(ErrorCodes.STREAM_RESET, `stream reset: ${message}`, { cause: err });
+    case 'DEPTH_ZERO_SELF_SIGNED_CERT':
+    case 'SELF_SIGNED_CERT_IN_CHAIN':
+    case 'UNABLE_TO_VERIFY_LEAF_SIGNATURE':
+    case 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY':
+    case 'CERT_HAS_EXPIRED':
+    case 'ERR_TLS_CERT_ALTNAME_INVALID':
+    case 'ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION':
+    case 'ERR_SSL_UNSUPPORTED_PROTOCOL':
+    case 'ERR_SSL_NO_PROTOCOLS_AVAILABLE':
+      return netchanError(ErrorCodes.TLS, `TLS failed: ${message}`, { cause: err });
+    default:
+      return netchanError(fallback, message, { cause: err });
+  }
 }

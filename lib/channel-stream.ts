@@ -1,0 +1,854 @@
+/**
+ * One channel over one stream. The side that holds the channel is the owner
+ * ({@link ChannelExporter}); the other side holds a {@link RemoteChannel} handle with the
+ * same interface as a local Channel. Which side opened the HTTP/2 stream does not matter here.
+ *
+ * Credits (docs/PROTOCOL.md §5): the owner grants send credits (the channel's capacity, at least
+ * one) and returns one with every ACK; the remote grants receive demand with CREDIT frames and
+ * acknowledges every value handed to its program with ACK, so that values taken but never
+ * delivered can go back to the channel when the stream goes away.
+ */
+import { Channel, Waiter, type ChannelLike, type OperationOptions, type TryReceiveResult } from './channel.js';
+import { ErrorCodes, NetchanError, netchanError } from './errors.js';
+import { FrameType } from './frames.js';
+import type { FrameSink, FramedStream } from './framed-stream.js';
+import { Deque, WaitList, type WaitNode } from './queue.js';
+import { PendingReferences, type StreamContext } from './stream-context.js';
+
+const RESOLVED: Promise<void> = Promise.resolve();
+const EMPTY = new Uint8Array(0);
+/** Most values a remote receiver prefetches, whatever the capacity. */
+export const MAX_PREFETCH = 4096;
+
+function closedError(cause: Error | undefined, mayHaveBeenDelivered?: boolean): NetchanError {
+  return netchanError(ErrorCodes.CHANNEL_CLOSED, 'channel is closed', { cause, mayHaveBeenDelivered });
+}
+
+function asError(value: unknown): Error | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (value instanceof Error) return value;
+  return netchanError(ErrorCodes.PROTOCOL, 'peer closed the channel with a non-error value', { cause: value });
+}
+
+/**
+ * Handles frames in order; when a value waits for referenced streams that have not arrived,
+ * later frames wait behind it so that order holds.
+ */
+abstract class OrderedEndpoint implements FrameSink {
+  private backlog: [number, Buffer][] | null = null;
+
+  constructor(
+    protected readonly fs: FramedStream,
+    protected readonly ctx: StreamContext,
+  ) {}
+
+  onFrame(type: number, payload: Buffer): void {
+    if (this.backlog) {
+      this.backlog.push([type, payload]);
+      return;
+    }
+    this.dispatch(type, payload);
+  }
+
+  private dispatch(type: number, payload: Buffer): boolean {
+    try {
+      this.handleFrame(type, payload);
+      return true;
+    } catch (err) {
+      if (err instanceof PendingReferences) {
+        (this.backlog ??= []).unshift([type, payload]);
+        err.ready.then(
+          () => this.resume(),
+          (e: unknown) => this.protocolError(e instanceof NetchanError ? e : netchanError(ErrorCodes.UNKNOWN_REFERENCE, String(e))),
+        );
+        return false;
+      }
+      this.protocolError(err instanceof NetchanError ? err : netchanError(ErrorCodes.PROTOCOL, String(err), { cause: err }));
+      return false;
+    }
+  }
+
+  private resume(): void {
+    const backlog = this.backlog;
+    this.backlog = null;
+    if (!backlog) return;
+    for (let i = 0; i < backlog.length; i++) {
+      const [type, payload] = backlog[i] as [number, Buffer];
+      if (!this.dispatch(type, payload)) {
+        if (this.backlog) (this.backlog as [number, Buffer][]).push(...backlog.slice(i + 1));
+        return;
+      }
+    }
+  }
+
+  /** Tells the peer what went wrong, then drops the stream. */
+  protected protocolError(error: NetchanError): void {
+    if (this.fs.writable) {
+      try {
+        this.fs.frame(FrameType.ERROR, this.ctx.encode({ code: error.code, message: error.message }));
+        this.fs.flush();
+      } catch {
+        // the stream is going away anyway
+      }
+    }
+    this.onStreamError(error);
+    this.fs.destroy(error);
+  }
+
+  protected abstract handleFrame(type: number, payload: Buffer): void;
+  abstract onStreamEnd(): void;
+  abstract onStreamError(error: NetchanError): void;
+  abstract onStreamClose(): void;
+
+  /** Decodes an ERROR frame's payload into the error it describes. */
+  protected peerError(payload: Buffer): NetchanError {
+    let code: string = ErrorCodes.PROTOCOL;
+    let message = 'peer reported an error';
+    try {
+      const data = this.ctx.decode(payload) as { code?: unknown; message?: unknown };
+      if (typeof data?.code === 'string') code = data.code;
+      if (typeof data?.message === 'string') message = data.message;
+    } catch {
+      // keep the generic error
+    }
+    return netchanError(code, `peer: ${message}`);
+  }
+
+  protected readCount(payload: Buffer): number {
+    if (payload.length !== 4) throw netchanError(ErrorCodes.PROTOCOL, `count frame with ${payload.length} payload bytes, expected 4`);
+    return payload.readUInt32BE(0);
+  }
+}
+
+/** A send waiting for credit (queued) or, on a capacity-0 channel, for its ACK. */
+class PendingSend implements WaitNode {
+  prev: WaitNode | null = null;
+  next: WaitNode | null = null;
+  list: WaitList<WaitNode> | null = null;
+  resolve!: () => void;
+  reject!: (e: Error) => void;
+  readonly promise = new Promise<void>((resolve, reject) => {
+    this.resolve = resolve;
+    this.reject = reject;
+  });
+  /** Written to the stream: from then on a failure may have delivered it. */
+  written = false;
+  settled = false;
+  private signal: AbortSignal | undefined;
+  private onAbort: (() => void) | undefined;
+
+  constructor(public value: unknown) {}
+
+  watch(signal: AbortSignal | undefined, aborted: (op: PendingSend) => void): void {
+    if (!signal) return;
+    this.signal = signal;
+    this.onAbort = () => aborted(this);
+    signal.addEventListener('abort', this.onAbort, { once: true });
+  }
+
+  settle(error?: Error): void {
+    if (this.settled) return;
+    this.settled = true;
+    if (this.signal && this.onAbort) this.signal.removeEventListener('abort', this.onAbort);
+    this.value = undefined;
+    if (error) this.reject(error);
+    else this.resolve();
+  }
+}
+
+class PendingReceive implements WaitNode {
+  prev: WaitNode | null = null;
+  next: WaitNode | null = null;
+  list: WaitList<WaitNode> | null = null;
+  resolve!: (v: unknown) => void;
+  reject!: (e: Error) => void;
+  readonly promise = new Promise<unknown>((resolve, reject) => {
+    this.resolve = resolve;
+    this.reject = reject;
+  });
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+
+  unwatch(): void {
+    if (this.signal && this.onAbort) this.signal.removeEventListener('abort', this.onAbort);
+  }
+}
+
+/** How a remote channel handle's stream opened. */
+export interface RemoteOpenInfo {
+  /** The channel's capacity on the owner's side. */
+  capacity: number;
+  /** Send credits granted at open. */
+  credits: number;
+}
+
+/**
+ * A handle on a channel that lives on the other side of a session. Same interface as
+ * {@link Channel}: values sent go to the owner's channel, values received come from it.
+ *
+ * Over the network, `trySend` succeeds only for a buffered channel with send credit left, and a
+ * `send` aborted after its value was written rejects with `mayHaveBeenDelivered: true`.
+ */
+export class RemoteChannel<T = unknown> extends OrderedEndpoint implements ChannelLike<T> {
+  private cap = 0;
+  private opened = false;
+  private credits = 0;
+  private readonly sendQueue = new WaitList<PendingSend>();
+  /** Values written and not yet acknowledged; `null` for a send that already resolved on credit. */
+  private readonly unacked = new Deque<PendingSend | null>();
+  private readonly inbox = new Deque<T>();
+  private readonly receivers = new WaitList<PendingReceive>();
+  /** Receive demand granted to the owner and not yet used. */
+  private demand = 0;
+  private demandPending = 0;
+  private consumedPending = 0;
+  private prefetch = false;
+  private localClosed = false;
+  private remoteClosed = false;
+  private ended = false;
+  private closeError: Error | undefined;
+  private failure: NetchanError | null = null;
+  private released = false;
+  private waitingDrain = false;
+  private finished = false;
+  private readonly closeListeners: ((e: Error | undefined) => void)[] = [];
+  /** Values this side sent on credit that the owner refused because it closed first. */
+  refused = 0;
+
+  constructor(
+    fs: FramedStream,
+    ctx: StreamContext,
+    /** The stream id both sides use for back-references. */
+    readonly streamId: string,
+    /** The session this handle belongs to (compared when a handle is sent back to its owner). */
+    readonly session: object,
+    private readonly onFinished: (rc: RemoteChannel<T>) => void,
+  ) {
+    super(fs, ctx);
+    fs.beforeFlush = () => {
+      if (this.demandPending > 0) {
+        fs.countFrame(FrameType.CREDIT, this.demandPending);
+        this.demandPending = 0;
+      }
+      if (this.consumedPending > 0) {
+        fs.countFrame(FrameType.ACK, this.consumedPending);
+        this.consumedPending = 0;
+      }
+    };
+    ctx.counters.channels++;
+  }
+
+  /** The owner accepted the stream: start sending and receiving. */
+  open(info: RemoteOpenInfo): void {
+    if (this.opened || this.failure) return;
+    this.opened = true;
+    this.cap = info.capacity;
+    this.credits = info.credits;
+    this.pumpSends();
+    this.topUpDemand();
+  }
+
+  /** The stream could not be opened (unknown channel, refused, connection failed). */
+  failOpen(error: NetchanError): void {
+    this.onStreamError(error);
+    this.fs.destroy();
+  }
+
+  get capacity(): number {
+    return this.cap;
+  }
+
+  get length(): number {
+    return this.inbox.length;
+  }
+
+  get closed(): boolean {
+    return this.localClosed || this.remoteClosed || this.failure !== null;
+  }
+
+  send(value: T, options?: OperationOptions): Promise<void> {
+    if (this.failure) return Promise.reject(this.wrapFailure(false));
+    if (this.closed || this.released) return Promise.reject(closedError(this.closeError, false));
+    const signal = options?.signal;
+    if (signal?.aborted) return Promise.reject(netchanError(ErrorCodes.ABORTED, 'send aborted', { cause: signal.reason, mayHaveBeenDelivered: false }));
+    if (this.canWriteNow()) {
+      let bytes: Uint8Array;
+      try {
+        bytes = this.ctx.encode(value);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+      this.credits--;
+      this.writeValue(bytes);
+      if (this.cap > 0) {
+        this.unacked.push(null);
+        return RESOLVED;
+      }
+      const op = new PendingSend(undefined);
+      op.written = true;
+      this.unacked.push(op);
+      op.watch(signal, (o) => this.abortSend(o, signal as AbortSignal));
+      return op.promise;
+    }
+    const op = new PendingSend(value);
+    this.sendQueue.push(op);
+    op.watch(signal, (o) => this.abortSend(o, signal as AbortSignal));
+    return op.promise;
+  }
+
+  trySend(value: T): boolean {
+    if (this.failure) throw this.wrapFailure(false);
+    if (this.closed || this.released) throw closedError(this.closeError, false);
+    if (this.cap === 0 || !this.canWriteNow()) return false;
+    const bytes = this.ctx.encode(value);
+    this.credits--;
+    this.writeValue(bytes);
+    this.unacked.push(null);
+    return true;
+  }
+
+  receive(options?: OperationOptions): Promise<T> {
+    const signal = options?.signal;
+    if (signal?.aborted) return Promise.reject(netchanError(ErrorCodes.ABORTED, 'receive aborted', { cause: signal.reason }));
+    if (this.inbox.length > 0) {
+      const value = this.inbox.shift();
+      this.consumed();
+      return Promise.resolve(value);
+    }
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.ended || this.released) return Promise.reject(closedError(this.closeError));
+    const op = new PendingReceive();
+    this.receivers.push(op);
+    if (signal) {
+      op.signal = signal;
+      op.onAbort = () => {
+        if (op.list) {
+          this.receivers.remove(op);
+          // demand already granted stays: a value that arrives for it waits in the inbox, and
+          // goes back to the owner's channel if this handle goes away before it is received
+          op.reject(netchanError(ErrorCodes.ABORTED, 'receive aborted', { cause: signal.reason }));
+        }
+      };
+      signal.addEventListener('abort', op.onAbort, { once: true });
+    }
+    this.prefetch = true;
+    this.topUpDemand();
+    return op.promise as Promise<T>;
+  }
+
+  tryReceive(): TryReceiveResult<T> {
+    this.prefetch = true;
+    if (this.inbox.length > 0) {
+      const value = this.inbox.shift();
+      this.consumed();
+      return { ok: true, value };
+    }
+    this.topUpDemand();
+    return { ok: false, closed: this.ended || this.failure !== null || this.released };
+  }
+
+  /** Closes the channel on the owner's side (close propagates), with an optional error. */
+  close(error?: Error): void {
+    if (this.localClosed || this.failure || this.released) return;
+    this.localClosed = true;
+    if (!this.remoteClosed) this.closeError = error;
+    let payload: Uint8Array = EMPTY;
+    if (error) {
+      try {
+        payload = this.ctx.encode(error);
+      } catch {
+        payload = this.ctx.encode(new Error(error.message));
+      }
+    }
+    this.fs.frame(FrameType.CLOSE, payload);
+    this.rejectQueued(closedError(error, false));
+  }
+
+  /**
+   * Lets go of the remote channel without closing it: pending operations reject with
+   * `ERR_RELEASED`, values prefetched but not received go back to the owner's channel, and the
+   * stream ends. Use it for a named channel this program no longer needs.
+   */
+  release(): void {
+    if (this.released || this.finished) return;
+    this.released = true;
+    const err = netchanError(ErrorCodes.RELEASED, 'channel handle released');
+    this.rejectQueued(netchanError(ErrorCodes.RELEASED, 'channel handle released', { mayHaveBeenDelivered: false }));
+    this.rejectUnacked(netchanError(ErrorCodes.RELEASED, 'channel handle released before the owner acknowledged the value', { mayHaveBeenDelivered: true }));
+    for (let r = this.receivers.shift(); r; r = this.receivers.shift()) {
+      r.unwatch();
+      r.reject(err);
+    }
+    this.inbox.clear();
+    this.fs.end();
+  }
+
+  /** Calls `listener` once when the channel is known to be closed. @internal */
+  onClose(listener: (error: Error | undefined) => void): () => void {
+    if (this.closed) {
+      listener(this.closeError);
+      return () => {};
+    }
+    this.closeListeners.push(listener);
+    return () => {
+      const i = this.closeListeners.indexOf(listener);
+      if (i >= 0) this.closeListeners.splice(i, 1);
+    };
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<T> {
+    return {
+      next: () =>
+        this.receive().then(
+          (value) => ({ value, done: false }),
+          (err: unknown) => {
+            if (err instanceof NetchanError && err.code === ErrorCodes.CHANNEL_CLOSED) {
+              if (this.closeError) throw this.closeError;
+              return { value: undefined, done: true };
+            }
+            throw err;
+          },
+        ),
+    };
+  }
+
+  // ---- frames from the owner ----
+
+  protected handleFrame(type: number, payload: Buffer): void {
+    switch (type) {
+      case FrameType.VALUE: {
+        const value = this.ctx.decode(payload) as T;
+        this.ctx.counters.valuesIn++;
+        if (this.demand > 0) this.demand--;
+        const r = this.receivers.shift();
+        if (r) {
+          r.unwatch();
+          this.consumed();
+          r.resolve(value);
+        } else if (!this.released) {
+          this.inbox.push(value);
+        }
+        if (this.receivers.size > 0) this.topUpDemand();
+        return;
+      }
+      case FrameType.ACK: {
+        const n = this.readCount(payload);
+        for (let i = 0; i < n && this.unacked.length > 0; i++) {
+          const op = this.unacked.shift();
+          this.credits++;
+          op?.settle();
+        }
+        this.pumpSends();
+        return;
+      }
+      case FrameType.CLOSE: {
+        const error = payload.length > 0 ? asError(this.ctx.decode(payload)) : undefined;
+        this.markRemoteClosed(error);
+        return;
+      }
+      case FrameType.ERROR:
+        this.onStreamError(this.peerError(payload));
+        this.fs.destroy();
+        return;
+      default:
+        throw netchanError(ErrorCodes.PROTOCOL, `unexpected frame type 0x${type.toString(16)} on a channel stream`);
+    }
+  }
+
+  onStreamEnd(): void {
+    // The owner ended its side: the channel is closed and drained for us, or the owner let go.
+    this.ended = true;
+    if (!this.remoteClosed) {
+      this.markRemoteClosed(this.localClosed ? this.closeError : netchanError(ErrorCodes.RELEASED, 'the owner released the channel'));
+    }
+    if (this.inbox.length === 0) {
+      const err = closedError(this.closeError);
+      for (let r = this.receivers.shift(); r; r = this.receivers.shift()) {
+        r.unwatch();
+        r.reject(err);
+      }
+    }
+    this.fs.end();
+  }
+
+  onStreamError(error: NetchanError): void {
+    if (this.failure || this.finished) return;
+    this.failure = error;
+    this.rejectQueued(this.wrapFailure(false));
+    this.rejectUnacked(this.wrapFailure(true));
+    for (let r = this.receivers.shift(); r; r = this.receivers.shift()) {
+      r.unwatch();
+      r.reject(error);
+    }
+    this.notifyClosed();
+  }
+
+  onStreamClose(): void {
+    if (this.finished) return;
+    this.finished = true;
+    if (!this.ended && !this.failure && !this.released) {
+      this.onStreamError(netchanError(ErrorCodes.CONNECTION_LOST, 'channel stream closed'));
+    }
+    this.ctx.counters.channels--;
+    this.closeListeners.length = 0;
+    this.onFinished(this);
+  }
+
+
+  // ---- internals ----
+
+  private canWriteNow(): boolean {
+    return this.opened && this.credits > 0 && this.sendQueue.size === 0 && !this.fs.congested && this.fs.writable;
+  }
+
+  private writeValue(bytes: Uint8Array): void {
+    this.fs.frame(FrameType.VALUE, bytes);
+    this.ctx.counters.valuesOut++;
+  }
+
+  private pumpSends(): void {
+    while (this.opened && this.credits > 0 && this.sendQueue.size > 0 && this.fs.writable) {
+      if (this.fs.congested) {
+        if (!this.waitingDrain) {
+          this.waitingDrain = true;
+          this.fs.stream.once('drain', () => {
+            this.waitingDrain = false;
+            this.pumpSends();
+          });
+        }
+        return;
+      }
+      const op = this.sendQueue.shift() as PendingSend;
+      let bytes: Uint8Array;
+      try {
+        bytes = this.ctx.encode(op.value);
+      } catch (err) {
+        op.settle(err as Error);
+        continue;
+      }
+      this.credits--;
+      this.writeValue(bytes);
+      op.written = true;
+      if (this.cap > 0) {
+        this.unacked.push(null);
+        op.settle();
+      } else {
+        this.unacked.push(op);
+      }
+    }
+  }
+
+  private abortSend(op: PendingSend, signal: AbortSignal): void {
+    if (op.settled) return;
+    if (op.list) this.sendQueue.remove(op);
+    op.settle(
+      netchanError(ErrorCodes.ABORTED, op.written ? 'send aborted after the value was written' : 'send aborted', {
+        cause: signal.reason,
+        mayHaveBeenDelivered: op.written,
+      }),
+    );
+  }
+
+  private topUpDemand(): void {
+    if (!this.opened || this.ended || this.released || this.failure || !this.fs.writable) return;
+    const window = this.prefetch && this.cap > 0 ? Math.min(this.cap, MAX_PREFETCH) : 0;
+    const want = this.receivers.size + window;
+    const need = want - this.inbox.length - this.demand;
+    if (need > 0) {
+      this.demand += need;
+      this.demandPending += need;
+      this.fs.touch();
+    }
+  }
+
+  private consumed(): void {
+    this.consumedPending++;
+    this.fs.touch();
+    if (this.prefetch) this.topUpDemand();
+  }
+
+  private markRemoteClosed(error: Error | undefined): void {
+    if (this.remoteClosed) return;
+    this.remoteClosed = true;
+    if (!this.localClosed) this.closeError = error;
+    this.rejectQueued(closedError(this.closeError, false));
+    // every ACK the owner sent before its CLOSE has been processed: what is still unacked was refused
+    for (let op = this.unacked.length ? this.unacked.shift() : undefined; op !== undefined; op = this.unacked.length ? this.unacked.shift() : undefined) {
+      if (op) op.settle(closedError(this.closeError, false));
+      else this.refused++;
+    }
+    this.notifyClosed();
+  }
+
+  private notifyClosed(): void {
+    const listeners = this.closeListeners.splice(0);
+    for (const l of listeners) l(this.closeError);
+  }
+
+  private rejectQueued(error: NetchanError): void {
+    for (let op = this.sendQueue.shift(); op; op = this.sendQueue.shift()) op.settle(error);
+  }
+
+  private rejectUnacked(error: NetchanError): void {
+    while (this.unacked.length > 0) this.unacked.shift()?.settle(error);
+  }
+
+  private wrapFailure(mayHaveBeenDelivered: boolean): NetchanError {
+    const f = this.failure as NetchanError;
+    return netchanError(f.code, f.message, { cause: f.cause ?? f, mayHaveBeenDelivered });
+  }
+}
+
+/** What an exporter can serve: a local Channel, or a remote handle proxied to a third party. */
+export type ExportableChannel = Channel<unknown> | RemoteChannel<unknown>;
+
+/**
+ * The owner's side of a channel stream: feeds the remote's values into the local channel,
+ * serves the remote's receive demand from it, and propagates close both ways.
+ */
+export class ChannelExporter extends OrderedEndpoint {
+  private demand = 0;
+  private ackPending = 0;
+  /** Values sent to the remote and not yet acknowledged as handed to its program. */
+  private readonly inflight = new Deque<unknown>();
+  /** The remote's values parked as waiting senders in the local channel. */
+  private readonly parked = new Deque<Waiter>();
+  private receiveWaiter: Waiter | null = null;
+  private genericWaiting: AbortController | null = null;
+  private closeSent = false;
+  private done = false;
+  private finished = false;
+  private readonly unlistenClose: () => void;
+  private genericChain: Promise<void> = RESOLVED;
+
+  /** Completion callbacks the local channel calls synchronously for parked values. */
+  private readonly sendCompletion = {
+    done: false,
+    complete: (): void => {
+      this.parked.shift();
+      this.ack();
+    },
+    fail: (): void => {
+      // refused: the channel closed first; the remote learns it from our CLOSE
+      this.parked.shift();
+    },
+  };
+
+  private readonly receiveCompletion = {
+    done: false,
+    complete: (_w: Waiter, value: unknown, ok: boolean): void => {
+      this.receiveWaiter = null;
+      if (!ok) {
+        this.drained();
+        return;
+      }
+      this.sendValue(value);
+      this.pump();
+    },
+    fail: (): void => {
+      this.receiveWaiter = null;
+    },
+  };
+
+  constructor(
+    fs: FramedStream,
+    ctx: StreamContext,
+    readonly channel: ExportableChannel,
+    readonly streamId: string,
+    private readonly onFinished: (ex: ChannelExporter) => void,
+  ) {
+    super(fs, ctx);
+    fs.beforeFlush = () => {
+      if (this.ackPending > 0) {
+        fs.countFrame(FrameType.ACK, this.ackPending);
+        this.ackPending = 0;
+      }
+    };
+    ctx.counters.channels++;
+    this.unlistenClose = channel.onClose((error) => this.channelClosed(error));
+  }
+
+  /** Send credits granted at open: the capacity, at least one, at most {@link MAX_PREFETCH}. */
+  static initialCredits(channel: ExportableChannel): number {
+    return Math.max(1, Math.min(channel.capacity, MAX_PREFETCH));
+  }
+
+  protected handleFrame(type: number, payload: Buffer): void {
+    switch (type) {
+      case FrameType.VALUE: {
+        const value = this.ctx.decode(payload);
+        this.ctx.counters.valuesIn++;
+        this.deliver(value);
+        return;
+      }
+      case FrameType.CREDIT:
+        this.demand += this.readCount(payload);
+        this.pump();
+        return;
+      case FrameType.ACK: {
+        const n = this.readCount(payload);
+        for (let i = 0; i < n && this.inflight.length > 0; i++) this.inflight.shift();
+        return;
+      }
+      case FrameType.CLOSE: {
+        const error = payload.length > 0 ? asError(this.ctx.decode(payload)) : undefined;
+        this.channel.close(error);
+        return;
+      }
+      case FrameType.ERROR:
+        this.onStreamError(this.peerError(payload));
+        this.fs.destroy();
+        return;
+      default:
+        throw netchanError(ErrorCodes.PROTOCOL, `unexpected frame type 0x${type.toString(16)} on a channel stream`);
+    }
+  }
+
+  private ack(): void {
+    this.ackPending++;
+    this.fs.touch();
+  }
+
+  private deliver(value: unknown): void {
+    const ch = this.channel;
+    if (ch.closed) return; // refused; the remote learns it from CLOSE
+    if (ch instanceof Channel) {
+      if (this.parked.length === 0 && ch.offer(value)) {
+        this.ack();
+        return;
+      }
+      const waiter = new Waiter(value, this.sendCompletion, 0, true);
+      this.parked.push(waiter);
+      ch.park(waiter, true);
+      return;
+    }
+    // a proxied remote handle: keep order by chaining
+    const p = ch.send(value);
+    this.genericChain = this.genericChain.then(() =>
+      p.then(
+        () => this.ack(),
+        () => undefined,
+      ),
+    );
+  }
+
+  private pump(): void {
+    if (this.done || this.receiveWaiter || this.genericWaiting) return;
+    const ch = this.channel;
+    if (ch instanceof Channel) {
+      while (this.demand > 0 && ch.canTake()) this.sendValue(ch.take());
+      if (this.demand === 0) return;
+      if (ch.closed) {
+        this.drained();
+        return;
+      }
+      this.receiveWaiter = new Waiter(undefined, this.receiveCompletion, 0, false);
+      ch.park(this.receiveWaiter, false);
+      return;
+    }
+    if (this.demand === 0) return;
+    const ac = new AbortController();
+    this.genericWaiting = ac;
+    ch.receive({ signal: ac.signal }).then(
+      (value) => {
+        this.genericWaiting = null;
+        this.sendValue(value);
+        this.pump();
+      },
+      (err: unknown) => {
+        this.genericWaiting = null;
+        if (err instanceof NetchanError && err.code === ErrorCodes.CHANNEL_CLOSED) this.drained();
+      },
+    );
+  }
+
+  private sendValue(value: unknown): void {
+    let bytes: Uint8Array;
+    try {
+      bytes = this.ctx.encode(value);
+    } catch (err) {
+      // the value cannot cross the wire: give it back to local receivers and fail this stream loudly
+      if (this.channel instanceof Channel) this.channel.returnValue(value);
+      this.protocolError(err instanceof NetchanError ? err : netchanError(ErrorCodes.ENCODE, String(err)));
+      return;
+    }
+    this.demand--;
+    this.inflight.push(value);
+    this.fs.frame(FrameType.VALUE, bytes);
+    this.ctx.counters.valuesOut++;
+  }
+
+  private channelClosed(error: Error | undefined): void {
+    if (this.done || this.closeSent) return;
+    this.closeSent = true;
+    if (this.ackPending > 0) {
+      this.fs.countFrame(FrameType.ACK, this.ackPending);
+      this.ackPending = 0;
+    }
+    let payload: Uint8Array = EMPTY;
+    if (error) {
+      try {
+        payload = this.ctx.encode(error);
+      } catch {
+        payload = this.ctx.encode(new Error(error.message));
+      }
+    }
+    this.fs.frame(FrameType.CLOSE, payload);
+    const ch = this.channel;
+    if (ch instanceof Channel && !ch.canTake() && !this.receiveWaiter) this.drained();
+  }
+
+  private drained(): void {
+    if (this.done) return;
+    if (!this.closeSent) this.channelClosed(this.channel instanceof Channel ? this.channel.closeReason : undefined);
+    this.done = true;
+    this.fs.end();
+  }
+
+  onStreamEnd(): void {
+    // the remote let go (released, closed and drained, or its session ends)
+    this.detach();
+    if (!this.done) {
+      this.done = true;
+      this.fs.end();
+    }
+  }
+
+  onStreamError(_error?: NetchanError): void {
+    this.detach();
+    this.done = true;
+  }
+
+  onStreamClose(): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.detach();
+    this.unlistenClose();
+    this.ctx.counters.channels--;
+    this.onFinished(this);
+  }
+
+  /** Stops serving the remote; values it took but never handed to its program go back. */
+  private detach(): void {
+    const ch = this.channel;
+    if (this.receiveWaiter) {
+      this.receiveWaiter.list?.remove(this.receiveWaiter);
+      this.receiveWaiter = null;
+    }
+    this.genericWaiting?.abort();
+    this.genericWaiting = null;
+    if (ch instanceof Channel) {
+      // values the remote sent that no receiver took yet are withdrawn: its sends were not acknowledged
+      while (this.parked.length > 0) {
+        const w = this.parked.shift();
+        w.list?.remove(w);
+      }
+      const back: unknown[] = [];
+      while (this.inflight.length > 0) back.push(this.inflight.shift());
+      for (let i = back.length - 1; i >= 0; i--) ch.returnValue(back[i]);
+    } else {
+      this.inflight.clear();
+    }
+    this.demand = 0;
+  }
+}

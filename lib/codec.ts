@@ -1,0 +1,562 @@
+/**
+ * The value codec: MessagePack through msgpackr, hardened for input from an untrusted peer.
+ *
+ * Decoding is two passes. {@link validate} walks the bytes once, iteratively (no recursion, so no
+ * stack to exhaust), and rejects anything msgpackr must never see: truncation, trailing bytes, the
+ * unused byte 0xc1, lengths larger than what is left of the input (a "4-billion-element array" in
+ * ten bytes), nesting deeper than `maxDepth`, extension types outside the list below, map keys that
+ * are not strings or integers, and the key `__proto__`. Only then does msgpackr build the value,
+ * with records, structured cloning and its other peer-defined structures switched off.
+ *
+ * Encoding walks the value first ({@link Codec.encode}): it enforces the same depth limit, turns
+ * Map, Set, Error, BigInt and channel/byte-stream references into extension values, and leaves
+ * everything else to msgpackr. The walk copies only the containers on the path to such a value.
+ *
+ * Extension types (docs/PROTOCOL.md §3 has the byte layouts and test vectors):
+ *
+ * | type | value | payload |
+ * |---|---|---|
+ * | -1 | Date | MessagePack timestamp (4, 8 or 12 bytes) |
+ * | 0x00 | undefined | one byte 0x00 |
+ * | 0x01 | BigInt | signed two's complement, big-endian, 1..4096 bytes |
+ * | 0x02 | Map | one array `[k1, v1, k2, v2, ...]` |
+ * | 0x03 | Set | one array of the members |
+ * | 0x04 | Error | one map `{name, message, ...own properties, cause?}` |
+ * | 0x10 | channel reference | one map (session-defined, PROTOCOL.md §5) |
+ * | 0x11 | byte-stream reference | one map (session-defined, PROTOCOL.md §5) |
+ */
+import { Packr, Unpackr, addExtension } from 'msgpackr';
+import { ErrorCodes, NetchanError, netchanError } from './errors.js';
+
+/** The MessagePack extension type numbers netchan uses. */
+export const ExtensionTypes = {
+  TIMESTAMP: -1,
+  UNDEFINED: 0x00,
+  BIGINT: 0x01,
+  MAP: 0x02,
+  SET: 0x03,
+  ERROR: 0x04,
+  CHANNEL: 0x10,
+  BYTES: 0x11,
+} as const;
+
+/** What a reference stands for: a channel, or a byte stream. */
+export type ReferenceKind = 'channel' | 'bytes';
+
+/**
+ * How a session turns channels and byte streams into references and back. `encodeReference`
+ * is called while a value is encoded, once per channel or stream in it; `decodeReference` while
+ * a value is decoded, once per reference in it. Either may throw a {@link NetchanError}.
+ */
+export interface ReferenceHooks {
+  encodeReference(kind: ReferenceKind, obj: object): Record<string, unknown>;
+  decodeReference(kind: ReferenceKind, data: Record<string, unknown>): unknown;
+}
+
+/** Limits of a {@link Codec}. */
+export interface CodecOptions {
+  /** Largest encoded value, in bytes, accepted by `encode` and `decode`. Default 1 MiB. */
+  maxValueBytes?: number;
+  /** Deepest nesting of arrays, maps and extension payloads. Default 64. */
+  maxDepth?: number;
+}
+
+/** Default of {@link CodecOptions.maxValueBytes}. */
+export const DEFAULT_MAX_VALUE_BYTES = 1024 * 1024;
+/** Default of {@link CodecOptions.maxDepth}. */
+export const DEFAULT_MAX_DEPTH = 64;
+/** Largest BigInt payload accepted, in bytes (32,768 bits). */
+export const MAX_BIGINT_BYTES = 4096;
+
+type AnyClass = abstract new (...args: never[]) => object;
+const referenceClasses: Array<{ cls: AnyClass; kind: ReferenceKind }> = [];
+
+/**
+ * Declares that instances of `cls` travel as references of `kind` (the session registers its
+ * channel and stream classes). Instances are never walked as plain objects.
+ */
+export function registerReferenceClass(cls: AnyClass, kind: ReferenceKind): void {
+  if (!referenceClasses.some((r) => r.cls === cls)) referenceClasses.push({ cls, kind });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding
+
+/** A value the encode walk replaced; msgpackr writes it as an extension through `addExtension`. */
+abstract class Box {
+  constructor(readonly payload: unknown) {}
+}
+class BigIntBox extends Box {}
+class MapBox extends Box {}
+class SetBox extends Box {}
+class ErrorBox extends Box {}
+class ChannelRefBox extends Box {}
+class BytesRefBox extends Box {}
+
+const packOptions = {
+  useRecords: false,
+  moreTypes: false,
+  structuredClone: false,
+  bundleStrings: false,
+  useTimestamp32: false,
+} as const;
+const packr = new Packr(packOptions);
+/** A second packer for extension payloads, so that a payload never shares the outer buffer. */
+const payloadPackr = new Packr(packOptions);
+
+function registerNested(type: number, cls: new (payload: unknown) => Box): void {
+  addExtension({
+    Class: cls,
+    type,
+    pack: (box: Box) => Uint8Array.from(payloadPackr.pack(box.payload)),
+    // The payload was validated as exactly one value; msgpackr's unpack is re-entrant.
+    unpack: (data: Uint8Array) => decodeNested(type, unpackr.unpack(data)),
+  });
+}
+addExtension({
+  Class: BigIntBox,
+  type: ExtensionTypes.BIGINT,
+  pack: (box: BigIntBox) => bigintToBytes(box.payload as bigint),
+  unpack: (data: Uint8Array) => bytesToBigint(data),
+});
+registerNested(ExtensionTypes.MAP, MapBox);
+registerNested(ExtensionTypes.SET, SetBox);
+registerNested(ExtensionTypes.ERROR, ErrorBox);
+registerNested(ExtensionTypes.CHANNEL, ChannelRefBox);
+registerNested(ExtensionTypes.BYTES, BytesRefBox);
+
+/** Minimal signed two's complement, big-endian. */
+export function bigintToBytes(v: bigint): Uint8Array {
+  const magnitude = v < 0n ? -v - 1n : v;
+  const bits = magnitude.toString(2).length + 1;
+  const length = Math.ceil(bits / 8);
+  if (length > MAX_BIGINT_BYTES) throw netchanError(ErrorCodes.ENCODE, `BigInt too large (${length} bytes, limit ${MAX_BIGINT_BYTES})`);
+  const hex = BigInt.asUintN(length * 8, v).toString(16).padStart(length * 2, '0');
+  return Uint8Array.from(Buffer.from(hex, 'hex'));
+}
+
+/** Inverse of {@link bigintToBytes}; accepts non-minimal encodings too. */
+export function bytesToBigint(data: Uint8Array): bigint {
+  const unsigned = BigInt('0x' + Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('hex'));
+  return BigInt.asIntN(data.length * 8, unsigned);
+}
+
+interface EncodeState {
+  hooks: ReferenceHooks | undefined;
+  maxDepth: number;
+}
+
+function isBinary(v: object): boolean {
+  return ArrayBuffer.isView(v) || v instanceof ArrayBuffer;
+}
+
+/**
+ * Returns `v` ready for msgpackr: the same object when nothing inside needs converting,
+ * otherwise a copy of the containers on the way to each converted value. `depth` is the number
+ * of containers around `v`.
+ */
+function prepare(v: unknown, depth: number, st: EncodeState): unknown {
+  switch (typeof v) {
+    case 'object':
+      break;
+    case 'bigint':
+      return new BigIntBox(v);
+    case 'function':
+    case 'symbol':
+      throw netchanError(ErrorCodes.ENCODE, `cannot encode a ${typeof v}`);
+    default:
+      return v;
+  }
+  if (v === null || isBinary(v)) return v;
+  if (v instanceof Date) {
+    if (Number.isNaN(v.getTime())) throw netchanError(ErrorCodes.ENCODE, 'cannot encode an invalid Date');
+    return v;
+  }
+  if (depth >= st.maxDepth) {
+    throw netchanError(ErrorCodes.DEPTH_LIMIT, `value nests deeper than ${st.maxDepth} levels (or contains a cycle)`);
+  }
+  const inner = depth + 1;
+  if (Array.isArray(v)) return prepareArray(v, inner, st);
+  const proto: unknown = Object.getPrototypeOf(v);
+  if (proto === Object.prototype || proto === null) return prepareObject(v as Record<string, unknown>, inner, st, false);
+  if (v instanceof Map) {
+    const flat: unknown[] = [];
+    for (const [k, val] of v) flat.push(prepare(k, inner, st), prepare(val, inner, st));
+    return new MapBox(flat);
+  }
+  if (v instanceof Set) return new SetBox(Array.from(v, (m) => prepare(m, inner, st)));
+  if (v instanceof Error) return new ErrorBox(prepareObject(errorFields(v), inner, st, true));
+  for (const { cls, kind } of referenceClasses) {
+    if (v instanceof cls) {
+      if (!st.hooks) throw netchanError(ErrorCodes.ENCODE, `a ${kind === 'channel' ? 'channel' : 'byte stream'} can only be sent through a session`);
+      const data = prepareObject(st.hooks.encodeReference(kind, v), inner, st, true);
+      return kind === 'channel' ? new ChannelRefBox(data) : new BytesRefBox(data);
+    }
+  }
+  const json = (v as { toJSON?: unknown }).toJSON;
+  if (typeof json === 'function') return prepare(json.call(v), depth, st);
+  // Any other class instance travels as a plain object of its own enumerable properties.
+  return prepareObject(v as Record<string, unknown>, inner, st, true);
+}
+
+function prepareArray(v: unknown[], depth: number, st: EncodeState): unknown[] {
+  let out: unknown[] | undefined;
+  for (let i = 0; i < v.length; i++) {
+    const item = v[i];
+    const p = prepare(item, depth, st);
+    if (out) out.push(p);
+    else if (p !== item) {
+      out = v.slice(0, i);
+      out.push(p);
+    }
+  }
+  return out ?? v;
+}
+
+function prepareObject(v: Record<string, unknown>, depth: number, st: EncodeState, copy: boolean): Record<string, unknown> {
+  let out: Record<string, unknown> | undefined = copy ? {} : undefined;
+  const keys = Object.keys(v);
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i]!;
+    if (key === '__proto__') throw netchanError(ErrorCodes.ENCODE, 'the key "__proto__" cannot be sent');
+    const item = v[key];
+    const p = prepare(item, depth, st);
+    if (out) out[key] = p;
+    else if (p !== item) {
+      out = {};
+      for (let j = 0; j < i; j++) out[keys[j]!] = v[keys[j]!];
+      out[key] = p;
+    }
+  }
+  return out ?? v;
+}
+
+function errorFields(err: Error): Record<string, unknown> {
+  const fields: Record<string, unknown> = { name: String(err.name), message: String(err.message) };
+  for (const key of Object.keys(err)) {
+    if (key !== 'stack' && key !== 'name' && key !== 'message' && key !== 'cause') fields[key] = (err as unknown as Record<string, unknown>)[key];
+  }
+  if ('cause' in err && err.cause !== undefined) fields.cause = err.cause;
+  return fields;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+
+const unpackr = new Unpackr({
+  useRecords: false,
+  mapsAsObjects: true,
+  structuredClone: false,
+  moreTypes: false,
+  bundleStrings: false,
+  copyBuffers: true,
+  // 'auto' (a number when it is safe, else a BigInt) is supported at run time but missing from the types.
+  int64AsType: 'auto' as 'number',
+});
+
+let decodeHooks: ReferenceHooks | undefined;
+
+function decodeNested(type: number, payload: unknown): unknown {
+  switch (type) {
+    case ExtensionTypes.MAP: {
+      const flat = payload as unknown[];
+      const map = new Map<unknown, unknown>();
+      for (let i = 0; i < flat.length; i += 2) map.set(flat[i], flat[i + 1]);
+      return map;
+    }
+    case ExtensionTypes.SET:
+      return new Set(payload as unknown[]);
+    case ExtensionTypes.ERROR:
+      return errorFromFields(payload as Record<string, unknown>);
+    default: {
+      const hooks = decodeHooks;
+      const kind: ReferenceKind = type === ExtensionTypes.CHANNEL ? 'channel' : 'bytes';
+      if (!hooks) throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, `a ${kind} reference can only be decoded by a session`);
+      return hooks.decodeReference(kind, payload as Record<string, unknown>);
+    }
+  }
+}
+
+function errorFromFields(fields: Record<string, unknown>): Error {
+  const err = new Error(typeof fields.message === 'string' ? fields.message : '');
+  // A local stack would show the decoder, not where the error happened; the peer's is never sent.
+  err.stack = `${typeof fields.name === 'string' ? fields.name : 'Error'}: ${err.message}\n    at <remote>`;
+  for (const key of Object.keys(fields)) {
+    if (key === 'message' || key === 'stack') continue;
+    Object.defineProperty(err, key, { value: fields[key], writable: true, enumerable: key !== 'name' && key !== 'cause', configurable: true });
+  }
+  return err;
+}
+
+// The validator's view of each first byte: how the value it starts is laid out.
+const FIXED = 0; // header plus SIZE[b] bytes, nothing nested
+const STR8 = 1; // str8 / bin8: 1-byte length, then the bytes
+const STR16 = 2;
+const STR32 = 3;
+const ARRAY = 4; // fixarray, array16, array32
+const MAP = 5; // fixmap, map16, map32
+const EXT = 6; // fixext1..16, ext8/16/32
+const NEVER = 7; // 0xc1
+
+const KIND = new Uint8Array(256);
+const SIZE = new Uint8Array(256); // FIXED: bytes after the header byte
+const KEY_OK = new Uint8Array(256); // 1 where a map key may start: strings and integers
+(() => {
+  const set = (from: number, to: number, kind: number, size = 0) => {
+    for (let b = from; b <= to; b++) {
+      KIND[b] = kind;
+      SIZE[b] = size;
+    }
+  };
+  set(0x00, 0x7f, FIXED);
+  set(0x80, 0x8f, MAP);
+  set(0x90, 0x9f, ARRAY);
+  for (let b = 0xa0; b <= 0xbf; b++) set(b, b, FIXED, b - 0xa0); // fixstr
+  set(0xc0, 0xc0, FIXED);
+  set(0xc1, 0xc1, NEVER);
+  set(0xc2, 0xc3, FIXED);
+  set(0xc4, 0xc4, STR8);
+  set(0xc5, 0xc5, STR16);
+  set(0xc6, 0xc6, STR32);
+  set(0xc7, 0xc9, EXT);
+  set(0xca, 0xca, FIXED, 4);
+  set(0xcb, 0xcb, FIXED, 8);
+  set(0xcc, 0xcc, FIXED, 1);
+  set(0xcd, 0xcd, FIXED, 2);
+  set(0xce, 0xce, FIXED, 4);
+  set(0xcf, 0xcf, FIXED, 8);
+  set(0xd0, 0xd0, FIXED, 1);
+  set(0xd1, 0xd1, FIXED, 2);
+  set(0xd2, 0xd2, FIXED, 4);
+  set(0xd3, 0xd3, FIXED, 8);
+  set(0xd4, 0xd8, EXT);
+  set(0xd9, 0xd9, STR8);
+  set(0xda, 0xda, STR16);
+  set(0xdb, 0xdb, STR32);
+  set(0xdc, 0xdd, ARRAY);
+  set(0xde, 0xdf, MAP);
+  set(0xe0, 0xff, FIXED);
+  for (let b = 0; b < 256; b++) {
+    KEY_OK[b] = b <= 0x7f || (b >= 0xa0 && b <= 0xbf) || b >= 0xe0 || (b >= 0xd9 && b <= 0xdb) || (b >= 0xcc && b <= 0xd3) ? 1 : 0;
+  }
+})();
+
+// What the one value inside an extension payload must be.
+const EXPECT_ANY = 0;
+const EXPECT_ARRAY_EVEN = 1; // Map
+const EXPECT_ARRAY = 2; // Set
+const EXPECT_MAP = 3; // Error and references
+
+// Frame kinds on the validator's stack.
+const IN_ARRAY = 0;
+const IN_MAP = 1;
+const IN_PAYLOAD = 2;
+
+// The stack, reused across calls (validate is synchronous and never re-entered). Containers and
+// payloads alternate at worst, so 2 * maxDepth + 2 frames always suffice.
+let stackKind = new Uint8Array(130);
+let stackLeft = new Float64Array(130); // values still expected (up to 2 * 2^32 for a map32)
+let stackEnd = new Float64Array(130); // where a payload must end
+
+function decodeError(message: string): NetchanError {
+  return netchanError(ErrorCodes.DECODE, message);
+}
+
+function truncated(pos: number, needed: number, end: number): NetchanError {
+  return decodeError(`truncated value: needs ${needed} more bytes at offset ${pos}, ${end - pos} left`);
+}
+
+function depthError(maxDepth: number): NetchanError {
+  return netchanError(ErrorCodes.DEPTH_LIMIT, `value nests deeper than ${maxDepth} levels`);
+}
+
+/** fixstr "__proto__" at `pos`? */
+function isProtoKey(b: Uint8Array, pos: number): boolean {
+  return (
+    b[pos] === 0xa9 && b[pos + 1] === 0x5f && b[pos + 2] === 0x5f && b[pos + 3] === 0x70 && b[pos + 4] === 0x72 &&
+    b[pos + 5] === 0x6f && b[pos + 6] === 0x74 && b[pos + 7] === 0x6f && b[pos + 8] === 0x5f && b[pos + 9] === 0x5f
+  );
+}
+
+function readLength(bytes: Uint8Array, pos: number, width: number): number {
+  return width === 1 ? bytes[pos]! : width === 2 ? (bytes[pos]! << 8) | bytes[pos + 1]! : bytes[pos]! * 0x1000000 + ((bytes[pos + 1]! << 16) | (bytes[pos + 2]! << 8) | bytes[pos + 3]!);
+}
+
+/**
+ * Checks that `bytes` hold exactly one MessagePack value netchan accepts, without building it and
+ * without recursion. Throws `ERR_DECODE`, `ERR_DEPTH_LIMIT` or `ERR_UNKNOWN_EXTENSION`.
+ */
+export function validate(bytes: Uint8Array, maxDepth: number = DEFAULT_MAX_DEPTH): void {
+  const end = bytes.length;
+  if (end === 0) throw decodeError('empty value');
+  if (stackKind.length < 2 * maxDepth + 2) {
+    stackKind = new Uint8Array(2 * maxDepth + 2);
+    stackLeft = new Float64Array(2 * maxDepth + 2);
+    stackEnd = new Float64Array(2 * maxDepth + 2);
+  }
+  const kinds = stackKind;
+  const left = stackLeft;
+  const ends = stackEnd;
+  let sp = 0; // frames on the stack
+  let depth = 0; // arrays and maps among them
+  let expect = EXPECT_ANY;
+  let pos = 0;
+
+  for (;;) {
+    // ---- one value starts at `pos` ----
+    if (pos >= end) throw truncated(pos, 1, end);
+    const b = bytes[pos]!;
+    if (sp > 0 && kinds[sp - 1] === IN_MAP && left[sp - 1]! % 2 === 0) {
+      if (KEY_OK[b] === 0) throw decodeError(`map key at offset ${pos} is not a string or an integer`);
+      if (b === 0xa9 && isProtoKey(bytes, pos)) throw decodeError(`the key "__proto__" is not accepted (offset ${pos})`);
+    }
+    const kind = KIND[b]!;
+    let count = -1; // >= 0: this value is an array or map with that many values
+    pos++;
+    if (kind === FIXED) {
+      pos += SIZE[b]!;
+      if (pos > end) throw truncated(pos - SIZE[b]!, SIZE[b]!, end);
+    } else if (kind === ARRAY || kind === MAP) {
+      let n: number;
+      if (b <= 0x9f) n = b & 0x0f;
+      else {
+        const width = b === 0xdc || b === 0xde ? 2 : 4;
+        if (pos + width > end) throw truncated(pos, width, end);
+        n = readLength(bytes, pos, width);
+        pos += width;
+      }
+      count = kind === MAP ? 2 * n : n;
+      if (count > end - pos) throw decodeError(`container at offset ${pos} declares ${n} entries but only ${end - pos} bytes follow`);
+      if (expect !== EXPECT_ANY) {
+        if (expect === EXPECT_MAP ? kind !== MAP : kind !== ARRAY) throw decodeError(`malformed extension payload at offset ${pos}`);
+        if (expect === EXPECT_ARRAY_EVEN && n % 2 !== 0) throw decodeError(`Map payload with an odd number of values at offset ${pos}`);
+        expect = EXPECT_ANY;
+      }
+      if (++depth > maxDepth) throw depthError(maxDepth);
+      if (count > 0) {
+        kinds[sp] = kind === MAP ? IN_MAP : IN_ARRAY;
+        left[sp] = count;
+        sp++;
+        continue;
+      }
+      depth--;
+    } else if (kind === STR8 || kind === STR16 || kind === STR32) {
+      const width = kind === STR8 ? 1 : kind === STR16 ? 2 : 4;
+      if (pos + width > end) throw truncated(pos, width, end);
+      const n = readLength(bytes, pos, width);
+      pos += width;
+      if (n > end - pos) throw truncated(pos, n, end);
+      pos += n;
+    } else if (kind === EXT) {
+      if (expect !== EXPECT_ANY) throw decodeError(`malformed extension payload at offset ${pos - 1}`);
+      let length: number;
+      if (b >= 0xd4) length = 1 << (b - 0xd4);
+      else {
+        const width = b === 0xc7 ? 1 : b === 0xc8 ? 2 : 4;
+        if (pos + width > end) throw truncated(pos, width, end);
+        length = readLength(bytes, pos, width);
+        pos += width;
+      }
+      if (pos >= end) throw truncated(pos, 1, end);
+      const type = (bytes[pos]! << 24) >> 24;
+      pos++;
+      if (length > end - pos) throw truncated(pos, length, end);
+      switch (type) {
+        case ExtensionTypes.TIMESTAMP:
+          if (length !== 4 && length !== 8 && length !== 12) throw decodeError(`timestamp of ${length} bytes at offset ${pos}`);
+          break;
+        case ExtensionTypes.UNDEFINED:
+          if (length !== 1) throw decodeError(`undefined extension of ${length} bytes at offset ${pos}`);
+          break;
+        case ExtensionTypes.BIGINT:
+          if (length < 1 || length > MAX_BIGINT_BYTES) throw decodeError(`BigInt of ${length} bytes at offset ${pos}`);
+          break;
+        case ExtensionTypes.MAP:
+        case ExtensionTypes.SET:
+        case ExtensionTypes.ERROR:
+        case ExtensionTypes.CHANNEL:
+        case ExtensionTypes.BYTES:
+          // The payload is exactly one nested value of a given shape, ending at the payload's end.
+          kinds[sp] = IN_PAYLOAD;
+          left[sp] = 1;
+          ends[sp] = pos + length;
+          sp++;
+          expect = type === ExtensionTypes.MAP ? EXPECT_ARRAY_EVEN : type === ExtensionTypes.SET ? EXPECT_ARRAY : EXPECT_MAP;
+          continue;
+        default:
+          throw netchanError(ErrorCodes.UNKNOWN_EXTENSION, `unknown extension type ${type} at offset ${pos - 1}`);
+      }
+      pos += length;
+    } else {
+      throw decodeError(`byte 0xc1 (never used) at offset ${pos - 1}`);
+    }
+    if (expect !== EXPECT_ANY) throw decodeError(`malformed extension payload at offset ${pos}`);
+    // ---- a value is complete: close every frame it completes ----
+    for (;;) {
+      if (sp === 0) {
+        if (pos !== end) throw decodeError(`${end - pos} trailing bytes after the value`);
+        return;
+      }
+      if (--left[sp - 1]! > 0) break;
+      sp--;
+      if (kinds[sp] === IN_PAYLOAD) {
+        if (pos !== ends[sp]) throw decodeError(`extension payload does not end where its length says (offset ${pos})`);
+      } else depth--;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/** Encodes and decodes values with netchan's limits and extension types. Not re-entrant per value. */
+export class Codec {
+  /** See {@link CodecOptions.maxValueBytes}. */
+  readonly maxValueBytes: number;
+  /** See {@link CodecOptions.maxDepth}. */
+  readonly maxDepth: number;
+
+  constructor(options: CodecOptions = {}) {
+    this.maxValueBytes = options.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES;
+    this.maxDepth = options.maxDepth ?? DEFAULT_MAX_DEPTH;
+  }
+
+  /**
+   * Encodes `value`. Throws `ERR_ENCODE` (unsupported value), `ERR_DEPTH_LIMIT`, or
+   * `ERR_VALUE_TOO_LARGE` when the encoding exceeds `maxValueBytes`.
+   */
+  encode(value: unknown, hooks?: ReferenceHooks): Uint8Array {
+    let bytes: Uint8Array;
+    try {
+      bytes = packr.pack(prepare(value, 0, { hooks, maxDepth: this.maxDepth }));
+    } catch (err) {
+      if (err instanceof NetchanError) throw err;
+      throw netchanError(ErrorCodes.ENCODE, `cannot encode value: ${(err as Error).message}`, { cause: err });
+    }
+    if (bytes.length > this.maxValueBytes) {
+      throw netchanError(ErrorCodes.VALUE_TOO_LARGE, `encoded value is ${bytes.length} bytes, limit ${this.maxValueBytes}`);
+    }
+    return bytes;
+  }
+
+  /**
+   * Decodes one value. Checks the size first, then the structure ({@link validate}), then builds
+   * the value. Throws `ERR_VALUE_TOO_LARGE`, `ERR_DECODE`, `ERR_DEPTH_LIMIT`,
+   * `ERR_UNKNOWN_EXTENSION`, or what `hooks.decodeReference` throws.
+   */
+  decode(bytes: Uint8Array, hooks?: ReferenceHooks): unknown {
+    if (bytes.length > this.maxValueBytes) {
+      throw netchanError(ErrorCodes.VALUE_TOO_LARGE, `value is ${bytes.length} bytes, limit ${this.maxValueBytes}`);
+    }
+    validate(bytes, this.maxDepth);
+    const outer = decodeHooks;
+    decodeHooks = hooks;
+    try {
+      return unpackr.unpack(bytes);
+    } catch (err) {
+      if (err instanceof NetchanError) throw err;
+      throw netchanError(ErrorCodes.DECODE, `cannot decode value: ${(err as Error).message}`, { cause: err });
+    } finally {
+      decodeHooks = outer;
+    }
+  }
+}

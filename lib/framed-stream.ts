@@ -1,0 +1,168 @@
+/**
+ * A byte stream (an HTTP/2 stream, or any Duplex a transport provides) carrying frames:
+ * an incremental decoder on the way in, and on the way out an encoder whose frames are
+ * coalesced into one write per event-loop turn for all streams of a session.
+ */
+import type { Duplex } from 'node:stream';
+import { FrameDecoder, FrameEncoder } from './frames.js';
+import { fromNodeError, type NetchanError } from './errors.js';
+
+/** Receives what a {@link FramedStream} reads. */
+export interface FrameSink {
+  onFrame(type: number, payload: Buffer): void;
+  /** The peer ended its side of the stream cleanly. */
+  onStreamEnd(): void;
+  /** The stream failed (reset, bad frame, connection lost); it is gone. */
+  onStreamError(error: NetchanError): void;
+  /** The stream is fully closed, both directions: release everything attached to it. */
+  onStreamClose(): void;
+}
+
+/**
+ * Batches the writes of many streams into one flush per event-loop turn (setImmediate), so that
+ * a loop of `await send()` produces one write with many frames instead of one write per value.
+ */
+export class Flusher {
+  private readonly dirty = new Set<FramedStream>();
+  private scheduled = false;
+  private readonly run = (): void => {
+    this.scheduled = false;
+    for (const fs of this.dirty) fs.flush();
+    this.dirty.clear();
+  };
+
+  mark(fs: FramedStream): void {
+    this.dirty.add(fs);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.run);
+    }
+  }
+
+  forget(fs: FramedStream): void {
+    this.dirty.delete(fs);
+  }
+}
+
+/** Counters a FramedStream adds to. */
+export interface ByteCounters {
+  bytesIn: number;
+  bytesOut: number;
+}
+
+export class FramedStream {
+  private readonly encoder = new FrameEncoder(4096);
+  private readonly decoder: FrameDecoder;
+  private ended = false;
+  private failed = false;
+  private closed = false;
+  /** Called just before the pending frames are written; lets owners append batched acks. */
+  beforeFlush: (() => void) | null = null;
+
+  constructor(
+    readonly stream: Duplex,
+    private readonly flusher: Flusher,
+    private sink: FrameSink,
+    maxFrameBytes: number,
+    private readonly counters: ByteCounters,
+  ) {
+    this.decoder = new FrameDecoder((type, payload) => this.sink.onFrame(type, payload), { maxFrameBytes });
+    stream.on('data', (chunk: Buffer) => {
+      if (this.failed) return;
+      counters.bytesIn += chunk.length;
+      try {
+        this.decoder.push(chunk);
+      } catch (err) {
+        this.fail(fromNodeError(err));
+      }
+    });
+    stream.on('end', () => {
+      if (this.failed) return;
+      try {
+        this.decoder.end();
+      } catch (err) {
+        this.fail(fromNodeError(err));
+        return;
+      }
+      this.sink.onStreamEnd();
+    });
+    stream.on('error', (err: unknown) => this.fail(fromNodeError(err)));
+    stream.on('close', () => {
+      this.closed = true;
+      this.flusher.forget(this);
+      if (!this.failed && !stream.readableEnded) {
+        // closed without a clean end of the peer's side: a reset or a lost connection
+        this.failed = true;
+        this.sink.onStreamError(fromNodeError(Object.assign(new Error('stream closed before it ended'), { code: 'ERR_HTTP2_STREAM_CANCEL' })));
+      }
+      this.sink.onStreamClose();
+    });
+  }
+
+  setSink(sink: FrameSink): void {
+    this.sink = sink;
+  }
+
+  /** True while frames can still be written. */
+  get writable(): boolean {
+    return !this.ended && !this.closed && !this.failed;
+  }
+
+  /** True when the stream's own write buffer is above its high-water mark. */
+  get congested(): boolean {
+    return this.stream.writableNeedDrain;
+  }
+
+  frame(type: number, payload: Uint8Array): void {
+    if (!this.writable) return;
+    this.encoder.frame(type, payload);
+    this.flusher.mark(this);
+  }
+
+  countFrame(type: number, count: number): void {
+    if (!this.writable) return;
+    this.encoder.countFrame(type, count);
+    this.flusher.mark(this);
+  }
+
+  /** Marks the stream as having something to flush (e.g. batched acks added by `beforeFlush`). */
+  touch(): void {
+    if (this.writable) this.flusher.mark(this);
+  }
+
+  flush(): void {
+    if (!this.writable) return;
+    this.beforeFlush?.();
+    const bytes = this.encoder.take();
+    if (bytes) {
+      this.counters.bytesOut += bytes.length;
+      this.stream.write(bytes);
+    }
+  }
+
+  /** Writes what is pending and ends this side of the stream. */
+  end(): void {
+    if (!this.writable) return;
+    this.flush();
+    this.ended = true;
+    this.flusher.forget(this);
+    this.stream.end();
+  }
+
+  /** Drops the stream at once (RST_STREAM on HTTP/2). */
+  destroy(error?: NetchanError): void {
+    if (this.closed) return;
+    this.failed = true;
+    this.flusher.forget(this);
+    const h2 = this.stream as Duplex & { close?: (code?: number) => void; rstCode?: number };
+    if (typeof h2.close === 'function') h2.close(error ? 2 /* INTERNAL_ERROR */ : 8 /* CANCEL */);
+    else this.stream.destroy();
+  }
+
+  private fail(error: NetchanError): void {
+    if (this.failed) return;
+    this.failed = true;
+    this.sink.onStreamError(error);
+    this.destroy(error);
+  }
+}

@@ -1,0 +1,252 @@
+/**
+ * What client and server sessions share: the codec with this session's reference hooks, the
+ * write flusher, the tables of channel streams, and the rules for channels and byte streams
+ * inside values (docs/PROTOCOL.md §4–§6). Knows streams and frames, not Express.
+ */
+import { randomBytes } from 'node:crypto';
+import { Duplex, Readable, Stream, Writable, pipeline } from 'node:stream';
+import { debuglog } from 'node:util';
+import { Channel } from './channel.js';
+import { ChannelExporter, RemoteChannel, type ExportableChannel } from './channel-stream.js';
+import { Codec, registerReferenceClass, type ReferenceHooks, type ReferenceKind } from './codec.js';
+import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from './errors.js';
+import { Flusher, FramedStream } from './framed-stream.js';
+import { PendingReferences, type Stats, type StreamContext } from './stream-context.js';
+
+export const debug = debuglog('netchan');
+
+registerReferenceClass(Channel, 'channel');
+registerReferenceClass(RemoteChannel, 'channel');
+registerReferenceClass(Stream, 'bytes');
+if (typeof ReadableStream === 'function') registerReferenceClass(ReadableStream, 'bytes');
+
+/** Header names of the wire protocol (docs/PROTOCOL.md §4). */
+export const Headers = {
+  version: 'netchan-version',
+  kind: 'netchan-kind',
+  session: 'netchan-session',
+  stream: 'netchan-stream',
+  name: 'netchan-name',
+  ref: 'netchan-ref',
+  exportRef: 'netchan-export',
+  mode: 'netchan-mode',
+  capacity: 'netchan-capacity',
+  credit: 'netchan-credit',
+  error: 'netchan-error',
+  message: 'netchan-message',
+  maxFrameBytes: 'netchan-max-frame-bytes',
+  heartbeatMs: 'netchan-heartbeat-ms',
+} as const;
+
+export const PROTOCOL_VERSION = '1';
+
+/** Byte-stream direction, from the owner's side: r = owner's data flows out, w = flows in, d = both. */
+export type BytesMode = 'r' | 'w' | 'd';
+
+/** Limits and timings shared by client and server sessions. */
+export interface SessionOptions {
+  /** Largest frame payload accepted, in bytes. Default 1048576 (1 MiB). */
+  maxFrameBytes?: number;
+  /** Deepest nesting of a value accepted. Default 64. */
+  maxDepth?: number;
+  /** How long a value may wait for the streams of the references it names. Default 10000 ms. */
+  referenceTimeoutMs?: number;
+}
+
+export const DEFAULT_MAX_FRAME_BYTES = 1024 * 1024;
+
+export function newSessionId(): string {
+  return randomBytes(16).toString('hex');
+}
+
+/** Decides the byte-stream mode of a stream object, or throws ERR_ENCODE. */
+export function bytesModeOf(obj: object): BytesMode {
+  if (obj instanceof Duplex) return 'd';
+  if (obj instanceof Readable) return 'r';
+  if (obj instanceof Writable) return 'w';
+  if (typeof ReadableStream === 'function' && obj instanceof ReadableStream) return 'r';
+  throw netchanError(ErrorCodes.ENCODE, 'only Node Readable, Writable, Duplex and web ReadableStream can travel as byte streams');
+}
+
+/** Joins a local stream object to the HTTP/2 stream that carries it, in the direction(s) of `mode`. */
+export function joinBytes(local: object, wire: Duplex, mode: BytesMode): void {
+  const done = (err: Error | null | undefined) => {
+    if (err) debug('byte stream ended with %s', err.message);
+  };
+  const source = typeof ReadableStream === 'function' && local instanceof ReadableStream ? Readable.fromWeb(local as never) : local;
+  if (mode === 'r' || mode === 'd') pipeline(source as Readable, wire, done);
+  else wire.end();
+  if (mode === 'w' || mode === 'd') pipeline(wire, local as Writable, done);
+  else wire.resume();
+}
+
+interface PendingWait {
+  resolve: () => void;
+  reject: (err: NetchanError) => void;
+  timer: NodeJS.Timeout;
+}
+
+/**
+ * The transport-independent half of a session. Subclasses open or accept streams; this class
+ * turns streams into channel endpoints and values into references and back.
+ */
+export abstract class SessionCore implements StreamContext, ReferenceHooks {
+  readonly flusher = new Flusher();
+  protected readonly codec: Codec;
+  protected readonly maxFrameBytes: number;
+  protected readonly referenceTimeoutMs: number;
+  /** Channel streams where this side owns the channel, by stream id (for back-references). */
+  protected readonly exporters = new Map<string, ChannelExporter>();
+  /** Remote channel handles of this session. */
+  protected readonly remotes = new Set<RemoteChannel<unknown>>();
+  /** Every netchan stream of this session, for teardown. */
+  protected readonly streams = new Set<Duplex>();
+  private readonly waits = new Map<string, PendingWait[]>();
+  protected ended = false;
+
+  constructor(
+    readonly id: string,
+    readonly counters: Stats,
+    options: SessionOptions,
+  ) {
+    this.maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+    this.referenceTimeoutMs = options.referenceTimeoutMs ?? 10_000;
+    this.codec = new Codec({ maxValueBytes: this.maxFrameBytes, maxDepth: options.maxDepth ?? 64 });
+  }
+
+  encode(value: unknown): Uint8Array {
+    return this.codec.encode(value, this);
+  }
+
+  decode(bytes: Uint8Array): unknown {
+    return this.codec.decode(bytes, this);
+  }
+
+  // ---- ReferenceHooks ----
+
+  encodeReference(kind: ReferenceKind, obj: object): Record<string, unknown> {
+    if (this.ended) throw netchanError(ErrorCodes.SESSION_CLOSED, 'session is closed');
+    if (kind === 'channel') {
+      if (obj instanceof RemoteChannel && obj.session === this) return { b: obj.streamId };
+      return this.exportChannel(obj as ExportableChannel);
+    }
+    return this.exportBytes(obj, bytesModeOf(obj));
+  }
+
+  decodeReference(kind: ReferenceKind, data: Record<string, unknown>): unknown {
+    if (kind === 'channel' && typeof data.b === 'string') {
+      const ex = this.exporters.get(data.b);
+      if (!ex) throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, `no channel stream ${data.b} in this session`);
+      return ex.channel;
+    }
+    const id = data.id;
+    const owner = data.o;
+    if (typeof id !== 'string' || id.length === 0 || id.length > 64 || (owner !== 'c' && owner !== 's')) {
+      throw netchanError(ErrorCodes.DECODE, 'malformed reference');
+    }
+    if (kind === 'channel') return this.importChannel(owner, id);
+    const mode = data.m;
+    if (mode !== 'r' && mode !== 'w' && mode !== 'd') throw netchanError(ErrorCodes.DECODE, 'malformed byte-stream reference mode');
+    return this.importBytes(owner, id, mode);
+  }
+
+  protected abstract exportChannel(ch: ExportableChannel): Record<string, unknown>;
+  protected abstract exportBytes(obj: object, mode: BytesMode): Record<string, unknown>;
+  protected abstract importChannel(owner: 'c' | 's', id: string): unknown;
+  protected abstract importBytes(owner: 'c' | 's', id: string, mode: BytesMode): unknown;
+
+  // ---- building blocks for subclasses ----
+
+  /** Counts a netchan stream and forgets it when it closes. */
+  protected track(stream: Duplex): void {
+    this.streams.add(stream);
+    this.counters.streams++;
+    stream.once('close', () => {
+      this.streams.delete(stream);
+      this.counters.streams--;
+    });
+  }
+
+  protected trackBytes(stream: Duplex): void {
+    this.counters.byteStreams++;
+    stream.once('close', () => this.counters.byteStreams--);
+    stream.on('error', (err) => debug('byte stream error: %s', fromNodeError(err).message));
+  }
+
+  protected framed(stream: Duplex): FramedStream {
+    const placeholder = {
+      onFrame() {},
+      onStreamEnd() {},
+      onStreamError() {},
+      onStreamClose() {},
+    };
+    return new FramedStream(stream, this.flusher, placeholder, this.maxFrameBytes, this.counters);
+  }
+
+  protected attachExporter(fs: FramedStream, channel: ExportableChannel, streamId: string): ChannelExporter {
+    const ex = new ChannelExporter(fs, this, channel, streamId, (e) => {
+      if (this.exporters.get(e.streamId) === e) this.exporters.delete(e.streamId);
+    });
+    fs.setSink(ex);
+    this.exporters.set(streamId, ex);
+    return ex;
+  }
+
+  protected attachRemote<T>(fs: FramedStream, streamId: string): RemoteChannel<T> {
+    const rc = new RemoteChannel<T>(fs, this, streamId, this, (r) => this.remotes.delete(r as RemoteChannel<unknown>));
+    fs.setSink(rc);
+    this.remotes.add(rc as RemoteChannel<unknown>);
+    return rc;
+  }
+
+  /** Makes a decode wait (then retry) until `key` is announced, or fail after the timeout. */
+  protected waitFor(key: string): never {
+    let list = this.waits.get(key);
+    if (!list) this.waits.set(key, (list = []));
+    const ready = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const l = this.waits.get(key);
+        if (l) {
+          const i = l.indexOf(entry);
+          if (i >= 0) l.splice(i, 1);
+          if (l.length === 0) this.waits.delete(key);
+        }
+        reject(netchanError(ErrorCodes.UNKNOWN_REFERENCE, `referenced stream ${key} did not arrive within ${this.referenceTimeoutMs} ms`));
+      }, this.referenceTimeoutMs);
+      timer.unref();
+      const entry: PendingWait = { resolve, reject, timer };
+      list.push(entry);
+    });
+    throw new PendingReferences(ready);
+  }
+
+  /** Wakes the decodes waiting for `key`. */
+  protected announce(key: string): void {
+    const list = this.waits.get(key);
+    if (!list) return;
+    this.waits.delete(key);
+    for (const w of list) {
+      clearTimeout(w.timer);
+      w.resolve();
+    }
+  }
+
+  /** Ends every stream and fails every waiting decode. */
+  protected teardown(error: NetchanError): void {
+    if (this.ended) return;
+    this.ended = true;
+    for (const [, list] of this.waits) {
+      for (const w of list) {
+        clearTimeout(w.timer);
+        w.reject(error);
+      }
+    }
+    this.waits.clear();
+    for (const rc of this.remotes) rc.failOpen(error);
+    for (const stream of this.streams) {
+      const h2 = stream as Duplex & { close?: (code?: number) => void };
+      if (typeof h2.close === 'function') h2.close(8);
+      else stream.destroy();
+    }
+  }
+}
