@@ -370,11 +370,20 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
    * stream ends. Use it for a named channel this program no longer needs.
    */
   release(): void {
+    this.leave(ErrorCodes.RELEASED, 'channel handle released');
+  }
+
+  /**
+   * Lets go gracefully: pending operations reject with `code`, acknowledgements of values already
+   * handed to the program are written before this side ends (so the owner never gives them to
+   * anyone else), and the stream ends. @internal
+   */
+  leave(code: string, message: string): void {
     if (this.released || this.finished) return;
     this.released = true;
-    const err = netchanError(ErrorCodes.RELEASED, 'channel handle released');
-    this.rejectQueued(netchanError(ErrorCodes.RELEASED, 'channel handle released', { mayHaveBeenDelivered: false }));
-    this.rejectUnacked(netchanError(ErrorCodes.RELEASED, 'channel handle released before the owner acknowledged the value', { mayHaveBeenDelivered: true }));
+    const err = netchanError(code, message);
+    this.rejectQueued(netchanError(code, message, { mayHaveBeenDelivered: false }));
+    this.rejectUnacked(netchanError(code, `${message} before the owner acknowledged the value`, { mayHaveBeenDelivered: true }));
     for (let r = this.receivers.shift(); r; r = this.receivers.shift()) {
       r.unwatch();
       r.reject(err);
@@ -826,6 +835,13 @@ export class ChannelExporter extends OrderedEndpoint {
     this.unlistenClose();
     this.ctx.counters.channels--;
     this.onFinished(this);
+  }
+
+  /** This side's session ends gracefully: write what is pending and end the stream. @internal */
+  finish(): void {
+    if (this.done) return;
+    this.done = true;
+    this.fs.end();
   }
 
   /** Stops serving the remote; values it took but never handed to its program go back. */

@@ -82,6 +82,11 @@ export function registerReferenceClass(cls: AnyClass, kind: ReferenceKind): void
 // ---------------------------------------------------------------------------------------------
 // Encoding
 
+/** Carries what a session's hook threw through msgpackr, to be rethrown unchanged. */
+class HookFailure {
+  constructor(readonly error: unknown) {}
+}
+
 /** A value the encode walk replaced; msgpackr writes it as an extension through `addExtension`. */
 abstract class Box {
   constructor(readonly payload: unknown) {}
@@ -189,7 +194,13 @@ function prepare(v: unknown, depth: number, st: EncodeState): unknown {
   for (const { cls, kind } of referenceClasses) {
     if (v instanceof cls) {
       if (!st.hooks) throw netchanError(ErrorCodes.ENCODE, `a ${kind === 'channel' ? 'channel' : 'byte stream'} can only be sent through a session`);
-      const data = prepareObject(st.hooks.encodeReference(kind, v), inner, st, true);
+      let ref: Record<string, unknown>;
+      try {
+        ref = st.hooks.encodeReference(kind, v);
+      } catch (err) {
+        throw new HookFailure(err);
+      }
+      const data = prepareObject(ref, inner, st, true);
       return kind === 'channel' ? new ChannelRefBox(data) : new BytesRefBox(data);
     }
   }
@@ -272,7 +283,11 @@ function decodeNested(type: number, payload: unknown): unknown {
       const hooks = decodeHooks;
       const kind: ReferenceKind = type === ExtensionTypes.CHANNEL ? 'channel' : 'bytes';
       if (!hooks) throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, `a ${kind} reference can only be decoded by a session`);
-      return hooks.decodeReference(kind, payload as Record<string, unknown>);
+      try {
+        return hooks.decodeReference(kind, payload as Record<string, unknown>);
+      } catch (err) {
+        throw new HookFailure(err);
+      }
     }
   }
 }
@@ -529,6 +544,7 @@ export class Codec {
     try {
       bytes = packr.pack(prepare(value, 0, { hooks, maxDepth: this.maxDepth }));
     } catch (err) {
+      if (err instanceof HookFailure) throw err.error;
       if (err instanceof NetchanError) throw err;
       throw netchanError(ErrorCodes.ENCODE, `cannot encode value: ${(err as Error).message}`, { cause: err });
     }
@@ -553,6 +569,7 @@ export class Codec {
     try {
       return unpackr.unpack(bytes);
     } catch (err) {
+      if (err instanceof HookFailure) throw err.error;
       if (err instanceof NetchanError) throw err;
       throw netchanError(ErrorCodes.DECODE, `cannot decode value: ${(err as Error).message}`, { cause: err });
     } finally {

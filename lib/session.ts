@@ -4,6 +4,7 @@
  * inside values (docs/PROTOCOL.md §4–§6). Knows streams and frames, not Express.
  */
 import { randomBytes } from 'node:crypto';
+import http2 from 'node:http2';
 import { Duplex, Readable, Stream, Writable, pipeline } from 'node:stream';
 import { debuglog } from 'node:util';
 import { Channel } from './channel.js';
@@ -67,6 +68,9 @@ export function bytesModeOf(obj: object): BytesMode {
   if (typeof ReadableStream === 'function' && obj instanceof ReadableStream) return 'r';
   throw netchanError(ErrorCodes.ENCODE, 'only Node Readable, Writable, Duplex and web ReadableStream can travel as byte streams');
 }
+
+/** How long a graceful close waits for the peer to end its side of each stream. */
+const GRACEFUL_CLOSE_MS = 2000;
 
 /** Joins a local stream object to the HTTP/2 stream that carries it, in the direction(s) of `mode`. */
 export function joinBytes(local: object, wire: Duplex, mode: BytesMode): void {
@@ -231,8 +235,13 @@ export abstract class SessionCore implements StreamContext, ReferenceHooks {
     }
   }
 
-  /** Ends every stream and fails every waiting decode. */
-  protected teardown(error: NetchanError): void {
+  /**
+   * Ends the session's streams and fails every waiting decode. Graceful: every channel stream
+   * writes what it has batched (acknowledgements above all: without them the peer would give
+   * values this side's program already received to someone else) and ends its side; streams the
+   * peer has not ended within `gracefulCloseMs` are then reset. Otherwise everything is reset now.
+   */
+  protected teardown(error: NetchanError, graceful = false): void {
     if (this.ended) return;
     this.ended = true;
     for (const [, list] of this.waits) {
@@ -242,10 +251,23 @@ export abstract class SessionCore implements StreamContext, ReferenceHooks {
       }
     }
     this.waits.clear();
+    if (graceful) {
+      for (const rc of this.remotes) rc.leave(error.code, error.message);
+      for (const ex of this.exporters.values()) ex.finish();
+      if (this.streams.size > 0) {
+        const timer = setTimeout(() => this.resetStreams(), GRACEFUL_CLOSE_MS);
+        timer.unref();
+      }
+      return;
+    }
     for (const rc of this.remotes) rc.failOpen(error);
+    this.resetStreams();
+  }
+
+  private resetStreams(): void {
     for (const stream of this.streams) {
       const h2 = stream as Duplex & { close?: (code?: number) => void };
-      if (typeof h2.close === 'function') h2.close(8);
+      if (typeof h2.close === 'function') h2.close(http2.constants.NGHTTP2_CANCEL);
       else stream.destroy();
     }
   }

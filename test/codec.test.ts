@@ -256,6 +256,11 @@ describe('codec', () => {
       };
       expect(codec.decode(ref, hooks)).to.equal('resolved channel');
       expect(seen).to.deep.equal([['channel', { o: 'c', id: 'abc' }]]);
+      // Whatever a hook throws comes out unchanged (the session relies on it to wait for streams).
+      const marker = { pending: true };
+      const throwing: ReferenceHooks = { encodeReference: () => { throw marker; }, decodeReference: () => { throw marker; } };
+      expect(() => codec.decode(ref, throwing)).to.throw().that.equals(marker);
+      expect(() => codec.encode({ c: new Channel() }, throwing)).to.throw().that.equals(marker);
     });
 
     it('property: random bytes decode or fail with a NetchanError, never anything else', () => {

@@ -1,0 +1,94 @@
+/**
+ * Server side of bench/net.ts, run in its own process: `tsx bench/net-server.ts <peer>`.
+ * Prints one JSON line `{port}` when listening; exits when stdin closes.
+ * Certificates come from the environment (BENCH_KEY, BENCH_CERT as PEM).
+ */
+import http2 from 'node:http2';
+import tls from 'node:tls';
+import { Packr } from 'msgpackr';
+import { FrameDecoder, FrameEncoder, FrameType } from '../lib/frames.js';
+import { createServer, type ChannelLike } from '../lib/index.js';
+
+const key = process.env.BENCH_KEY as string;
+const cert = process.env.BENCH_CERT as string;
+const peer = process.argv[2];
+const packr = new Packr({ useRecords: false });
+
+function ready(port: number): void {
+  process.stdout.write(`${JSON.stringify({ port })}\n`);
+}
+process.stdin.resume();
+process.stdin.on('end', () => process.exit(0));
+
+if (peer === 'netchan') {
+  const server = createServer({ key, cert });
+  const sink = server.channel<unknown>('sink', 1024);
+  const control = server.channel<{ expect: number; reply: ChannelLike<number> }>('control', 1);
+  const ping = server.channel<unknown>('ping', 0);
+  const pong = server.channel<unknown>('pong', 0);
+  let received = 0;
+  const waiters: { expect: number; reply: ChannelLike<number> }[] = [];
+  (async () => {
+    for await (const _v of sink) {
+      received++;
+      for (let i = waiters.length - 1; i >= 0; i--) {
+        const w = waiters[i]!;
+        if (received >= w.expect) {
+          waiters.splice(i, 1);
+          await w.reply.send(received);
+        }
+      }
+    }
+  })();
+  (async () => {
+    for await (const req of control) {
+      if (received >= req.expect) await req.reply.send(received);
+      else waiters.push(req);
+    }
+  })();
+  (async () => {
+    for await (const v of ping) await pong.send(v);
+  })();
+  const { port } = await server.listen(0, '127.0.0.1');
+  ready(port);
+} else if (peer === 'raw-tls') {
+  // the limit: TLS, msgpackr, length-prefixed frames, no channel semantics
+  const server = tls.createServer({ key, cert, minVersion: 'TLSv1.3' }, (socket) => {
+    let received = 0;
+    let expect = Infinity;
+    const decoder = new FrameDecoder((type, payload) => {
+      const value = packr.unpack(payload) as { expect?: number };
+      if (type === FrameType.CREDIT) {
+        expect = (value as { expect: number }).expect;
+      } else {
+        received++;
+      }
+      if (received >= expect) {
+        expect = Infinity;
+        const enc = new FrameEncoder();
+        enc.frame(FrameType.VALUE, packr.pack(received));
+        socket.write(enc.take() as Buffer);
+      }
+    });
+    socket.on('data', (chunk: Buffer) => decoder.push(chunk));
+    socket.on('error', () => undefined);
+  });
+  server.listen(0, '127.0.0.1', () => ready((server.address() as { port: number }).port));
+} else if (peer === 'raw-h2') {
+  // raw HTTP/2 stream ping-pong: echo every frame on the same stream
+  const server = http2.createSecureServer({ key, cert, minVersion: 'TLSv1.3' });
+  server.on('stream', (stream) => {
+    stream.respond({ ':status': 200 });
+    const decoder = new FrameDecoder((type, payload) => {
+      const enc = new FrameEncoder(64);
+      enc.frame(type, packr.pack(packr.unpack(payload)));
+      stream.write(enc.take() as Buffer);
+    });
+    stream.on('data', (chunk: Buffer) => decoder.push(chunk));
+    stream.on('error', () => undefined);
+  });
+  server.listen(0, '127.0.0.1', () => ready((server.address() as { port: number }).port));
+} else {
+  console.error(`unknown peer ${peer}`);
+  process.exit(2);
+}

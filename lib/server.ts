@@ -1,0 +1,442 @@
+/**
+ * The server: exports named channels, accepts sessions and their streams. The streams come from
+ * a standalone `node:http2` secure server (`listen`) or from an existing app (`handleStream`,
+ * used by the Express adapter). The server never opens a stream.
+ */
+import http2 from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { Channel } from './channel.js';
+import { ChannelExporter, type ExportableChannel } from './channel-stream.js';
+import { ErrorCodes, netchanError, type NetchanError } from './errors.js';
+import { FrameType } from './frames.js';
+import type { FramedStream } from './framed-stream.js';
+import { Headers, PROTOCOL_VERSION, SessionCore, debug, joinBytes, newSessionId, type BytesMode, type SessionOptions } from './session.js';
+import { emptyStats, type Stats } from './stream-context.js';
+
+const {
+  HTTP2_HEADER_STATUS,
+  HTTP2_HEADER_METHOD,
+  HTTP2_HEADER_PATH,
+} = http2.constants;
+
+/** Options of {@link createServer}. */
+export interface ServerOptions extends SessionOptions {
+  /** Server private key (PEM). */
+  key?: string | Buffer;
+  /** Server certificate chain (PEM). */
+  cert?: string | Buffer;
+  /** CA certificates trusted for client certificates (mTLS). */
+  ca?: string | Buffer | (string | Buffer)[];
+  /** Ask clients for a certificate and refuse those without a valid one (mTLS). Default false. */
+  requestCert?: boolean;
+  /** Path the standalone server serves netchan on. Default '/'. */
+  path?: string;
+  /** Heartbeat interval the server asks clients to keep, in ms. Default 15000. */
+  heartbeatIntervalMs?: number;
+  /** A session whose control stream is silent this long is ended, in ms. Default 45000. */
+  idleTimeoutMs?: number;
+  /** How long a session may leave a reference it was sent unopened, in ms. Default 60000. */
+  pendingReferenceTimeoutMs?: number;
+}
+
+/** Who a stream belongs to, as the app's auth (or mTLS) established it. */
+export interface StreamContextInfo {
+  /** The authenticated principal; streams of one session must all present the same one. */
+  principal?: string;
+}
+
+interface PendingExport {
+  kind: 'channel' | 'bytes';
+  obj: object;
+  mode?: BytesMode;
+  timer: NodeJS.Timeout;
+}
+
+/** A stream the client exported, waiting for the value that names it. */
+interface Unclaimed {
+  kind: 'channel' | 'bytes';
+  obj: object;
+  mode?: BytesMode;
+  timer: NodeJS.Timeout;
+}
+
+function refuse(stream: http2.ServerHttp2Stream, status: number, code: string, message: string): void {
+  if (stream.destroyed || stream.closed) return;
+  if (!stream.headersSent) {
+    stream.respond({ [HTTP2_HEADER_STATUS]: status, [Headers.error]: code, [Headers.message]: message, 'content-type': 'text/plain' });
+  }
+  stream.end(`${code}: ${message}\n`);
+  stream.resume();
+}
+
+function header(headers: http2.IncomingHttpHeaders, name: string): string | undefined {
+  const v = headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** One client's logical session on the server: a random id bound to a principal. */
+export class ServerSession extends SessionCore {
+  private nextRef = 1;
+  private readonly pendingExports = new Map<string, PendingExport>();
+  /** Channels and byte streams the client exported whose reference has not been decoded yet. */
+  private readonly unclaimed = new Map<string, Unclaimed>();
+  private control: FramedStream | null = null;
+  private idleTimer: NodeJS.Timeout | null = null;
+  private lastFrameAt = Date.now();
+
+  constructor(
+    readonly server: NetchanServer,
+    readonly principal: string,
+    options: ServerOptions,
+  ) {
+    super(newSessionId(), server.statsRef, options);
+  }
+
+  /** Binds the control stream: heartbeats arrive here; its end is the session's end. */
+  attachControl(stream: http2.ServerHttp2Stream, idleTimeoutMs: number): void {
+    const fs = this.framed(stream);
+    this.control = fs;
+    this.track(fs.stream);
+    fs.setSink({
+      onFrame: (type, payload) => {
+        this.lastFrameAt = Date.now();
+        if (type === FrameType.PING) fs.frame(FrameType.PONG, payload);
+      },
+      onStreamEnd: () => this.end(netchanError(ErrorCodes.SESSION_CLOSED, 'client closed the session'), true),
+      onStreamError: (err) => this.end(err),
+      onStreamClose: () => this.end(netchanError(ErrorCodes.SESSION_CLOSED, 'control stream closed')),
+    });
+    this.idleTimer = setInterval(() => {
+      if (Date.now() - this.lastFrameAt > idleTimeoutMs) {
+        this.end(netchanError(ErrorCodes.TIMEOUT, `no heartbeat for ${idleTimeoutMs} ms`));
+      }
+    }, Math.max(50, Math.floor(idleTimeoutMs / 3)));
+    this.idleTimer.unref();
+  }
+
+  /** Ends the session: every stream of it goes. */
+  end(error: NetchanError, graceful = false): void {
+    if (this.ended) return;
+    debug('session %s ends: %s', this.id, error.message);
+    if (this.idleTimer) clearInterval(this.idleTimer);
+    for (const p of this.pendingExports.values()) clearTimeout(p.timer);
+    this.counters.pendingReferences -= this.pendingExports.size;
+    this.pendingExports.clear();
+    for (const u of this.unclaimed.values()) this.dropUnclaimed(u);
+    this.unclaimed.clear();
+    if (graceful) this.teardown(error, true);
+    this.control?.end();
+    this.teardown(error);
+    this.server.forgetSession(this);
+  }
+
+  /** A channel or byte stream stream of this session arrived. */
+  handle(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+    const kind = header(headers, Headers.kind);
+    const sid = header(headers, Headers.stream);
+    if (!sid || sid.length > 64) return refuse(stream, 400, ErrorCodes.PROTOCOL, 'missing or bad netchan-stream header');
+    if (kind === 'channel') return this.handleChannel(stream, headers, sid);
+    if (kind === 'bytes') return this.handleBytes(stream, headers, sid);
+    refuse(stream, 400, ErrorCodes.PROTOCOL, `unknown netchan-kind ${String(kind)}`);
+  }
+
+  private handleChannel(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, sid: string): void {
+    const name = header(headers, Headers.name);
+    const ref = header(headers, Headers.ref);
+    const exported = header(headers, Headers.exportRef);
+    if (exported !== undefined) {
+      // the client owns this channel; we get a handle, claimed when a value names it
+      if (exported !== sid) return refuse(stream, 400, ErrorCodes.PROTOCOL, 'netchan-export must equal netchan-stream');
+      const capacity = Number(header(headers, Headers.capacity) ?? 0);
+      const credits = Number(header(headers, Headers.credit) ?? 1);
+      if (!Number.isInteger(capacity) || capacity < 0 || !Number.isInteger(credits) || credits < 1) {
+        return refuse(stream, 400, ErrorCodes.PROTOCOL, 'bad netchan-capacity or netchan-credit');
+      }
+      stream.respond({ [HTTP2_HEADER_STATUS]: 200 });
+      this.track(stream);
+      const rc = this.attachRemote(this.framed(stream), sid);
+      rc.open({ capacity, credits });
+      this.addUnclaimed(sid, 'channel', rc);
+      this.announce(sid);
+      return;
+    }
+    let channel: ExportableChannel | undefined;
+    if (name !== undefined) {
+      channel = this.server.lookup(name, this);
+      if (!channel) return refuse(stream, 404, ErrorCodes.UNKNOWN_CHANNEL, `no channel named ${JSON.stringify(name)}`);
+    } else if (ref !== undefined) {
+      const p = this.takePending(ref, 'channel');
+      if (!p) return refuse(stream, 404, ErrorCodes.UNKNOWN_REFERENCE, `no channel reference ${ref} in this session`);
+      channel = p.obj as ExportableChannel;
+    } else {
+      return refuse(stream, 400, ErrorCodes.PROTOCOL, 'channel stream names no channel');
+    }
+    if (this.exporters.has(sid)) return refuse(stream, 400, ErrorCodes.PROTOCOL, `stream id ${sid} already in use`);
+    stream.respond({
+      [HTTP2_HEADER_STATUS]: 200,
+      [Headers.capacity]: String(channel.capacity),
+      [Headers.credit]: String(ChannelExporter.initialCredits(channel)),
+    });
+    this.track(stream);
+    this.attachExporter(this.framed(stream), channel, sid);
+  }
+
+  private handleBytes(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, sid: string): void {
+    const ref = header(headers, Headers.ref);
+    const exported = header(headers, Headers.exportRef);
+    if (exported !== undefined) {
+      const mode = header(headers, Headers.mode);
+      if (exported !== sid || (mode !== 'r' && mode !== 'w' && mode !== 'd')) {
+        return refuse(stream, 400, ErrorCodes.PROTOCOL, 'bad byte-stream export headers');
+      }
+      // the client's Readable arrives as our request body; its Writable is fed by our response
+      stream.respond({ [HTTP2_HEADER_STATUS]: 200 }, { endStream: mode === 'r' });
+      if (mode === 'w') stream.resume();
+      // Node dumps a server stream's unread body once both sides have ended, unless it was
+      // read from: a short upload can end before its value is decoded.
+      else stream.read(0);
+      this.track(stream);
+      this.trackBytes(stream);
+      this.addUnclaimed(sid, 'bytes', stream, mode);
+      this.announce(sid);
+      return;
+    }
+    if (ref === undefined) return refuse(stream, 400, ErrorCodes.PROTOCOL, 'byte stream names no reference');
+    const p = this.takePending(ref, 'bytes');
+    if (!p) return refuse(stream, 404, ErrorCodes.UNKNOWN_REFERENCE, `no byte-stream reference ${ref} in this session`);
+    stream.respond({ [HTTP2_HEADER_STATUS]: 200 });
+    this.track(stream);
+    this.trackBytes(stream);
+    joinBytes(p.obj, stream, p.mode as BytesMode);
+  }
+
+  /**
+   * Keeps an exported stream until a value names it. Not forgotten when the stream closes: a
+   * short byte stream can be complete (and closed by HTTP/2) before its value is decoded, with
+   * its bytes still buffered; a channel can be closed with values still to drain.
+   */
+  private addUnclaimed(sid: string, kind: 'channel' | 'bytes', obj: object, mode?: BytesMode): void {
+    const timer = setTimeout(() => {
+      const u = this.unclaimed.get(sid);
+      if (!u) return;
+      this.unclaimed.delete(sid);
+      debug('session %s: exported stream %s never named by a value, dropped', this.id, sid);
+      this.dropUnclaimed(u);
+    }, this.referenceTimeoutMs);
+    timer.unref();
+    this.unclaimed.set(sid, { kind, obj, mode, timer });
+  }
+
+  private claim(id: string, kind: 'channel' | 'bytes', mode?: BytesMode): object | undefined {
+    const u = this.unclaimed.get(id);
+    if (!u) return undefined;
+    if (u.kind !== kind || u.mode !== mode) {
+      throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, `stream ${id} is not a ${kind === 'channel' ? 'channel' : `byte stream of mode ${mode}`}`);
+    }
+    this.unclaimed.delete(id);
+    clearTimeout(u.timer);
+    return u.obj;
+  }
+
+  private dropUnclaimed(u: Unclaimed): void {
+    clearTimeout(u.timer);
+    if (u.kind === 'channel') (u.obj as { release(): void }).release();
+    else (u.obj as Duplex).destroy();
+  }
+
+  private takePending(ref: string, kind: 'channel' | 'bytes'): PendingExport | undefined {
+    const p = this.pendingExports.get(ref);
+    if (!p || p.kind !== kind) return undefined;
+    this.pendingExports.delete(ref);
+    this.counters.pendingReferences--;
+    clearTimeout(p.timer);
+    return p;
+  }
+
+  private addPending(kind: 'channel' | 'bytes', obj: object, mode?: BytesMode): string {
+    const id = `s${this.nextRef++}`;
+    const timer = setTimeout(() => {
+      if (this.pendingExports.delete(id)) {
+        this.counters.pendingReferences--;
+        debug('session %s: reference %s never opened, dropped', this.id, id);
+        if (kind === 'bytes') (obj as Duplex).destroy?.(netchanError(ErrorCodes.UNKNOWN_REFERENCE, 'byte-stream reference never opened'));
+      }
+    }, this.server.pendingReferenceTimeoutMs);
+    timer.unref();
+    this.pendingExports.set(id, { kind, obj, mode, timer });
+    this.counters.pendingReferences++;
+    return id;
+  }
+
+  protected exportChannel(ch: ExportableChannel): Record<string, unknown> {
+    return { o: 's', id: this.addPending('channel', ch) };
+  }
+
+  protected exportBytes(obj: object, mode: BytesMode): Record<string, unknown> {
+    return { o: 's', id: this.addPending('bytes', obj, mode), m: mode };
+  }
+
+  protected importChannel(owner: 'c' | 's', id: string): unknown {
+    if (owner !== 'c') throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, 'a client cannot name a server-owned reference');
+    return this.claim(id, 'channel') ?? this.waitFor(id);
+  }
+
+  protected importBytes(owner: 'c' | 's', id: string, mode: BytesMode): unknown {
+    if (owner !== 'c') throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, 'a client cannot name a server-owned reference');
+    return this.claim(id, 'bytes', mode) ?? this.waitFor(id);
+  }
+}
+
+/**
+ * A netchan server. Export channels with {@link NetchanServer.channel}, then `listen`, or mount
+ * it on an existing app (`netchan/express`).
+ */
+export class NetchanServer {
+  /** The underlying `node:http2` secure server, once `listen` created it. */
+  http2Server: http2.Http2SecureServer | null = null;
+  readonly path: string;
+  /** @internal */
+  readonly statsRef: Stats = emptyStats();
+  /** @internal */
+  readonly pendingReferenceTimeoutMs: number;
+  private readonly channels = new Map<string, ExportableChannel>();
+  private readonly sessions = new Map<string, ServerSession>();
+  private readonly heartbeatIntervalMs: number;
+  private readonly idleTimeoutMs: number;
+  private readonly h2Sessions = new Set<http2.ServerHttp2Session>();
+
+  constructor(private readonly options: ServerOptions = {}) {
+    this.path = options.path ?? '/';
+    this.heartbeatIntervalMs = options.heartbeatIntervalMs ?? 15_000;
+    this.idleTimeoutMs = options.idleTimeoutMs ?? 45_000;
+    this.pendingReferenceTimeoutMs = options.pendingReferenceTimeoutMs ?? 60_000;
+  }
+
+  /**
+   * Exports a channel under `name`: a new `Channel` of the given capacity, or the one given.
+   * Clients reach it with `session.channel(name)`.
+   */
+  channel<T>(name: string, capacityOrChannel: number | Channel<T> = 0): Channel<T> {
+    if (typeof name !== 'string' || name.length === 0 || name.length > 256) {
+      throw netchanError(ErrorCodes.INVALID_ARGUMENT, 'channel name must be a string of 1 to 256 characters');
+    }
+    const ch = typeof capacityOrChannel === 'number' ? new Channel<T>(capacityOrChannel) : capacityOrChannel;
+    this.channels.set(name, ch as Channel<unknown>);
+    return ch;
+  }
+
+  /** Stops exporting `name` (streams already open keep their channel). */
+  unexport(name: string): boolean {
+    return this.channels.delete(name);
+  }
+
+  /** @internal */
+  lookup(name: string, _session: ServerSession): ExportableChannel | undefined {
+    return this.channels.get(name);
+  }
+
+  /** Counters: sessions, streams, channels, byte streams, values and bytes in/out. */
+  stats(): Stats {
+    return { ...this.statsRef, sessions: this.sessions.size };
+  }
+
+  /**
+   * Handles one netchan stream from any HTTP/2 server (the Express adapter calls this). The
+   * caller has decided the stream belongs to netchan and who its principal is.
+   */
+  handleStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, info: StreamContextInfo = {}): void {
+    const principal = info.principal ?? '';
+    if (header(headers, HTTP2_HEADER_METHOD) !== 'POST') return refuse(stream, 405, ErrorCodes.PROTOCOL, 'netchan streams use POST');
+    const version = header(headers, Headers.version);
+    if (version !== PROTOCOL_VERSION) return refuse(stream, 400, ErrorCodes.PROTOCOL, `unsupported netchan-version ${String(version)}`);
+    const kind = header(headers, Headers.kind);
+    if (kind === 'session') {
+      const session = new ServerSession(this, principal, this.options);
+      this.sessions.set(session.id, session);
+      stream.respond({
+        [HTTP2_HEADER_STATUS]: 200,
+        [Headers.session]: session.id,
+        [Headers.heartbeatMs]: String(this.heartbeatIntervalMs),
+        [Headers.maxFrameBytes]: String(this.options.maxFrameBytes ?? 1024 * 1024),
+      });
+      session.attachControl(stream, this.idleTimeoutMs);
+      return;
+    }
+    const sessionId = header(headers, Headers.session);
+    const session = sessionId ? this.sessions.get(sessionId) : undefined;
+    if (!session) return refuse(stream, 404, ErrorCodes.UNKNOWN_SESSION, 'no such session');
+    if (session.principal !== principal) {
+      return refuse(stream, 403, ErrorCodes.UNAUTHORIZED, 'stream presents another principal than its session');
+    }
+    session.handle(stream, headers);
+  }
+
+  /** @internal */
+  forgetSession(session: ServerSession): void {
+    this.sessions.delete(session.id);
+  }
+
+  /** Starts a standalone TLS 1.3 HTTP/2 server. Resolves to the bound address. */
+  listen(port = 0, host = '127.0.0.1'): Promise<AddressInfo> {
+    const { key, cert, ca, requestCert } = this.options;
+    if (!key || !cert) throw netchanError(ErrorCodes.INVALID_ARGUMENT, 'listen needs key and cert (or use listen() from the seed API for a development certificate)');
+    const server = http2.createSecureServer({
+      key,
+      cert,
+      ca,
+      requestCert: requestCert ?? false,
+      rejectUnauthorized: requestCert ?? false,
+      minVersion: 'TLSv1.3',
+      allowHTTP1: false,
+      settings: { initialWindowSize: 1024 * 1024, maxConcurrentStreams: 10_000 },
+    });
+    this.http2Server = server;
+    server.on('session', (s) => {
+      this.h2Sessions.add(s);
+      s.once('close', () => this.h2Sessions.delete(s));
+      s.on('error', (err) => debug('http2 session error: %s', err.message));
+      s.once('remoteSettings', () => s.setLocalWindowSize(32 * 1024 * 1024));
+    });
+    server.on('stream', (stream, headers) => {
+      stream.on('error', (err) => debug('stream error: %s', err.message));
+      const path = (header(headers, HTTP2_HEADER_PATH) ?? '').split('?')[0];
+      if (path !== this.path) return refuse(stream, 404, 'ERR_NOT_FOUND', 'not a netchan endpoint');
+      const principal = principalFromSocket(stream.session?.socket);
+      this.handleStream(stream, headers, { principal });
+    });
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolve(server.address() as AddressInfo);
+      });
+    });
+  }
+
+  /** Ends every session and stops listening. */
+  async close(): Promise<void> {
+    for (const session of [...this.sessions.values()]) session.end(netchanError(ErrorCodes.SESSION_CLOSED, 'server closing'));
+    const server = this.http2Server;
+    if (!server) return;
+    await new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      // close() waits for sessions; ask them to go
+      for (const s of this.h2Sessions) s.close();
+    });
+  }
+}
+
+function principalFromSocket(socket: unknown): string {
+  const s = socket as { authorized?: boolean; getPeerCertificate?: () => { subject?: { CN?: string } } } | undefined;
+  if (s?.authorized && typeof s.getPeerCertificate === 'function') {
+    const cn = s.getPeerCertificate()?.subject?.CN;
+    if (cn) return `cert:${cn}`;
+  }
+  return '';
+}
+
+/** Creates a netchan server. See {@link ServerOptions}. */
+export function createServer(options: ServerOptions = {}): NetchanServer {
+  return new NetchanServer(options);
+}
