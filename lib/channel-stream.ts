@@ -618,6 +618,7 @@ export type ExportableChannel = Channel<unknown> | RemoteChannel<unknown>;
 export class ChannelExporter extends OrderedEndpoint {
   private demand = 0;
   private ackPending = 0;
+  private readonly ackEagerly: number;
   /** Values sent to the remote and not yet acknowledged as handed to its program. */
   private readonly inflight = new Deque<unknown>();
   /** The remote's values parked as waiting senders in the local channel. */
@@ -667,6 +668,7 @@ export class ChannelExporter extends OrderedEndpoint {
     private readonly onFinished: (ex: ChannelExporter) => void,
   ) {
     super(fs, ctx);
+    this.ackEagerly = Math.max(1, Math.floor(ChannelExporter.initialCredits(channel) / 4));
     fs.beforeFlush = () => {
       if (this.ackPending > 0) {
         fs.countFrame(FrameType.ACK, this.ackPending);
@@ -714,8 +716,14 @@ export class ChannelExporter extends OrderedEndpoint {
   }
 
   private ack(): void {
-    this.ackPending++;
-    this.fs.touch();
+    // Acks return the remote's credits. Batched per turn, but once a quarter of its window has
+    // accrued they go out at once, so the remote refills while this side works on the rest of
+    // what arrived: without this both sides take turns idling, one window per round trip.
+    if (++this.ackPending >= this.ackEagerly) {
+      this.fs.countFrame(FrameType.ACK, this.ackPending);
+      this.ackPending = 0;
+      this.fs.flush();
+    } else this.fs.touch();
   }
 
   private deliver(value: unknown): void {

@@ -226,16 +226,21 @@ function prepareArray(v: unknown[], depth: number, st: EncodeState): unknown[] {
 
 function prepareObject(v: Record<string, unknown>, depth: number, st: EncodeState, copy: boolean): Record<string, unknown> {
   let out: Record<string, unknown> | undefined = copy ? {} : undefined;
-  const keys = Object.keys(v);
-  for (let i = 0; i < keys.length; i++) {
-    const key = keys[i]!;
+  // for-in over a plain object walks V8's enum cache: no key array per object on the hot path.
+  for (const key in v) {
+    if (!Object.prototype.hasOwnProperty.call(v, key)) continue;
     if (key === '__proto__') throw netchanError(ErrorCodes.ENCODE, 'the key "__proto__" cannot be sent');
     const item = v[key];
-    const p = prepare(item, depth, st);
+    // Strings, numbers and booleans need nothing: skip the call for them.
+    const t = typeof item;
+    const p = t === 'string' || t === 'number' || t === 'boolean' ? item : prepare(item, depth, st);
     if (out) out[key] = p;
     else if (p !== item) {
       out = {};
-      for (let j = 0; j < i; j++) out[keys[j]!] = v[keys[j]!];
+      for (const k in v) {
+        if (k === key) break;
+        if (Object.prototype.hasOwnProperty.call(v, k)) out[k] = v[k];
+      }
       out[key] = p;
     }
   }

@@ -392,6 +392,8 @@ export class NetchanServer {
       settings: { initialWindowSize: 1024 * 1024, maxConcurrentStreams: 10_000 },
     });
     this.http2Server = server;
+    // Acks and credits are small writes that must not wait for Nagle's algorithm.
+    server.on('secureConnection', (socket) => socket.setNoDelay(true));
     server.on('session', (s) => {
       this.h2Sessions.add(s);
       s.once('close', () => this.h2Sessions.delete(s));

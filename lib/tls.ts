@@ -50,6 +50,7 @@ export function connectTls(host: string, port: number, options: ClientTlsOptions
       // checked below, before the socket is used. In every other case Node verifies the chain.
       rejectUnauthorized: !pinOnly,
     });
+    socket.setNoDelay(true); // acks and credits are small writes that must not wait for Nagle
     const timer = setTimeout(() => fail(netchanError(ErrorCodes.CONNECT, `TLS connect to ${host}:${port} timed out`)), options.connectTimeoutMs ?? 10_000);
     let settled = false;
     const fail = (err: NetchanError): void => {
