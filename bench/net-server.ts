@@ -6,6 +6,7 @@
 import http2 from 'node:http2';
 import tls from 'node:tls';
 import { Packr } from 'msgpackr';
+import { Codec } from '../lib/codec.js';
 import { FrameDecoder, FrameEncoder, FrameType } from '../lib/frames.js';
 import { createServer, type ChannelLike } from '../lib/index.js';
 
@@ -13,6 +14,13 @@ const key = process.env.BENCH_KEY as string;
 const cert = process.env.BENCH_CERT as string;
 const peer = process.argv[2];
 const packr = new Packr({ useRecords: false });
+// The raw peers encode with netchan's own hardened codec ("the same codec"), or with plain
+// msgpackr (BENCH_CODEC=msgpackr: no validation, the codec's own limit).
+const netchanCodec = new Codec();
+const codec =
+  process.env.BENCH_CODEC === 'msgpackr'
+    ? { encode: (v: unknown) => packr.pack(v), decode: (b: Uint8Array) => packr.unpack(b) as unknown }
+    : { encode: (v: unknown) => netchanCodec.encode(v), decode: (b: Uint8Array) => netchanCodec.decode(b) };
 
 function ready(port: number): void {
   process.stdout.write(`${JSON.stringify({ port })}\n`);
@@ -57,7 +65,7 @@ if (peer === 'netchan') {
     let received = 0;
     let expect = Infinity;
     const decoder = new FrameDecoder((type, payload) => {
-      const value = packr.unpack(payload) as { expect?: number };
+      const value = codec.decode(payload) as { expect?: number };
       if (type === FrameType.CREDIT) {
         expect = (value as { expect: number }).expect;
       } else {
@@ -66,7 +74,7 @@ if (peer === 'netchan') {
       if (received >= expect) {
         expect = Infinity;
         const enc = new FrameEncoder();
-        enc.frame(FrameType.VALUE, packr.pack(received));
+        enc.frame(FrameType.VALUE, codec.encode(received));
         socket.write(enc.take() as Buffer);
       }
     });
@@ -81,7 +89,7 @@ if (peer === 'netchan') {
     stream.respond({ ':status': 200 });
     const decoder = new FrameDecoder((type, payload) => {
       const enc = new FrameEncoder(64);
-      enc.frame(type, packr.pack(packr.unpack(payload)));
+      enc.frame(type, codec.encode(codec.decode(payload)));
       stream.write(enc.take() as Buffer);
     });
     stream.on('data', (chunk: Buffer) => decoder.push(chunk));

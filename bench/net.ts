@@ -1,7 +1,8 @@
 /**
  * Network benchmark: netchan next to its references, servers in their own processes, one table.
  *   one-way: client `await send` in a loop into a capacity-1024 server channel
- *            vs raw TLS + msgpackr + length-prefixed frames (no semantics: the limit)
+ *            vs raw TLS + netchan's codec + length-prefixed frames (no semantics: the limit),
+ *            and the same with plain msgpackr (no validation)
  *   round trip: ping/pong over two capacity-0 channels vs a raw HTTP/2 stream ping-pong
  * Run: npm run bench:net   (BENCH_MESSAGES, BENCH_ROUNDTRIPS, BENCH_RUNS to change the sizes)
  */
@@ -13,6 +14,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Packr } from 'msgpackr';
 import { generateCertificates } from '../lib/devcert.js';
+import { Codec } from '../lib/codec.js';
 import { FrameDecoder, FrameEncoder, FrameType } from '../lib/frames.js';
 import { Channel, connect } from '../lib/index.js';
 
@@ -20,14 +22,17 @@ const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 1_000_000);
 const ROUNDTRIPS = Number(process.env.BENCH_ROUNDTRIPS ?? 20_000);
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const packr = new Packr({ useRecords: false });
+const netchanCodec = new Codec();
+type Encode = (v: unknown) => Uint8Array;
+const encoders: Record<string, Encode> = { netchan: (v) => netchanCodec.encode(v), msgpackr: (v) => packr.pack(v) };
 const message = (i: number) => ({ id: i, name: 'task', payload: 'hello world', ts: 1700000000000 });
 
 const certs = await generateCertificates({ hosts: ['localhost', '127.0.0.1'] });
 
-async function startPeer(peer: string): Promise<{ port: number; child: ChildProcess }> {
+async function startPeer(peer: string, codecName = 'netchan'): Promise<{ port: number; child: ChildProcess }> {
   const tsx = fileURLToPath(new URL('../node_modules/.bin/tsx', import.meta.url));
   const child = spawn(tsx, [fileURLToPath(new URL('./net-server.ts', import.meta.url)), peer], {
-    env: { ...process.env, BENCH_KEY: certs.key, BENCH_CERT: certs.cert },
+    env: { ...process.env, BENCH_KEY: certs.key, BENCH_CERT: certs.cert, BENCH_CODEC: codecName },
     stdio: ['pipe', 'pipe', 'inherit'],
   });
   const rl = createInterface({ input: child.stdout! });
@@ -66,7 +71,7 @@ async function netchanOneWay(port: number): Promise<number> {
   return MESSAGES / seconds;
 }
 
-function rawTlsOneWay(port: number): Promise<number> {
+function rawTlsOneWay(port: number, encode: Encode): Promise<number> {
   return new Promise((resolve, reject) => {
     const socket = tls.connect({ host: '127.0.0.1', port, ca: certs.caCert, servername: 'localhost', minVersion: 'TLSv1.3' });
     socket.on('error', reject);
@@ -90,7 +95,7 @@ function rawTlsOneWay(port: number): Promise<number> {
       const enc = new FrameEncoder(64 * 1024);
       const step = () => {
         while (i < count) {
-          enc.frame(FrameType.VALUE, packr.pack(message(i++)));
+          enc.frame(FrameType.VALUE, encode(message(i++)));
           if (enc.length >= 64 * 1024) {
             if (!socket.write(enc.take() as Buffer)) {
               socket.once('drain', step);
@@ -98,7 +103,7 @@ function rawTlsOneWay(port: number): Promise<number> {
             }
           }
         }
-        enc.frame(FrameType.CREDIT, packr.pack({ expect }));
+        enc.frame(FrameType.CREDIT, encode({ expect }));
         socket.write(enc.take() as Buffer);
       };
       step();
@@ -136,7 +141,7 @@ async function rawH2RoundTrip(port: number): Promise<number> {
     new Promise<void>((resolve) => {
       waiting = resolve;
       const enc = new FrameEncoder(64);
-      enc.frame(FrameType.VALUE, packr.pack(message(i)));
+      enc.frame(FrameType.VALUE, netchanCodec.encode(message(i)));
       stream.write(enc.take() as Buffer);
     });
   for (let i = 0; i < 1000; i++) await once(i);
@@ -148,8 +153,8 @@ async function rawH2RoundTrip(port: number): Promise<number> {
   return micros;
 }
 
-async function best(peer: string, run: (port: number) => Promise<number>, higherIsBetter: boolean): Promise<number> {
-  const { port, child } = await startPeer(peer);
+async function best(peer: string, run: (port: number) => Promise<number>, higherIsBetter: boolean, codecName = 'netchan'): Promise<number> {
+  const { port, child } = await startPeer(peer, codecName);
   const results: number[] = [];
   try {
     for (let r = 0; r < RUNS; r++) results.push(await run(port));
@@ -159,7 +164,8 @@ async function best(peer: string, run: (port: number) => Promise<number>, higher
   return higherIsBetter ? Math.max(...results) : Math.min(...results);
 }
 
-const raw = await best('raw-tls', rawTlsOneWay, true);
+const raw = await best('raw-tls', (port) => rawTlsOneWay(port, encoders.netchan!), true);
+const rawPlain = await best('raw-tls', (port) => rawTlsOneWay(port, encoders.msgpackr!), true, 'msgpackr');
 const nc = await best('netchan', netchanOneWay, true);
 const rawRtt = await best('raw-h2', rawH2RoundTrip, false);
 const ncRtt = await best('netchan', netchanRoundTrip, false);
@@ -169,6 +175,7 @@ console.log(`servers in separate processes on 127.0.0.1, TLS 1.3; ${MESSAGES} on
 console.log('');
 console.log('| workload | netchan | reference | ratio | target |');
 console.log('|---|---:|---:|---:|---:|');
-console.log(`| one-way, one channel (capacity 1024), msg/s | ${(nc / 1e6).toFixed(3)} M | raw TLS + msgpackr framing: ${(raw / 1e6).toFixed(3)} M | ${(nc / raw).toFixed(2)} × | ≥ 0.8 × |`);
+console.log(`| one-way, one channel (capacity 1024), msg/s | ${(nc / 1e6).toFixed(3)} M | raw TLS, same framing and codec: ${(raw / 1e6).toFixed(3)} M | ${(nc / raw).toFixed(2)} × | ≥ 0.8 × |`);
+console.log(`| (same, reference with plain msgpackr: no validation) | | ${(rawPlain / 1e6).toFixed(3)} M | ${(nc / rawPlain).toFixed(2)} × | |`);
 console.log(`| round trip (ping/pong channels), µs | ${ncRtt.toFixed(1)} | raw HTTP/2 stream ping-pong: ${rawRtt.toFixed(1)} | ${(ncRtt / rawRtt).toFixed(2)} × | ≤ 1.3 × |`);
 process.exit(0);

@@ -182,6 +182,8 @@ function prepare(v: unknown, depth: number, st: EncodeState): unknown {
   }
   const inner = depth + 1;
   if (Array.isArray(v)) return prepareArray(v, inner, st);
+  // `constructor === Object` is an inline-cached load; getPrototypeOf is a runtime call.
+  if ((v as { constructor?: unknown }).constructor === Object) return prepareObject(v as Record<string, unknown>, inner, st, false);
   const proto: unknown = Object.getPrototypeOf(v);
   if (proto === Object.prototype || proto === null) return prepareObject(v as Record<string, unknown>, inner, st, false);
   if (v instanceof Map) {

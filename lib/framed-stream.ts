@@ -23,24 +23,27 @@ export interface FrameSink {
  * a loop of `await send()` produces one write with many frames instead of one write per value.
  */
 export class Flusher {
-  private readonly dirty = new Set<FramedStream>();
+  private dirty: FramedStream[] = [];
   private scheduled = false;
   private readonly run = (): void => {
     this.scheduled = false;
-    for (const fs of this.dirty) fs.flush();
-    this.dirty.clear();
+    const list = this.dirty;
+    this.dirty = [];
+    for (const fs of list) {
+      fs.queued = false;
+      fs.flush();
+    }
   };
 
   mark(fs: FramedStream): void {
-    this.dirty.add(fs);
+    // called once per frame: a flag, not a Set lookup
+    if (fs.queued) return;
+    fs.queued = true;
+    this.dirty.push(fs);
     if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(this.run);
     }
-  }
-
-  forget(fs: FramedStream): void {
-    this.dirty.delete(fs);
   }
 }
 
@@ -51,6 +54,8 @@ export interface ByteCounters {
 }
 
 export class FramedStream {
+  /** In its Flusher's list for the end of this turn. @internal */
+  queued = false;
   private readonly encoder = new FrameEncoder(4096);
   private readonly decoder: FrameDecoder;
   private ended = false;
@@ -89,7 +94,6 @@ export class FramedStream {
     stream.on('error', (err: unknown) => this.fail(fromNodeError(err)));
     stream.on('close', () => {
       this.closed = true;
-      this.flusher.forget(this);
       if (!this.failed && !stream.readableEnded) {
         // closed without a clean end of the peer's side: a reset or a lost connection
         this.failed = true;
@@ -145,7 +149,6 @@ export class FramedStream {
     if (!this.writable) return;
     this.flush();
     this.ended = true;
-    this.flusher.forget(this);
     this.stream.end();
   }
 
@@ -153,7 +156,6 @@ export class FramedStream {
   destroy(error?: NetchanError): void {
     if (this.closed) return;
     this.failed = true;
-    this.flusher.forget(this);
     const h2 = this.stream as Duplex & { close?: (code?: number) => void; rstCode?: number };
     if (typeof h2.close === 'function') h2.close(error ? 2 /* INTERNAL_ERROR */ : 8 /* CANCEL */);
     else this.stream.destroy();
