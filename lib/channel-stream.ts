@@ -8,7 +8,7 @@
  * acknowledges every value handed to its program with ACK, so that values taken but never
  * delivered can go back to the channel when the stream goes away.
  */
-import { Channel, Waiter, type ChannelLike, type OperationOptions, type TryReceiveResult } from './channel.js';
+import { Channel, Waiter, channelIterator, type ChannelLike, type OperationOptions, type TryReceiveResult } from './channel.js';
 import { ErrorCodes, NetchanError, netchanError } from './errors.js';
 import { FrameType } from './frames.js';
 import type { FrameSink, FramedStream } from './framed-stream.js';
@@ -34,6 +34,16 @@ function asError(value: unknown): Error | undefined {
  * Handles frames in order; when a value waits for referenced streams that have not arrived,
  * later frames wait behind it so that order holds.
  */
+/** A CLOSE frame's payload: empty, or the close error as data (its message alone if the error cannot be encoded). */
+function closePayload(ctx: StreamContext, error: Error | undefined): Uint8Array {
+  if (!error) return EMPTY;
+  try {
+    return ctx.encode(error);
+  } catch {
+    return ctx.encode(new Error(error.message));
+  }
+}
+
 abstract class OrderedEndpoint implements FrameSink {
   private backlog: [number, Buffer][] | null = null;
 
@@ -352,15 +362,7 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
     if (this.localClosed || this.failure || this.released) return;
     this.localClosed = true;
     if (!this.remoteClosed) this.closeError = error;
-    let payload: Uint8Array = EMPTY;
-    if (error) {
-      try {
-        payload = this.ctx.encode(error);
-      } catch {
-        payload = this.ctx.encode(new Error(error.message));
-      }
-    }
-    this.fs.frame(FrameType.CLOSE, payload);
+    this.fs.frame(FrameType.CLOSE, closePayload(this.ctx, error));
     this.rejectQueued(closedError(error, false));
   }
 
@@ -406,19 +408,7 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
   }
 
   [Symbol.asyncIterator](): AsyncIterator<T> {
-    return {
-      next: () =>
-        this.receive().then(
-          (value) => ({ value, done: false }),
-          (err: unknown) => {
-            if (err instanceof NetchanError && err.code === ErrorCodes.CHANNEL_CLOSED) {
-              if (this.closeError) throw this.closeError;
-              return { value: undefined, done: true };
-            }
-            throw err;
-          },
-        ),
-    };
+    return channelIterator(this, () => this.closeError);
   }
 
   // ---- frames from the owner ----
@@ -802,15 +792,7 @@ export class ChannelExporter extends OrderedEndpoint {
       this.fs.countFrame(FrameType.ACK, this.ackPending);
       this.ackPending = 0;
     }
-    let payload: Uint8Array = EMPTY;
-    if (error) {
-      try {
-        payload = this.ctx.encode(error);
-      } catch {
-        payload = this.ctx.encode(new Error(error.message));
-      }
-    }
-    this.fs.frame(FrameType.CLOSE, payload);
+    this.fs.frame(FrameType.CLOSE, closePayload(this.ctx, error));
     const ch = this.channel;
     if (ch instanceof Channel && !ch.canTake() && !this.receiveWaiter) this.drained();
   }

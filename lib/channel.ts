@@ -253,19 +253,7 @@ export class Channel<T> implements ChannelLike<T> {
   }
 
   [Symbol.asyncIterator](): AsyncIterator<T> {
-    return {
-      next: () =>
-        this.receive().then(
-          (value) => ({ value, done: false }),
-          (err: unknown) => {
-            if (err instanceof NetchanError && err.code === ErrorCodes.CHANNEL_CLOSED) {
-              if (this.closeError) throw this.closeError;
-              return { value: undefined, done: true };
-            }
-            throw err;
-          },
-        ),
-    };
+    return channelIterator(this, () => this.closeError);
   }
 
   /** Gives `value` to a waiting receiver or the buffer; false if neither can take it. @internal */
@@ -402,4 +390,25 @@ export function select<T = unknown>(cases: SelectCase<T>[], options: SelectOptio
     signal.addEventListener('abort', op.onAbort, { once: true });
   }
   return op.promise as Promise<SelectResult<T>>;
+}
+
+/**
+ * The `for await` iterator of a channel or remote handle: values until the channel is closed
+ * and drained, then done (or the close error thrown). @internal
+ */
+export function channelIterator<T>(ch: { receive(): Promise<T> }, closeError: () => Error | undefined): AsyncIterator<T> {
+  return {
+    next: () =>
+      ch.receive().then(
+        (value) => ({ value, done: false }),
+        (err: unknown) => {
+          if (err instanceof NetchanError && err.code === ErrorCodes.CHANNEL_CLOSED) {
+            const reason = closeError();
+            if (reason) throw reason;
+            return { value: undefined, done: true };
+          }
+          throw err;
+        },
+      ),
+  };
 }

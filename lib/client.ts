@@ -257,6 +257,8 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
     if (!id || !/^[0-9a-f]{32}$/.test(id)) throw netchanError(ErrorCodes.PROTOCOL, 'server sent no valid session id');
     const heartbeat = options.heartbeatIntervalMs ?? (Number(header(headers, Headers.heartbeatMs)) || 15_000);
     const session = new Session(id, h2, path, extra, options);
+    const serverMax = Number(header(headers, Headers.maxFrameBytes));
+    if (Number.isSafeInteger(serverMax) && serverMax >= 0) session.peerMaxFrameBytes = serverMax;
     control.removeAllListeners('close');
     control.removeAllListeners('error');
     control.on('error', (err) => debug('control stream error: %s', err.message));

@@ -5,7 +5,7 @@
  */
 import type { Duplex } from 'node:stream';
 import { FrameDecoder, FrameEncoder } from './frames.js';
-import { fromNodeError, type NetchanError } from './errors.js';
+import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from './errors.js';
 
 /** Receives what a {@link FramedStream} reads. */
 export interface FrameSink {
@@ -83,6 +83,12 @@ export class FramedStream {
     });
     stream.on('end', () => {
       if (this.failed) return;
+      // Node also ends the readable side of an HTTP/2 stream that was reset or cut off with its
+      // connection (rstCode set): that is no clean end of the peer's side.
+      if ((stream as Duplex & { rstCode?: number }).rstCode) {
+        this.fail(cutOff(stream));
+        return;
+      }
       try {
         this.decoder.end();
       } catch (err) {
@@ -97,7 +103,7 @@ export class FramedStream {
       if (!this.failed && !stream.readableEnded) {
         // closed without a clean end of the peer's side: a reset or a lost connection
         this.failed = true;
-        this.sink.onStreamError(fromNodeError(Object.assign(new Error('stream closed before it ended'), { code: 'ERR_HTTP2_STREAM_CANCEL' })));
+        this.sink.onStreamError(cutOff(stream));
       }
       this.sink.onStreamClose();
     });
@@ -157,8 +163,12 @@ export class FramedStream {
     if (this.closed) return;
     this.failed = true;
     const h2 = this.stream as Duplex & { close?: (code?: number) => void; rstCode?: number };
-    if (typeof h2.close === 'function') h2.close(error ? 2 /* INTERNAL_ERROR */ : 8 /* CANCEL */);
-    else this.stream.destroy();
+    if (typeof h2.close !== 'function') this.stream.destroy();
+    // Http2Stream.close() ends the writable side first: an END_STREAM ahead of the RST_STREAM,
+    // which the peer reads as a clean end (a release, §5.3). On an error, reset at once
+    // (destroy with an error is RST_STREAM INTERNAL_ERROR, §2.3).
+    else if (error) this.stream.destroy(error);
+    else h2.close(8 /* CANCEL */);
   }
 
   private fail(error: NetchanError): void {
@@ -167,4 +177,16 @@ export class FramedStream {
     this.sink.onStreamError(error);
     this.destroy(error);
   }
+}
+
+/**
+ * Why a stream went away without a clean end of the peer's side: its HTTP/2 session is closing
+ * or gone (the connection was lost), or the stream alone was reset.
+ */
+function cutOff(stream: Duplex): NetchanError {
+  const session = (stream as Duplex & { session?: { closed?: boolean; destroyed?: boolean } }).session;
+  if (session && (session.closed || session.destroyed)) {
+    return netchanError(ErrorCodes.CONNECTION_LOST, 'connection lost before the stream ended');
+  }
+  return fromNodeError(Object.assign(new Error('stream closed before it ended'), { code: 'ERR_HTTP2_STREAM_CANCEL' }));
 }

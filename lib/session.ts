@@ -107,6 +107,11 @@ export abstract class SessionCore implements StreamContext, ReferenceHooks {
   protected readonly streams = new Set<Duplex>();
   private readonly waits = new Map<string, PendingWait[]>();
   protected ended = false;
+  /**
+   * The largest frame payload the peer accepts, when it said so (a server's
+   * `netchan-max-frame-bytes`): a larger value is refused here rather than sent to be reset. @internal
+   */
+  peerMaxFrameBytes = Infinity;
 
   constructor(
     readonly id: string,
@@ -119,7 +124,11 @@ export abstract class SessionCore implements StreamContext, ReferenceHooks {
   }
 
   encode(value: unknown): Uint8Array {
-    return this.codec.encode(value, this);
+    const bytes = this.codec.encode(value, this);
+    if (bytes.length > this.peerMaxFrameBytes) {
+      throw netchanError(ErrorCodes.VALUE_TOO_LARGE, `encoded value is ${bytes.length} bytes, the peer accepts at most ${this.peerMaxFrameBytes}`);
+    }
+    return bytes;
   }
 
   decode(bytes: Uint8Array): unknown {
