@@ -229,6 +229,25 @@ describe('channels over HTTP/2', function () {
     expect(got.hex).to.equal(await digest);
   });
 
+  it('regression: a short client upload read only later is not dumped by the server', async () => {
+    // Node's HTTP/2 server drops a stream's unread body once both sides have ended; a small upload
+    // is complete before its value is decoded, so the server must mark the body as being read.
+    const { server, client } = await startServer();
+    const uploads = server.channel<{ data: Readable }>('small-uploads', 1);
+    const session = await client();
+    const payload = randomBytes(100_000);
+    await session.channel<{ data: Readable }>('small-uploads').send({ data: Readable.from([payload]) });
+    const { data } = await uploads.receive();
+    await tick(100); // both sides of the byte stream have ended by now
+    const chunks: Buffer[] = [];
+    await new Promise<void>((resolve, reject) => {
+      data.on('data', (c: Buffer) => chunks.push(c));
+      data.once('end', resolve);
+      data.once('error', reject);
+    });
+    expect(Buffer.concat(chunks).equals(payload)).to.equal(true);
+  });
+
   it('a client Writable inside a value receives what the server writes', async () => {
     const { server, client } = await startServer();
     const sinks = server.channel<Writable>('sinks', 1);
