@@ -466,13 +466,20 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
         r.unwatch();
         r.reject(err);
       }
+      this.fs.end();
     }
-    this.fs.end();
+    // Otherwise this side ends once the program has taken the prefetched values (consumed()),
+    // after their acks: ending now would make the owner put them back, and they would be
+    // delivered twice.
   }
 
   onStreamError(error: NetchanError): void {
     if (this.failure || this.finished) return;
     this.failure = error;
+    // values prefetched but not handed to the program are unacknowledged: the owner puts them
+    // back in its channel when the stream goes (§5.2), so handing them out here too would
+    // deliver them twice
+    this.inbox.clear();
     this.rejectQueued(this.wrapFailure(false));
     this.rejectUnacked(this.wrapFailure(true));
     for (let r = this.receivers.shift(); r; r = this.receivers.shift()) {
@@ -562,6 +569,10 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
 
   private consumed(): void {
     this.consumedPending++;
+    if (this.ended && this.inbox.length === 0) {
+      this.fs.end(); // writes the batched acks first
+      return;
+    }
     this.fs.touch();
     if (this.prefetch) this.topUpDemand();
   }

@@ -71,7 +71,16 @@ export class FramedStream {
     maxFrameBytes: number,
     private readonly counters: ByteCounters,
   ) {
-    this.decoder = new FrameDecoder((type, payload) => this.sink.onFrame(type, payload), { maxFrameBytes });
+    // once the stream failed (a bad frame, a reset), nothing more of it is handed on, not even the
+    // rest of the chunk at hand
+    this.decoder = new FrameDecoder(
+      (type, payload) => {
+        if (!this.failed) this.sink.onFrame(type, payload);
+      },
+      { maxFrameBytes },
+    );
+    // an HTTP/2 stream forgets its session when destroyed: keep it to tell a lost connection apart
+    const session = (stream as Duplex & { session?: H2SessionState }).session;
     stream.on('data', (chunk: Buffer) => {
       if (this.failed) return;
       counters.bytesIn += chunk.length;
@@ -86,7 +95,7 @@ export class FramedStream {
       // Node also ends the readable side of an HTTP/2 stream that was reset or cut off with its
       // connection (rstCode set): that is no clean end of the peer's side.
       if ((stream as Duplex & { rstCode?: number }).rstCode) {
-        this.fail(cutOff(stream));
+        this.fail(cutOff(session));
         return;
       }
       try {
@@ -103,7 +112,7 @@ export class FramedStream {
       if (!this.failed && !stream.readableEnded) {
         // closed without a clean end of the peer's side: a reset or a lost connection
         this.failed = true;
-        this.sink.onStreamError(cutOff(stream));
+        this.sink.onStreamError(cutOff(session));
       }
       this.sink.onStreamClose();
     });
@@ -179,12 +188,16 @@ export class FramedStream {
   }
 }
 
+interface H2SessionState {
+  closed?: boolean;
+  destroyed?: boolean;
+}
+
 /**
  * Why a stream went away without a clean end of the peer's side: its HTTP/2 session is closing
  * or gone (the connection was lost), or the stream alone was reset.
  */
-function cutOff(stream: Duplex): NetchanError {
-  const session = (stream as Duplex & { session?: { closed?: boolean; destroyed?: boolean } }).session;
+function cutOff(session: H2SessionState | undefined): NetchanError {
   if (session && (session.closed || session.destroyed)) {
     return netchanError(ErrorCodes.CONNECTION_LOST, 'connection lost before the stream ended');
   }

@@ -329,6 +329,23 @@ describe('channels over HTTP/2', function () {
     expect((await rejection(remote.send(9))).code).to.equal('ERR_CHANNEL_CLOSED');
   });
 
+  it('regression: values prefetched when the owner closes are delivered once, not put back', async () => {
+    const { server, client } = await startServer();
+    const feed = server.channel<number>('feed-once', 10);
+    const session = await client();
+    const remote = session.channel<number>('feed-once');
+    for (let i = 0; i < 5; i++) await feed.send(i);
+    remote.tryReceive(); // starts the prefetch window
+    await until(() => feed.length === 0, 5000, 'the handle to prefetch');
+    feed.close();
+    await tick(50); // the owner has ended its side; the handle still holds the values
+    const got: number[] = [];
+    for await (const v of remote) got.push(v);
+    expect(got).to.deep.equal([0, 1, 2, 3, 4]);
+    await until(() => server.stats().channels === 0, 5000, 'the stream to finish');
+    expect(feed.length, 'values put back into the closed channel').to.equal(0);
+  });
+
   it('close with an error propagates it to remote receivers', async () => {
     const { server, client } = await startServer();
     const feed = server.channel<number>('feed', 10);
