@@ -34,6 +34,12 @@ function asError(value: unknown): Error | undefined {
  * Handles frames in order; when a value waits for referenced streams that have not arrived,
  * later frames wait behind it so that order holds.
  */
+/** A value that could not be encoded never left: say so on the error. */
+function notSent(err: unknown): NetchanError {
+  if (err instanceof NetchanError) return netchanError(err.code, err.message, { cause: err.cause, mayHaveBeenDelivered: false });
+  return netchanError(ErrorCodes.ENCODE, String(err), { cause: err, mayHaveBeenDelivered: false });
+}
+
 /** A CLOSE frame's payload: empty, or the close error as data (its message alone if the error cannot be encoded). */
 function closePayload(ctx: StreamContext, error: Error | undefined): Uint8Array {
   if (!error) return EMPTY;
@@ -286,7 +292,7 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
       try {
         bytes = this.ctx.encode(value);
       } catch (err) {
-        return Promise.reject(err);
+        return Promise.reject(notSent(err));
       }
       this.credits--;
       this.writeValue(bytes);
@@ -310,7 +316,12 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
     if (this.failure) throw this.wrapFailure(false);
     if (this.closed || this.released) throw closedError(this.closeError, false);
     if (this.cap === 0 || !this.canWriteNow()) return false;
-    const bytes = this.ctx.encode(value);
+    let bytes: Uint8Array;
+    try {
+      bytes = this.ctx.encode(value);
+    } catch (err) {
+      throw notSent(err);
+    }
     this.credits--;
     this.writeValue(bytes);
     this.unacked.push(null);
@@ -529,7 +540,7 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
       try {
         bytes = this.ctx.encode(op.value);
       } catch (err) {
-        op.settle(err as Error);
+        op.settle(notSent(err));
         continue;
       }
       this.credits--;

@@ -25,6 +25,8 @@ export const ErrorCodes = {
   UNKNOWN_EXTENSION: 'ERR_UNKNOWN_EXTENSION',
   /** A value nests deeper than the codec's `maxDepth`. */
   DEPTH_LIMIT: 'ERR_DEPTH_LIMIT',
+  /** The request's path is not a netchan endpoint (standalone server). */
+  NOT_FOUND: 'ERR_NOT_FOUND',
   /** The server exports no channel under that name. */
   UNKNOWN_CHANNEL: 'ERR_UNKNOWN_CHANNEL',
   /** A value named a channel or byte-stream reference this session does not hold. */

@@ -403,7 +403,7 @@ export class NetchanServer {
     server.on('stream', (stream, headers) => {
       stream.on('error', (err) => debug('stream error: %s', err.message));
       const path = (header(headers, HTTP2_HEADER_PATH) ?? '').split('?')[0];
-      if (path !== this.path) return refuse(stream, 404, 'ERR_NOT_FOUND', 'not a netchan endpoint');
+      if (path !== this.path) return refuse(stream, 404, ErrorCodes.NOT_FOUND, 'not a netchan endpoint');
       const principal = principalFromSocket(stream.session?.socket);
       this.handleStream(stream, headers, { principal });
     });
