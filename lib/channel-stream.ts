@@ -116,6 +116,18 @@ abstract class OrderedEndpoint implements FrameSink {
   abstract onStreamError(error: NetchanError): void;
   abstract onStreamClose(): void;
 
+  /** A CLOSE frame's error, if it carries one. */
+  protected closeErrorOf(payload: Buffer): Error | undefined {
+    return payload.length > 0 ? asError(this.ctx.decode(payload)) : undefined;
+  }
+
+  /** ERROR ends the stream; any other type not handled by the endpoint is a protocol error. */
+  protected commonFrame(type: number, payload: Buffer): void {
+    if (type !== FrameType.ERROR) throw netchanError(ErrorCodes.PROTOCOL, `unexpected frame type 0x${type.toString(16)} on a channel stream`);
+    this.onStreamError(this.peerError(payload));
+    this.fs.destroy();
+  }
+
   /** Decodes an ERROR frame's payload into the error it describes. */
   protected peerError(payload: Buffer): NetchanError {
     let code: string = ErrorCodes.PROTOCOL;
@@ -451,17 +463,11 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
         this.pumpSends();
         return;
       }
-      case FrameType.CLOSE: {
-        const error = payload.length > 0 ? asError(this.ctx.decode(payload)) : undefined;
-        this.markRemoteClosed(error);
-        return;
-      }
-      case FrameType.ERROR:
-        this.onStreamError(this.peerError(payload));
-        this.fs.destroy();
+      case FrameType.CLOSE:
+        this.markRemoteClosed(this.closeErrorOf(payload));
         return;
       default:
-        throw netchanError(ErrorCodes.PROTOCOL, `unexpected frame type 0x${type.toString(16)} on a channel stream`);
+        this.commonFrame(type, payload);
     }
   }
 
@@ -713,17 +719,11 @@ export class ChannelExporter extends OrderedEndpoint {
         for (let i = 0; i < n && this.inflight.length > 0; i++) this.inflight.shift();
         return;
       }
-      case FrameType.CLOSE: {
-        const error = payload.length > 0 ? asError(this.ctx.decode(payload)) : undefined;
-        this.channel.close(error);
-        return;
-      }
-      case FrameType.ERROR:
-        this.onStreamError(this.peerError(payload));
-        this.fs.destroy();
+      case FrameType.CLOSE:
+        this.channel.close(this.closeErrorOf(payload));
         return;
       default:
-        throw netchanError(ErrorCodes.PROTOCOL, `unexpected frame type 0x${type.toString(16)} on a channel stream`);
+        this.commonFrame(type, payload);
     }
   }
 

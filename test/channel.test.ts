@@ -1,6 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import { expect } from 'chai';
 import { Channel, select, NetchanError } from '../lib/index.js';
+import { rejection } from './helpers/assert.js';
 
 /** Lets every pending microtask and immediate run, so that "did not resolve" is observable. */
 const settle = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -14,15 +15,6 @@ function track<T>(p: Promise<T>) {
   return state;
 }
 
-async function rejection(p: Promise<unknown>): Promise<NetchanError> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).to.be.instanceOf(NetchanError);
-    return err as NetchanError;
-  }
-  throw new Error('expected a rejection');
-}
 
 describe('Channel', () => {
   describe('capacity 0 (rendezvous)', () => {

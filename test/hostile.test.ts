@@ -9,12 +9,13 @@
 import http2 from 'node:http2';
 import net from 'node:net';
 import { expect } from 'chai';
-import { Channel, NetchanError, connect, type ChannelLike, type Session } from '../lib/index.js';
+import { Channel, connect, type ChannelLike, type Session } from '../lib/index.js';
 import { Codec } from '../lib/codec.js';
 import { generateCertificates } from '../lib/devcert.js';
 import { FrameDecoder, FrameType, encodeFrame } from '../lib/frames.js';
 import { testCertificates } from './helpers/certs.js';
 import { onTeardown, startServer, teardown, tick, until, type Started } from './helpers/net.js';
+import { rejection } from './helpers/assert.js';
 
 const { NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR } = http2.constants;
 const codec = new Codec();
@@ -26,15 +27,6 @@ const u32 = (n: number): Buffer => {
 };
 const range = (from: number, n: number): number[] => Array.from({ length: n }, (_, i) => from + i);
 
-async function rejection(p: Promise<unknown>): Promise<NetchanError> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).to.be.instanceOf(NetchanError);
-    return err as NetchanError;
-  }
-  throw new Error('expected a rejection');
-}
 
 function nextImmediate(): Promise<void> {
   return new Promise((r) => setImmediate(r));

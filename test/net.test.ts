@@ -1,18 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { PassThrough, Readable, Writable, type Duplex } from 'node:stream';
 import { expect } from 'chai';
-import { Channel, NetchanError, type ChannelLike } from '../lib/index.js';
+import { Channel, type ChannelLike } from '../lib/index.js';
 import { startServer, teardown, until, tick } from './helpers/net.js';
+import { rejection } from './helpers/assert.js';
 
-async function rejection(p: Promise<unknown>): Promise<NetchanError> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).to.be.instanceOf(NetchanError);
-    return err as NetchanError;
-  }
-  throw new Error('expected a rejection');
-}
 
 function track<T>(p: Promise<T>) {
   const state: { done: boolean; value?: T; error?: unknown } = { done: false };

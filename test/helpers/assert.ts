@@ -1,0 +1,14 @@
+/** Assertion helpers shared by the test files. */
+import { expect } from 'chai';
+import { NetchanError } from '../../lib/errors.js';
+
+/** Awaits `p`, expects it to reject with a NetchanError, and returns that error. */
+export async function rejection(p: Promise<unknown>): Promise<NetchanError> {
+  try {
+    await p;
+  } catch (err) {
+    expect(err).to.be.instanceOf(NetchanError);
+    return err as NetchanError;
+  }
+  throw new Error('expected a rejection');
+}
