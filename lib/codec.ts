@@ -376,9 +376,11 @@ const IN_PAYLOAD = 2;
 
 // The stack, reused across calls (validate is synchronous and never re-entered). Containers and
 // payloads alternate at worst, so 2 * maxDepth + 2 frames always suffice.
+// Int32 counters: inputs are below 2^31 bytes and a container never holds more values than
+// bytes follow it, so every count fits, and parity and decrement stay integer operations.
 let stackKind = new Uint8Array(130);
-let stackLeft = new Float64Array(130); // values still expected (up to 2 * 2^32 for a map32)
-let stackEnd = new Float64Array(130); // where a payload must end
+let stackLeft = new Int32Array(130); // values still expected in each open container
+let stackEnd = new Int32Array(130); // where a payload must end
 
 function decodeError(message: string): NetchanError {
   return netchanError(ErrorCodes.DECODE, message);
@@ -411,10 +413,11 @@ function readLength(bytes: Uint8Array, pos: number, width: number): number {
 export function validate(bytes: Uint8Array, maxDepth: number = DEFAULT_MAX_DEPTH): void {
   const end = bytes.length;
   if (end === 0) throw decodeError('empty value');
+  if (end > 0x7fffffff) throw netchanError(ErrorCodes.VALUE_TOO_LARGE, `value is ${end} bytes, at most 2^31 - 1 can be checked`);
   if (stackKind.length < 2 * maxDepth + 2) {
     stackKind = new Uint8Array(2 * maxDepth + 2);
-    stackLeft = new Float64Array(2 * maxDepth + 2);
-    stackEnd = new Float64Array(2 * maxDepth + 2);
+    stackLeft = new Int32Array(2 * maxDepth + 2);
+    stackEnd = new Int32Array(2 * maxDepth + 2);
   }
   const kinds = stackKind;
   const left = stackLeft;
@@ -428,7 +431,7 @@ export function validate(bytes: Uint8Array, maxDepth: number = DEFAULT_MAX_DEPTH
     // ---- one value starts at `pos` ----
     if (pos >= end) throw truncated(pos, 1, end);
     const b = bytes[pos]!;
-    if (sp > 0 && kinds[sp - 1] === IN_MAP && left[sp - 1]! % 2 === 0) {
+    if (sp > 0 && kinds[sp - 1] === IN_MAP && (left[sp - 1]! & 1) === 0) {
       if (KEY_OK[b] === 0) throw decodeError(`map key at offset ${pos} is not a string or an integer`);
       if (b === 0xa9 && isProtoKey(bytes, pos)) throw decodeError(`the key "__proto__" is not accepted (offset ${pos})`);
     }
