@@ -82,6 +82,29 @@ if (peer === 'netchan') {
     socket.on('error', () => undefined);
   });
   server.listen(0, '127.0.0.1', () => ready((server.address() as { port: number }).port));
+} else if (peer === 'raw-h2-sink') {
+  // one-way over one raw HTTP/2 stream: the same frames and codec, HTTP/2's own flow control only
+  const server = http2.createSecureServer({ key, cert, minVersion: 'TLSv1.3', settings: { initialWindowSize: 1024 * 1024 } });
+  server.on('session', (s) => s.once('remoteSettings', () => s.setLocalWindowSize(32 * 1024 * 1024)));
+  server.on('stream', (stream) => {
+    stream.respond({ ':status': 200 });
+    let received = 0;
+    let expect = Infinity;
+    const decoder = new FrameDecoder((type, payload) => {
+      const value = codec.decode(payload) as { expect?: number };
+      if (type === FrameType.CREDIT) expect = (value as { expect: number }).expect;
+      else received++;
+      if (received >= expect) {
+        expect = Infinity;
+        const enc = new FrameEncoder();
+        enc.frame(FrameType.VALUE, codec.encode(received));
+        stream.write(enc.take() as Buffer);
+      }
+    });
+    stream.on('data', (chunk: Buffer) => decoder.push(chunk));
+    stream.on('error', () => undefined);
+  });
+  server.listen(0, '127.0.0.1', () => ready((server.address() as { port: number }).port));
 } else if (peer === 'raw-h2') {
   // raw HTTP/2 stream ping-pong: echo every frame on the same stream
   const server = http2.createSecureServer({ key, cert, minVersion: 'TLSv1.3' });

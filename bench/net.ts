@@ -112,6 +112,49 @@ function rawTlsOneWay(port: number, encode: Encode): Promise<number> {
   });
 }
 
+/** The same producer as rawTlsOneWay, on one raw HTTP/2 stream: what HTTP/2 itself costs. */
+function rawH2OneWay(port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const client = http2.connect(`https://localhost:${port}`, { ca: certs.caCert, minVersion: 'TLSv1.3', settings: { initialWindowSize: 1024 * 1024 } });
+    client.on('error', reject);
+    const stream = client.request({ ':method': 'POST', ':path': '/' });
+    let start = 0n;
+    let phase = 0;
+    const decoder = new FrameDecoder(() => {
+      if (phase === 0) {
+        phase = 1;
+        start = process.hrtime.bigint();
+        produce(MESSAGES, 10_000 + MESSAGES);
+      } else {
+        const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+        stream.close();
+        client.close();
+        resolve(MESSAGES / seconds);
+      }
+    });
+    stream.on('data', (c: Buffer) => decoder.push(c));
+    const produce = (count: number, expect: number) => {
+      let i = 0;
+      const enc = new FrameEncoder(64 * 1024);
+      const step = () => {
+        while (i < count) {
+          enc.frame(FrameType.VALUE, netchanCodec.encode(message(i++)));
+          if (enc.length >= 64 * 1024) {
+            if (!stream.write(enc.take() as Buffer)) {
+              stream.once('drain', step);
+              return;
+            }
+          }
+        }
+        enc.frame(FrameType.CREDIT, netchanCodec.encode({ expect }));
+        stream.write(enc.take() as Buffer);
+      };
+      step();
+    };
+    produce(10_000, 10_000);
+  });
+}
+
 async function netchanRoundTrip(port: number): Promise<number> {
   const session = await connect(`https://localhost:${port}/`, { ca: certs.caCert });
   const ping = session.channel<unknown>('ping');
@@ -166,6 +209,7 @@ async function best(peer: string, run: (port: number) => Promise<number>, higher
 
 const raw = await best('raw-tls', (port) => rawTlsOneWay(port, encoders.netchan!), true);
 const rawPlain = await best('raw-tls', (port) => rawTlsOneWay(port, encoders.msgpackr!), true, 'msgpackr');
+const rawH2 = await best('raw-h2-sink', rawH2OneWay, true);
 const nc = await best('netchan', netchanOneWay, true);
 const rawRtt = await best('raw-h2', rawH2RoundTrip, false);
 const ncRtt = await best('netchan', netchanRoundTrip, false);
@@ -177,5 +221,6 @@ console.log('| workload | netchan | reference | ratio | target |');
 console.log('|---|---:|---:|---:|---:|');
 console.log(`| one-way, one channel (capacity 1024), msg/s | ${(nc / 1e6).toFixed(3)} M | raw TLS, same framing and codec: ${(raw / 1e6).toFixed(3)} M | ${(nc / raw).toFixed(2)} × | ≥ 0.8 × |`);
 console.log(`| (same, reference with plain msgpackr: no validation) | | ${(rawPlain / 1e6).toFixed(3)} M | ${(nc / rawPlain).toFixed(2)} × | |`);
+console.log(`| (same, reference on one raw HTTP/2 stream: same framing and codec) | | ${(rawH2 / 1e6).toFixed(3)} M | ${(nc / rawH2).toFixed(2)} × | |`);
 console.log(`| round trip (ping/pong channels), µs | ${ncRtt.toFixed(1)} | raw HTTP/2 stream ping-pong: ${rawRtt.toFixed(1)} | ${(ncRtt / rawRtt).toFixed(2)} × | ≤ 1.3 × |`);
 process.exit(0);
