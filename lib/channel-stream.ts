@@ -271,6 +271,7 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
     if (this.opened || this.failure) return;
     this.opened = true;
     this.cap = info.capacity;
+    this.fs.urgent = info.capacity === 0;
     this.credits = info.credits;
     this.pumpSends();
     this.topUpDemand();
@@ -687,6 +688,7 @@ export class ChannelExporter extends OrderedEndpoint {
   ) {
     super(fs, ctx);
     this.ackEagerly = Math.max(1, Math.floor(ChannelExporter.initialCredits(channel) / 4));
+    fs.urgent = channel.capacity === 0;
     fs.beforeFlush = () => {
       if (this.ackPending > 0) {
         fs.countFrame(FrameType.ACK, this.ackPending);

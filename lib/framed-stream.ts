@@ -4,7 +4,7 @@
  * coalesced into one write per event-loop turn for all streams of a session.
  */
 import type { Duplex } from 'node:stream';
-import { FrameDecoder, FrameEncoder } from './frames.js';
+import { FrameDecoder, FrameEncoder, FrameType } from './frames.js';
 import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from './errors.js';
 
 /** Receives what a {@link FramedStream} reads. */
@@ -132,10 +132,17 @@ export class FramedStream {
     return this.stream.writableNeedDrain;
   }
 
+  /**
+   * Write VALUE frames at once instead of at the end of the turn. For rendezvous channels: each
+   * value waits for its peer anyway, so coalescing saves nothing and costs latency. @internal
+   */
+  urgent = false;
+
   frame(type: number, payload: Uint8Array): void {
     if (!this.writable) return;
     this.encoder.frame(type, payload);
-    this.flusher.mark(this);
+    if (this.urgent && type === FrameType.VALUE) this.flush();
+    else this.flusher.mark(this);
   }
 
   countFrame(type: number, count: number): void {
