@@ -1,0 +1,116 @@
+/**
+ * `netchan/express`: mount a netchan endpoint on an existing Express app, behind the app's own
+ * middleware, and run the app on `node:http2` (with HTTP/1.1 alongside).
+ *
+ * ```ts
+ * const app = express();
+ * app.use('/netchan', requireAuth, netchan(server));     // the app's auth decides on every stream
+ * app.get('/health', (req, res) => res.send('ok'));      // ordinary routes keep working
+ * const httpServer = http2.createSecureServer({ key, cert, allowHTTP1: true, minVersion: 'TLSv1.3' }, app);
+ * attach(httpServer, app);                               // makes Express work on HTTP/2
+ * httpServer.listen(8443);
+ * ```
+ *
+ * Every netchan stream of a session is one HTTP request through the app's middleware chain, so
+ * authentication runs per stream; the principal the app established (see {@link NetchanMiddlewareOptions.principal})
+ * binds the session, and a stream naming a session with another principal is refused.
+ */
+import http2 from 'node:http2';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Express, NextFunction, Request, Response } from 'express';
+import { ErrorCodes } from '../lib/errors.js';
+import type { NetchanServer } from '../lib/server.js';
+
+/** Options of {@link netchan}. */
+export interface NetchanMiddlewareOptions {
+  /**
+   * Who the request is, as the app established it. Default: `res.locals.principal`, else
+   * `req.user.id`, else `req.user` when it is a string, else the mTLS client certificate's
+   * subject CN, else `''` (anonymous). Return `undefined` to use that default.
+   */
+  principal?: (req: Request, res: Response) => string | undefined;
+}
+
+/** The header every netchan stream carries; requests without it are not netchan's. */
+const VERSION_HEADER = 'netchan-version';
+
+function defaultPrincipal(req: Request, res: Response): string {
+  const local = (res.locals as Record<string, unknown>).principal;
+  if (typeof local === 'string') return local;
+  const user = (req as Request & { user?: unknown }).user;
+  if (typeof user === 'string') return user;
+  if (user && typeof user === 'object' && typeof (user as { id?: unknown }).id === 'string') return (user as { id: string }).id;
+  const socket = req.socket as { getPeerCertificate?: () => { subject?: { CN?: string } } | null; authorized?: boolean };
+  if (socket?.authorized && typeof socket.getPeerCertificate === 'function') {
+    const cn = socket.getPeerCertificate()?.subject?.CN;
+    if (cn) return `cn:${cn}`;
+  }
+  return '';
+}
+
+/**
+ * Express middleware that hands netchan streams to `server` and passes everything else on
+ * (`next()`). Put the app's authentication before it. Over HTTP/1.1 a netchan request is
+ * answered `426` (the WebSocket fallback is not built yet).
+ */
+export function netchan(server: NetchanServer, options: NetchanMiddlewareOptions = {}) {
+  return function netchanMiddleware(req: Request, res: Response, next: NextFunction): void {
+    if (req.headers[VERSION_HEADER] === undefined) return next();
+    const stream = (req as Request & { stream?: http2.ServerHttp2Stream }).stream;
+    if (!stream || req.httpVersionMajor < 2) {
+      res.status(426).set({ 'netchan-error': ErrorCodes.PROTOCOL, 'netchan-message': 'netchan needs HTTP/2' }).type('text/plain').send(`${ErrorCodes.PROTOCOL}: netchan needs HTTP/2\n`);
+      return;
+    }
+    const principal = options.principal?.(req, res) ?? defaultPrincipal(req, res);
+    // The stream goes to netchan as it is: its headers (":path" included) are the originals.
+    server.handleStream(stream, req.headers as http2.IncomingHttpHeaders, { principal });
+  };
+}
+
+type ExpressApp = Express & {
+  handle(req: IncomingMessage, res: ServerResponse, next?: (err?: unknown) => void): void;
+};
+
+/**
+ * Makes `app` work on `httpServer` for HTTP/2 requests as well as HTTP/1.1 ones. Express sets its
+ * own prototypes on every request and response, built on `http.IncomingMessage` and
+ * `http.ServerResponse`; that strips an HTTP/2 request of what the compatibility API gives it.
+ * For HTTP/2 requests, `attach` lends Express prototypes with the same methods built on
+ * `Http2ServerRequest` and `Http2ServerResponse`. Call it once, before `listen`. Apps mounted
+ * inside `app` as sub-apps are not covered yet (routers are).
+ */
+export function attach(httpServer: http2.Http2SecureServer | http2.Http2Server, app: Express): void {
+  const a = app as ExpressApp;
+  if ((a as { netchanAttached?: boolean }).netchanAttached) return;
+  (a as { netchanAttached?: boolean }).netchanAttached = true;
+  const h2Request = rebase(a.request, http2.Http2ServerRequest.prototype);
+  const h2Response = rebase(a.response, http2.Http2ServerResponse.prototype);
+  // Express reads the host from the Host header, which HTTP/2 replaces with :authority.
+  Object.defineProperty(h2Request, 'host', {
+    configurable: true,
+    get(this: http2.Http2ServerRequest) {
+      return this.headers['x-forwarded-host'] ?? this.authority ?? this.headers.host;
+    },
+  });
+  const handle = a.handle;
+  a.handle = function (this: ExpressApp, req, res, next) {
+    if (!(req instanceof http2.Http2ServerRequest)) return handle.call(this, req, res, next);
+    // Express applies `this.request` / `this.response` synchronously at the start of handle().
+    const saved = [this.request, this.response] as const;
+    this.request = h2Request as typeof this.request;
+    this.response = h2Response as typeof this.response;
+    try {
+      return handle.call(this, req, res, next);
+    } finally {
+      [this.request, this.response] = saved;
+    }
+  };
+  void httpServer;
+}
+
+/** A copy of Express's prototype chain (app-level object and express's own) on another base. */
+function rebase(appProto: object, base: object): object {
+  const expressProto = Object.getPrototypeOf(appProto) as object;
+  const rebased = Object.create(base, Object.getOwnPropertyDescriptors(expressProto)) as object;
+  return Object.create(rebased, Object.getOwnPropertyDescriptors(appProto)) as object;
+}
