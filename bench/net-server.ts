@@ -4,6 +4,7 @@
  * Certificates come from the environment (BENCH_KEY, BENCH_CERT as PEM).
  */
 import http2 from 'node:http2';
+import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { Packr } from 'msgpackr';
 import { Codec } from '../lib/codec.js';
@@ -27,6 +28,25 @@ function ready(port: number): void {
 }
 process.stdin.resume();
 process.stdin.on('end', () => process.exit(0));
+
+/** Counts VALUE frames; a CREDIT frame {expect} asks for one VALUE with the count once it is reached. */
+function countingSink(wire: Duplex): void {
+  let received = 0;
+  let expect = Infinity;
+  const decoder = new FrameDecoder((type, payload) => {
+    const value = codec.decode(payload) as { expect?: number };
+    if (type === FrameType.CREDIT) expect = (value as { expect: number }).expect;
+    else received++;
+    if (received >= expect) {
+      expect = Infinity;
+      const enc = new FrameEncoder();
+      enc.frame(FrameType.VALUE, codec.encode(received));
+      wire.write(enc.take() as Buffer);
+    }
+  });
+  wire.on('data', (chunk: Buffer) => decoder.push(chunk));
+  wire.on('error', () => undefined);
+}
 
 if (peer === 'netchan') {
   const server = createServer({ key, cert });
@@ -60,27 +80,8 @@ if (peer === 'netchan') {
   const { port } = await server.listen(0, '127.0.0.1');
   ready(port);
 } else if (peer === 'raw-tls') {
-  // the limit: TLS, msgpackr, length-prefixed frames, no channel semantics
-  const server = tls.createServer({ key, cert, minVersion: 'TLSv1.3' }, (socket) => {
-    let received = 0;
-    let expect = Infinity;
-    const decoder = new FrameDecoder((type, payload) => {
-      const value = codec.decode(payload) as { expect?: number };
-      if (type === FrameType.CREDIT) {
-        expect = (value as { expect: number }).expect;
-      } else {
-        received++;
-      }
-      if (received >= expect) {
-        expect = Infinity;
-        const enc = new FrameEncoder();
-        enc.frame(FrameType.VALUE, codec.encode(received));
-        socket.write(enc.take() as Buffer);
-      }
-    });
-    socket.on('data', (chunk: Buffer) => decoder.push(chunk));
-    socket.on('error', () => undefined);
-  });
+  // the limit: TLS, the same codec and length-prefixed frames, no channel semantics
+  const server = tls.createServer({ key, cert, minVersion: 'TLSv1.3' }, countingSink);
   server.listen(0, '127.0.0.1', () => ready((server.address() as { port: number }).port));
 } else if (peer === 'raw-h2-sink') {
   // one-way over one raw HTTP/2 stream: the same frames and codec, HTTP/2's own flow control only
@@ -88,21 +89,7 @@ if (peer === 'netchan') {
   server.on('session', (s) => s.once('remoteSettings', () => s.setLocalWindowSize(32 * 1024 * 1024)));
   server.on('stream', (stream) => {
     stream.respond({ ':status': 200 });
-    let received = 0;
-    let expect = Infinity;
-    const decoder = new FrameDecoder((type, payload) => {
-      const value = codec.decode(payload) as { expect?: number };
-      if (type === FrameType.CREDIT) expect = (value as { expect: number }).expect;
-      else received++;
-      if (received >= expect) {
-        expect = Infinity;
-        const enc = new FrameEncoder();
-        enc.frame(FrameType.VALUE, codec.encode(received));
-        stream.write(enc.take() as Buffer);
-      }
-    });
-    stream.on('data', (chunk: Buffer) => decoder.push(chunk));
-    stream.on('error', () => undefined);
+    countingSink(stream);
   });
   server.listen(0, '127.0.0.1', () => ready((server.address() as { port: number }).port));
 } else if (peer === 'raw-h2') {
