@@ -7,12 +7,13 @@ import http2 from 'node:http2';
 import { randomBytes } from 'node:crypto';
 import type { ChannelLike } from './channel.js';
 import { ChannelExporter, type ExportableChannel, type RemoteChannel } from './channel-stream.js';
-import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from './errors.js';
+import { ErrorCodes, NetchanError, fromNodeError, netchanError } from './errors.js';
 import { FrameType } from './frames.js';
 import type { FramedStream } from './framed-stream.js';
 import { Headers, PROTOCOL_VERSION, SessionCore, debug, joinBytes, type BytesMode, type SessionOptions } from './session.js';
 import { emptyStats, type Stats } from './stream-context.js';
-import { connectTls, type ClientTlsOptions } from './tls.js';
+import type { ClientTlsOptions } from './tls.js';
+import { openTransport, type ClientStream, type ClientTransport, type ResponseHeaders, type TransportChoice } from './transport.js';
 
 const { HTTP2_HEADER_STATUS, HTTP2_HEADER_METHOD, HTTP2_HEADER_PATH, HTTP2_HEADER_AUTHORITY, HTTP2_HEADER_SCHEME } = http2.constants;
 
@@ -26,21 +27,34 @@ export interface ConnectOptions extends ClientTlsOptions, SessionOptions {
   heartbeatIntervalMs?: number;
   /** The session is considered dead after this long without a frame from the server, in ms. Default 3 × heartbeat. */
   idleTimeoutMs?: number;
+  /**
+   * `h2`: HTTP/2 only. `ws`: the WebSocket fallback only (one WebSocket carrying every stream,
+   * docs/PROTOCOL.md §7). `auto` (default): HTTP/2, falling back to a WebSocket when the server
+   * or a proxy on the way speaks only HTTP/1.1 (ALPN without `h2`, or a `426` answer).
+   */
+  transport?: TransportChoice;
+  /**
+   * Allows an `http:` URL: plaintext HTTP/2 (h2c) or WebSocket, for loopback, a unix socket
+   * (`socketPath`) or behind a TLS-terminating proxy. Default false: `http:` URLs are refused.
+   */
+  insecure?: boolean;
+  /** With `insecure`, connect to this unix socket; the URL then gives only the path. */
+  socketPath?: string;
 }
 
 /** A handle on a channel the server exports; same interface as a local Channel, plus `release()`. */
 export type RemoteChannelHandle<T> = ChannelLike<T> & { release(): void };
 
-function header(headers: http2.IncomingHttpHeaders, name: string): string | undefined {
+function header(headers: ResponseHeaders, name: string): string | undefined {
   const v = headers[name];
-  return Array.isArray(v) ? v[0] : v;
+  return Array.isArray(v) ? v[0] : v === undefined ? undefined : String(v);
 }
 
-function refusal(headers: http2.IncomingHttpHeaders): NetchanError {
+function refusal(headers: ResponseHeaders): NetchanError {
   const status = Number(headers[HTTP2_HEADER_STATUS]);
   const code = header(headers, Headers.error) ?? (status === 401 || status === 403 ? ErrorCodes.UNAUTHORIZED : ErrorCodes.PROTOCOL);
   const message = header(headers, Headers.message) ?? `server answered ${status}`;
-  return netchanError(code, message);
+  return netchanError(code, message, { status });
 }
 
 /** A client session. Get one with {@link connect}. */
@@ -54,7 +68,9 @@ export class Session extends SessionCore {
   /** @internal */
   constructor(
     id: string,
-    private readonly h2: http2.ClientHttp2Session,
+    private readonly h2: ClientTransport,
+    /** Which transport carries this session: `h2` or `ws`. */
+    readonly transport: 'h2' | 'ws',
     private readonly path: string,
     private readonly extraHeaders: Record<string, string>,
     options: ConnectOptions,
@@ -63,11 +79,10 @@ export class Session extends SessionCore {
     this.counters.sessions = 1;
     h2.on('error', (err) => this.fail(fromNodeError(err)));
     h2.on('close', () => this.fail(netchanError(ErrorCodes.CONNECTION_LOST, 'connection closed')));
-    h2.on('goaway', () => debug('session %s: server sent GOAWAY', id));
   }
 
   /** @internal */
-  attachControl(stream: http2.ClientHttp2Stream, heartbeatIntervalMs: number, idleTimeoutMs: number): void {
+  attachControl(stream: ClientStream, heartbeatIntervalMs: number, idleTimeoutMs: number): void {
     this.track(stream);
     const fs = this.framed(stream);
     this.control = fs;
@@ -139,7 +154,7 @@ export class Session extends SessionCore {
     return `c${this.nextStream++}`;
   }
 
-  private open(kindHeaders: Record<string, string>, sid: string): http2.ClientHttp2Stream {
+  private open(kindHeaders: Record<string, string>, sid: string): ClientStream {
     const stream = this.h2.request({
       [HTTP2_HEADER_METHOD]: 'POST',
       [HTTP2_HEADER_PATH]: this.path,
@@ -154,9 +169,9 @@ export class Session extends SessionCore {
     return stream;
   }
 
-  private remoteOn<T>(stream: http2.ClientHttp2Stream, sid: string): RemoteChannel<T> {
+  private remoteOn<T>(stream: ClientStream, sid: string): RemoteChannel<T> {
     const rc = this.attachRemote<T>(this.framed(stream), sid);
-    stream.once('response', (headers) => {
+    stream.once('response', (headers: ResponseHeaders) => {
       if (Number(headers[HTTP2_HEADER_STATUS]) !== 200) return rc.failOpen(refusal(headers));
       const capacity = Number(header(headers, Headers.capacity));
       const credits = Number(header(headers, Headers.credit));
@@ -181,7 +196,7 @@ export class Session extends SessionCore {
     );
     const fs = this.framed(stream);
     this.attachExporter(fs, ch, sid);
-    stream.once('response', (headers) => {
+    stream.once('response', (headers: ResponseHeaders) => {
       if (Number(headers[HTTP2_HEADER_STATUS]) !== 200) fs.destroy(refusal(headers));
     });
     return { o: 'c', id: sid };
@@ -207,7 +222,7 @@ export class Session extends SessionCore {
     const sid = this.newStreamId();
     const stream = this.open({ [Headers.kind]: 'bytes', [Headers.ref]: id }, sid);
     this.trackBytes(stream);
-    stream.once('response', (headers) => {
+    stream.once('response', (headers: ResponseHeaders) => {
       if (Number(headers[HTTP2_HEADER_STATUS]) !== 200) stream.destroy(refusal(headers));
     });
     if (mode === 'r') stream.end(); // the server's Readable: nothing flows from us
@@ -218,54 +233,67 @@ export class Session extends SessionCore {
 
 /**
  * Connects to a netchan server and opens a session.
- * @param url `https://host:port/path` (the path the server or the Express mount serves).
+ * @param url `https://host:port/path` (the path the server or the Express mount serves);
+ *   `http://` only with `insecure: true`.
  */
 export async function connect(url: string | URL, options: ConnectOptions = {}): Promise<Session> {
   const u = new URL(url);
-  if (u.protocol !== 'https:') throw netchanError(ErrorCodes.INVALID_ARGUMENT, `connect needs an https: URL, got ${u.protocol}`);
-  const host = u.hostname.replace(/^\[|\]$/g, '');
-  const port = Number(u.port || 443);
-  const socket = await connectTls(host, port, options);
-  const h2 = http2.connect(u.origin, {
-    createConnection: () => socket,
-    settings: { initialWindowSize: 1024 * 1024 },
-    maxSessionMemory: 64,
-  });
-  h2.on('error', () => undefined); // reported through the session once it exists
-  h2.setLocalWindowSize(32 * 1024 * 1024);
+  if (u.protocol === 'http:' && !options.insecure) {
+    throw netchanError(ErrorCodes.INVALID_ARGUMENT, 'an http: URL is plaintext: pass insecure: true to allow it (loopback, unix socket, or behind a TLS-terminating proxy)');
+  }
+  if (u.protocol !== 'https:' && u.protocol !== 'http:') throw netchanError(ErrorCodes.INVALID_ARGUMENT, `connect needs an https: URL, got ${u.protocol}`);
+  const choice = options.transport ?? 'auto';
+  if (choice !== 'auto' && choice !== 'h2' && choice !== 'ws') throw netchanError(ErrorCodes.INVALID_ARGUMENT, `transport must be auto, h2 or ws, got ${String(choice)}`);
+  if (options.socketPath && !options.insecure) throw netchanError(ErrorCodes.INVALID_ARGUMENT, 'socketPath needs insecure: true');
   const extra: Record<string, string> = { ...(options.headers ?? {}) };
   if (options.token) extra.authorization = `Bearer ${options.token}`;
+  const open = await openTransport(u, choice, { ...options, headers: extra });
+  try {
+    return await startSession(u, open.transport, open.kind, extra, options);
+  } catch (err) {
+    open.transport.destroy();
+    // an HTTP/2 hop that reaches a server only over HTTP/1.1 answers 426: try a WebSocket
+    if (choice === 'auto' && open.kind === 'h2' && err instanceof NetchanError && err.status === 426) {
+      debug('HTTP/2 refused with 426, falling back to WebSocket');
+      const ws = await openTransport(u, 'ws', { ...options, headers: extra });
+      try {
+        return await startSession(u, ws.transport, 'ws', extra, options);
+      } catch (err2) {
+        ws.transport.destroy();
+        throw err2;
+      }
+    }
+    throw err;
+  }
+}
+
+async function startSession(u: URL, transport: ClientTransport, kind: 'h2' | 'ws', extra: Record<string, string>, options: ConnectOptions): Promise<Session> {
   const path = u.pathname || '/';
-  const control = h2.request({
+  const control = transport.request({
     [HTTP2_HEADER_METHOD]: 'POST',
     [HTTP2_HEADER_PATH]: path,
-    [HTTP2_HEADER_SCHEME]: 'https',
+    [HTTP2_HEADER_SCHEME]: u.protocol === 'https:' ? 'https' : 'http',
     [HTTP2_HEADER_AUTHORITY]: u.host,
     ...extra,
     [Headers.version]: PROTOCOL_VERSION,
     [Headers.kind]: 'session',
   });
-  try {
-    const headers = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
-      control.once('response', resolve);
-      control.once('error', (err) => reject(fromNodeError(err)));
-      control.once('close', () => reject(netchanError(ErrorCodes.CONNECT, 'server closed the session stream before answering')));
-      h2.once('error', (err) => reject(fromNodeError(err)));
-    });
-    if (Number(headers[HTTP2_HEADER_STATUS]) !== 200) throw refusal(headers);
-    const id = header(headers, Headers.session);
-    if (!id || !/^[0-9a-f]{32}$/.test(id)) throw netchanError(ErrorCodes.PROTOCOL, 'server sent no valid session id');
-    const heartbeat = options.heartbeatIntervalMs ?? (Number(header(headers, Headers.heartbeatMs)) || 15_000);
-    const session = new Session(id, h2, path, extra, options);
-    const serverMax = Number(header(headers, Headers.maxFrameBytes));
-    if (Number.isSafeInteger(serverMax) && serverMax >= 0) session.peerMaxFrameBytes = serverMax;
-    control.removeAllListeners('close');
-    control.removeAllListeners('error');
-    control.on('error', (err) => debug('control stream error: %s', err.message));
-    session.attachControl(control, heartbeat, options.idleTimeoutMs ?? heartbeat * 3);
-    return session;
-  } catch (err) {
-    h2.destroy();
-    throw err;
-  }
+  const headers = await new Promise<ResponseHeaders>((resolve, reject) => {
+    control.once('response', resolve);
+    control.once('error', (err) => reject(fromNodeError(err)));
+    control.once('close', () => reject(netchanError(ErrorCodes.CONNECT, 'server closed the session stream before answering')));
+    transport.once('error', (err) => reject(fromNodeError(err)));
+  });
+  if (Number(headers[HTTP2_HEADER_STATUS]) !== 200) throw refusal(headers);
+  const id = header(headers, Headers.session);
+  if (!id || !/^[0-9a-f]{32}$/.test(id)) throw netchanError(ErrorCodes.PROTOCOL, 'server sent no valid session id');
+  const heartbeat = options.heartbeatIntervalMs ?? (Number(header(headers, Headers.heartbeatMs)) || 15_000);
+  const session = new Session(id, transport, kind, path, extra, options);
+  const serverMax = Number(header(headers, Headers.maxFrameBytes));
+  if (Number.isSafeInteger(serverMax) && serverMax >= 0) session.peerMaxFrameBytes = serverMax;
+  control.removeAllListeners('close');
+  control.removeAllListeners('error');
+  control.on('error', (err) => debug('control stream error: %s', err.message));
+  session.attachControl(control, heartbeat, options.idleTimeoutMs ?? heartbeat * 3);
+  return session;
 }

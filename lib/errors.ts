@@ -53,6 +53,8 @@ export const ErrorCodes = {
   CONNECT: 'ERR_CONNECT',
   /** No frame from the peer within the idle timeout: the session is considered dead. */
   TIMEOUT: 'ERR_TIMEOUT',
+  /** A limit of the server was reached (channels or byte streams per session, sessions per principal). */
+  LIMIT: 'ERR_LIMIT',
 } as const;
 
 /** A stable netchan error code string. */
@@ -67,6 +69,8 @@ export interface NetchanErrorOptions {
    * other side (`true`), or certainly did not (`false`). Absent for other operations.
    */
   mayHaveBeenDelivered?: boolean;
+  /** For a refusal by the server or a proxy: the HTTP status it answered with. */
+  status?: number;
 }
 
 /** The error class of netchan: a stable `code`, a message, and an optional `cause`. */
@@ -75,11 +79,14 @@ export class NetchanError extends Error {
   readonly code: ErrorCode;
   /** See {@link NetchanErrorOptions.mayHaveBeenDelivered}. */
   readonly mayHaveBeenDelivered: boolean | undefined;
+  /** See {@link NetchanErrorOptions.status}. */
+  readonly status: number | undefined;
 
   constructor(code: ErrorCode, message: string, options: NetchanErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
     this.mayHaveBeenDelivered = options.mayHaveBeenDelivered;
+    this.status = options.status;
   }
 
   override get name(): string {

@@ -3,9 +3,12 @@
  * a standalone `node:http2` secure server (`listen`) or from an existing app (`handleStream`,
  * used by the Express adapter). The server never opens a stream.
  */
+import http from 'node:http';
 import http2 from 'node:http2';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
+import tls from 'node:tls';
+import { WebSocketServer } from 'ws';
 import { Channel } from './channel.js';
 import { ChannelExporter, type ExportableChannel } from './channel-stream.js';
 import { ErrorCodes, netchanError, type NetchanError } from './errors.js';
@@ -13,6 +16,8 @@ import { FrameType } from './frames.js';
 import type { FramedStream } from './framed-stream.js';
 import { Headers, PROTOCOL_VERSION, SessionCore, debug, joinBytes, newSessionId, type BytesMode, type SessionOptions } from './session.js';
 import { emptyStats, type Stats } from './stream-context.js';
+import type { ServerStream } from './transport.js';
+import { MUX_MAX_MESSAGE, WS_SUBPROTOCOL, WsMux } from './ws-mux.js';
 
 const {
   HTTP2_HEADER_STATUS,
@@ -38,7 +43,28 @@ export interface ServerOptions extends SessionOptions {
   idleTimeoutMs?: number;
   /** How long a session may leave a reference it was sent unopened, in ms. Default 60000. */
   pendingReferenceTimeoutMs?: number;
+  /**
+   * Serve plaintext (h2c and WebSocket without TLS): for loopback, a unix socket, or behind a
+   * TLS-terminating proxy. Default false: `listen` needs `key` and `cert`.
+   */
+  insecure?: boolean;
+  /** Channel streams one session may have open at once (named, exported, references). Default 4096. */
+  maxChannelsPerSession?: number;
+  /** Byte streams one session may have open at once. Default 1024. */
+  maxByteStreamsPerSession?: number;
+  /**
+   * Sessions one authenticated principal may have open at once. Default 256. Anonymous sessions
+   * (principal `''`) are not counted against it.
+   */
+  maxSessionsPerPrincipal?: number;
 }
+
+/** Defaults of the limits in {@link ServerOptions}. */
+export const DEFAULT_LIMITS = {
+  maxChannelsPerSession: 4096,
+  maxByteStreamsPerSession: 1024,
+  maxSessionsPerPrincipal: 256,
+} as const;
 
 /** Who a stream belongs to, as the app's auth (or mTLS) established it. */
 export interface StreamContextInfo {
@@ -61,7 +87,7 @@ interface Unclaimed {
   timer: NodeJS.Timeout;
 }
 
-function refuse(stream: http2.ServerHttp2Stream, status: number, code: string, message: string): void {
+function refuse(stream: ServerStream, status: number, code: string, message: string): void {
   if (stream.destroyed || stream.closed) return;
   if (!stream.headersSent) {
     stream.respond({ [HTTP2_HEADER_STATUS]: status, [Headers.error]: code, [Headers.message]: message, 'content-type': 'text/plain' });
@@ -70,10 +96,13 @@ function refuse(stream: http2.ServerHttp2Stream, status: number, code: string, m
   stream.resume();
 }
 
-function header(headers: http2.IncomingHttpHeaders, name: string): string | undefined {
+function header(headers: StreamHeaders, name: string): string | undefined {
   const v = headers[name];
   return Array.isArray(v) ? v[0] : v;
 }
+
+/** Request headers of a stream, as HTTP/2 or the WebSocket mux gives them. */
+export type StreamHeaders = Record<string, string | string[] | undefined>;
 
 /** One client's logical session on the server: a random id bound to a principal. */
 export class ServerSession extends SessionCore {
@@ -81,6 +110,8 @@ export class ServerSession extends SessionCore {
   private readonly pendingExports = new Map<string, PendingExport>();
   /** Channels and byte streams the client exported whose reference has not been decoded yet. */
   private readonly unclaimed = new Map<string, Unclaimed>();
+  /** Exported streams refused over a limit (the most recent 1024), with why. */
+  private readonly refused = new Map<string, string>();
   private control: FramedStream | null = null;
   private idleTimer: NodeJS.Timeout | null = null;
   private lastFrameAt = Date.now();
@@ -94,7 +125,7 @@ export class ServerSession extends SessionCore {
   }
 
   /** Binds the control stream: heartbeats arrive here; its end is the session's end. */
-  attachControl(stream: http2.ServerHttp2Stream, idleTimeoutMs: number): void {
+  attachControl(stream: ServerStream, idleTimeoutMs: number): void {
     const fs = this.framed(stream);
     this.control = fs;
     this.track(fs.stream);
@@ -132,7 +163,7 @@ export class ServerSession extends SessionCore {
   }
 
   /** A channel or byte stream stream of this session arrived. */
-  handle(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+  handle(stream: ServerStream, headers: StreamHeaders): void {
     const kind = header(headers, Headers.kind);
     const sid = header(headers, Headers.stream);
     if (!sid || sid.length > 64) return refuse(stream, 400, ErrorCodes.PROTOCOL, 'missing or bad netchan-stream header');
@@ -141,7 +172,10 @@ export class ServerSession extends SessionCore {
     refuse(stream, 400, ErrorCodes.PROTOCOL, `unknown netchan-kind ${String(kind)}`);
   }
 
-  private handleChannel(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, sid: string): void {
+  private handleChannel(stream: ServerStream, headers: StreamHeaders, sid: string): void {
+    if (this.exporters.size + this.remotes.size >= this.server.limits.maxChannelsPerSession) {
+      return this.refuseLimit(stream, sid, `this session has ${this.server.limits.maxChannelsPerSession} channel streams open, the limit`);
+    }
     const name = header(headers, Headers.name);
     const ref = header(headers, Headers.ref);
     const exported = header(headers, Headers.exportRef);
@@ -182,7 +216,10 @@ export class ServerSession extends SessionCore {
     this.attachExporter(this.framed(stream), channel, sid);
   }
 
-  private handleBytes(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, sid: string): void {
+  private handleBytes(stream: ServerStream, headers: StreamHeaders, sid: string): void {
+    if (this.openByteStreams >= this.server.limits.maxByteStreamsPerSession) {
+      return this.refuseLimit(stream, sid, `this session has ${this.server.limits.maxByteStreamsPerSession} byte streams open, the limit`);
+    }
     const ref = header(headers, Headers.ref);
     const exported = header(headers, Headers.exportRef);
     if (exported !== undefined) {
@@ -212,6 +249,17 @@ export class ServerSession extends SessionCore {
   }
 
   /**
+   * Refuses a stream over a limit (429, ERR_LIMIT). If it was an export, a value naming it fails
+   * with the same error at once instead of waiting for a stream that will not come.
+   */
+  private refuseLimit(stream: ServerStream, sid: string, message: string): void {
+    refuse(stream, 429, ErrorCodes.LIMIT, message);
+    if (this.refused.size >= 1024) this.refused.delete(this.refused.keys().next().value as string);
+    this.refused.set(sid, message);
+    this.announce(sid);
+  }
+
+  /**
    * Keeps an exported stream until a value names it. Not forgotten when the stream closes: a
    * short byte stream can be complete (and closed by HTTP/2) before its value is decoded, with
    * its bytes still buffered; a channel can be closed with values still to drain.
@@ -230,7 +278,14 @@ export class ServerSession extends SessionCore {
 
   private claim(id: string, kind: 'channel' | 'bytes', mode?: BytesMode): object | undefined {
     const u = this.unclaimed.get(id);
-    if (!u) return undefined;
+    if (!u) {
+      const refused = this.refused.get(id);
+      if (refused !== undefined) {
+        this.refused.delete(id);
+        throw netchanError(ErrorCodes.LIMIT, `stream ${id} was refused: ${refused}`);
+      }
+      return undefined;
+    }
     if (u.kind !== kind || u.mode !== mode) {
       throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, `stream ${id} is not a ${kind === 'channel' ? 'channel' : `byte stream of mode ${mode}`}`);
     }
@@ -293,24 +348,38 @@ export class ServerSession extends SessionCore {
  * it on an existing app (`netchan/express`).
  */
 export class NetchanServer {
-  /** The underlying `node:http2` secure server, once `listen` created it. */
-  http2Server: http2.Http2SecureServer | null = null;
+  /** The `node:http2` server handling HTTP/2 connections, once `listen` created it. */
+  http2Server: http2.Http2Server | null = null;
+  /** The listening server (TLS, or plain TCP when `insecure`), once `listen` created it. */
+  listener: net.Server | null = null;
   readonly path: string;
   /** @internal */
   readonly statsRef: Stats = emptyStats();
   /** @internal */
   readonly pendingReferenceTimeoutMs: number;
+  /** The limits in force (the options, or their defaults). */
+  readonly limits: { maxChannelsPerSession: number; maxByteStreamsPerSession: number; maxSessionsPerPrincipal: number };
   private readonly channels = new Map<string, ExportableChannel>();
   private readonly sessions = new Map<string, ServerSession>();
+  private readonly sessionsByPrincipal = new Map<string, number>();
   private readonly heartbeatIntervalMs: number;
   private readonly idleTimeoutMs: number;
   private readonly h2Sessions = new Set<http2.ServerHttp2Session>();
+  private readonly muxes = new Set<WsMux>();
+  private readonly sockets = new Set<net.Socket>();
+  private readonly h2Sockets = new WeakSet<net.Socket>();
+  private wss: WebSocketServer | null = null;
 
   constructor(private readonly options: ServerOptions = {}) {
     this.path = options.path ?? '/';
     this.heartbeatIntervalMs = options.heartbeatIntervalMs ?? 15_000;
     this.idleTimeoutMs = options.idleTimeoutMs ?? 45_000;
     this.pendingReferenceTimeoutMs = options.pendingReferenceTimeoutMs ?? 60_000;
+    this.limits = {
+      maxChannelsPerSession: options.maxChannelsPerSession ?? DEFAULT_LIMITS.maxChannelsPerSession,
+      maxByteStreamsPerSession: options.maxByteStreamsPerSession ?? DEFAULT_LIMITS.maxByteStreamsPerSession,
+      maxSessionsPerPrincipal: options.maxSessionsPerPrincipal ?? DEFAULT_LIMITS.maxSessionsPerPrincipal,
+    };
   }
 
   /**
@@ -342,18 +411,23 @@ export class NetchanServer {
   }
 
   /**
-   * Handles one netchan stream from any HTTP/2 server (the Express adapter calls this). The
-   * caller has decided the stream belongs to netchan and who its principal is.
+   * Handles one netchan stream from any HTTP/2 server (the Express adapter calls this) or from a
+   * WebSocket mux. The caller has decided the stream belongs to netchan and who its principal is.
    */
-  handleStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, info: StreamContextInfo = {}): void {
+  handleStream(stream: ServerStream, headers: StreamHeaders, info: StreamContextInfo = {}): void {
     const principal = info.principal ?? '';
     if (header(headers, HTTP2_HEADER_METHOD) !== 'POST') return refuse(stream, 405, ErrorCodes.PROTOCOL, 'netchan streams use POST');
     const version = header(headers, Headers.version);
     if (version !== PROTOCOL_VERSION) return refuse(stream, 400, ErrorCodes.PROTOCOL, `unsupported netchan-version ${String(version)}`);
     const kind = header(headers, Headers.kind);
     if (kind === 'session') {
+      const held = this.sessionsByPrincipal.get(principal) ?? 0;
+      if (principal !== '' && held >= this.limits.maxSessionsPerPrincipal) {
+        return refuse(stream, 429, ErrorCodes.LIMIT, `principal has ${held} sessions open, the limit`);
+      }
       const session = new ServerSession(this, principal, this.options);
       this.sessions.set(session.id, session);
+      this.sessionsByPrincipal.set(principal, held + 1);
       stream.respond({
         [HTTP2_HEADER_STATUS]: 200,
         [Headers.session]: session.id,
@@ -372,61 +446,172 @@ export class NetchanServer {
     session.handle(stream, headers);
   }
 
-  /** @internal */
-  forgetSession(session: ServerSession): void {
-    this.sessions.delete(session.id);
+  /**
+   * Takes over an HTTP/1.1 upgrade request for the WebSocket fallback (docs/PROTOCOL.md §7): all
+   * streams of the mux get `info.principal`. The caller (the standalone server, or the Express
+   * middleware after the app's auth) decided the request is netchan's.
+   */
+  handleUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer, info: StreamContextInfo = {}): void {
+    const reject = (status: number, code: string, message: string): void => {
+      socket.end(
+        `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nconnection: close\r\ncontent-type: text/plain\r\n` +
+          `${Headers.error}: ${code}\r\n${Headers.message}: ${message}\r\n\r\n${code}: ${message}\n`,
+      );
+    };
+    if (req.headers[Headers.version] !== PROTOCOL_VERSION) return reject(400, ErrorCodes.PROTOCOL, `unsupported netchan-version ${String(req.headers[Headers.version])}`);
+    if ((req.headers.upgrade ?? '').toLowerCase() !== 'websocket') return reject(426, ErrorCodes.PROTOCOL, 'netchan over HTTP/1.1 needs a WebSocket upgrade');
+    const offered = String(req.headers['sec-websocket-protocol'] ?? '').split(',').map((p) => p.trim());
+    if (!offered.includes(WS_SUBPROTOCOL)) return reject(400, ErrorCodes.PROTOCOL, `WebSocket subprotocol ${WS_SUBPROTOCOL} required`);
+    (socket as net.Socket).setNoDelay?.(true);
+    this.wss ??= new WebSocketServer({
+      noServer: true,
+      perMessageDeflate: false,
+      maxPayload: MUX_MAX_MESSAGE,
+      handleProtocols: (protocols) => (protocols.has(WS_SUBPROTOCOL) ? WS_SUBPROTOCOL : false),
+    });
+    this.wss.handleUpgrade(req, socket, head, (ws) => {
+      const mux = new WsMux(ws, 'server');
+      this.muxes.add(mux);
+      mux.on('close', () => this.muxes.delete(mux));
+      mux.on('error', (err: Error) => debug('WebSocket mux error: %s', err.message));
+      mux.on('stream', (stream: ServerStream, headers: StreamHeaders) => {
+        stream.on('error', (err) => debug('mux stream error: %s', err.message));
+        this.handleStream(stream, headers, info);
+      });
+    });
   }
 
-  /** Starts a standalone TLS 1.3 HTTP/2 server. Resolves to the bound address. */
-  listen(port = 0, host = '127.0.0.1'): Promise<AddressInfo> {
-    const { key, cert, ca, requestCert } = this.options;
-    if (!key || !cert) throw netchanError(ErrorCodes.INVALID_ARGUMENT, 'listen needs key and cert (or use listen() from the seed API for a development certificate)');
-    const server = http2.createSecureServer({
-      key,
-      cert,
-      ca,
-      requestCert: requestCert ?? false,
-      rejectUnauthorized: requestCert ?? false,
-      minVersion: 'TLSv1.3',
-      allowHTTP1: false,
-      settings: { initialWindowSize: 1024 * 1024, maxConcurrentStreams: 10_000 },
-    });
-    this.http2Server = server;
-    // Acks and credits are small writes that must not wait for Nagle's algorithm.
-    server.on('secureConnection', (socket) => socket.setNoDelay(true));
-    server.on('session', (s) => {
+  /** @internal */
+  forgetSession(session: ServerSession): void {
+    if (!this.sessions.delete(session.id)) return;
+    const held = (this.sessionsByPrincipal.get(session.principal) ?? 1) - 1;
+    if (held > 0) this.sessionsByPrincipal.set(session.principal, held);
+    else this.sessionsByPrincipal.delete(session.principal);
+  }
+
+  /**
+   * Starts a standalone server: TLS 1.3 (or plaintext with `insecure`) on `port` and `host`, or
+   * on a unix socket when `port` is a path. HTTP/2 connections (ALPN `h2`, or the h2c preface)
+   * carry sessions directly; HTTP/1.1 ones may upgrade to the WebSocket fallback. Resolves to the
+   * bound address (`port` 0 picks a free one).
+   */
+  listen(port: number | string = 0, host = '127.0.0.1'): Promise<AddressInfo> {
+    const { key, cert, ca, requestCert, insecure } = this.options;
+    if (!insecure && (!key || !cert)) {
+      throw netchanError(ErrorCodes.INVALID_ARGUMENT, 'listen needs key and cert (or insecure: true for plaintext on loopback or behind a TLS-terminating proxy)');
+    }
+    const h2 = http2.createServer({ settings: { initialWindowSize: 1024 * 1024, maxConcurrentStreams: 10_000 } });
+    this.http2Server = h2;
+    h2.on('session', (s) => {
       this.h2Sessions.add(s);
       s.once('close', () => this.h2Sessions.delete(s));
       s.on('error', (err) => debug('http2 session error: %s', err.message));
       s.once('remoteSettings', () => s.setLocalWindowSize(32 * 1024 * 1024));
     });
-    server.on('stream', (stream, headers) => {
+    h2.on('stream', (stream, headers) => {
       stream.on('error', (err) => debug('stream error: %s', err.message));
-      const path = (header(headers, HTTP2_HEADER_PATH) ?? '').split('?')[0];
-      if (path !== this.path) return refuse(stream, 404, ErrorCodes.NOT_FOUND, 'not a netchan endpoint');
+      if (!this.isOurPath(header(headers, HTTP2_HEADER_PATH))) return refuse(stream, 404, ErrorCodes.NOT_FOUND, 'not a netchan endpoint');
       const principal = principalFromSocket(stream.session?.socket);
       this.handleStream(stream, headers, { principal });
     });
-    return new Promise((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => {
-        server.off('error', reject);
-        resolve(server.address() as AddressInfo);
-      });
+    // HTTP/1.1 connections: only the WebSocket upgrade is served
+    const h1 = http.createServer((req, res) => {
+      const ours = this.isOurPath(req.url) && req.headers[Headers.version] !== undefined;
+      const [status, code, message] = ours
+        ? [426, ErrorCodes.PROTOCOL, 'netchan over HTTP/1.1 needs a WebSocket upgrade']
+        : [404, ErrorCodes.NOT_FOUND, 'not a netchan endpoint'];
+      res.writeHead(status, { 'content-type': 'text/plain', [Headers.error]: code, [Headers.message]: message, ...(ours ? { upgrade: 'websocket' } : {}) });
+      res.end(`${code}: ${message}\n`);
     });
+    h1.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+      socket.on('error', (err) => debug('upgrade socket error: %s', err.message));
+      if (!this.isOurPath(req.url)) {
+        socket.end(`HTTP/1.1 404 Not Found\r\nconnection: close\r\n${Headers.error}: ${ErrorCodes.NOT_FOUND}\r\n\r\n`);
+        return;
+      }
+      this.handleUpgrade(req, socket, head, { principal: principalFromSocket(socket) });
+    });
+    const route = (socket: net.Socket, isH2: boolean): void => {
+      this.sockets.add(socket);
+      socket.once('close', () => this.sockets.delete(socket));
+      // Acks and credits are small writes that must not wait for Nagle's algorithm.
+      socket.setNoDelay(true);
+      if (isH2) this.h2Sockets.add(socket);
+      (isH2 ? h2 : h1).emit('connection', socket);
+    };
+    let listener: net.Server;
+    if (insecure) {
+      // h2c with prior knowledge starts with the HTTP/2 preface; anything else is HTTP/1.1
+      listener = net.createServer((socket) => {
+        socket.on('error', (err) => debug('socket error: %s', err.message));
+        sniffPreface(socket, (isH2) => route(socket, isH2));
+      });
+    } else {
+      listener = tls.createServer(
+        {
+          key,
+          cert,
+          ca,
+          requestCert: requestCert ?? false,
+          rejectUnauthorized: requestCert ?? false,
+          minVersion: 'TLSv1.3',
+          ALPNProtocols: ['h2', 'http/1.1'],
+        },
+        (socket) => route(socket, socket.alpnProtocol === 'h2'),
+      );
+      listener.on('tlsClientError', (err) => debug('TLS client error: %s', err.message));
+    }
+    this.listener = listener;
+    return new Promise((resolve, reject) => {
+      listener.once('error', reject);
+      const done = () => {
+        listener.off('error', reject);
+        const address = listener.address();
+        resolve(typeof address === 'string' ? ({ address, family: 'unix', port: 0 } as AddressInfo) : (address as AddressInfo));
+      };
+      if (typeof port === 'string') listener.listen(port, done);
+      else listener.listen(port, host, done);
+    });
+  }
+
+  private isOurPath(url: string | undefined): boolean {
+    return (url ?? '').split('?')[0] === this.path;
   }
 
   /** Ends every session and stops listening. */
   async close(): Promise<void> {
     for (const session of [...this.sessions.values()]) session.end(netchanError(ErrorCodes.SESSION_CLOSED, 'server closing'));
-    const server = this.http2Server;
-    if (!server) return;
+    for (const mux of this.muxes) mux.close();
+    const listener = this.listener;
+    if (!listener) return;
     await new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      // close() waits for sessions; ask them to go
+      listener.close(() => resolve());
+      // close() waits for connections; ask them to go
       for (const s of this.h2Sessions) s.close();
+      for (const mux of this.muxes) mux.destroy();
+      for (const socket of this.sockets) if (!this.h2Sockets.has(socket)) socket.destroy();
+      setTimeout(() => {
+        for (const socket of this.sockets) socket.destroy();
+      }, 2000).unref();
     });
   }
+}
+
+/** Reads the first bytes of a plaintext connection to tell h2c (the HTTP/2 preface) from HTTP/1.1. */
+function sniffPreface(socket: net.Socket, decide: (isH2: boolean) => void): void {
+  const preface = Buffer.from('PRI * HTTP/2.0');
+  let seen = Buffer.alloc(0);
+  const onData = (chunk: Buffer): void => {
+    seen = Buffer.concat([seen, chunk]);
+    const n = Math.min(seen.length, preface.length);
+    const isH2 = seen.subarray(0, n).equals(preface.subarray(0, n));
+    if (isH2 && n < preface.length) return;
+    socket.off('data', onData);
+    socket.pause();
+    socket.unshift(seen);
+    decide(isH2);
+  };
+  socket.on('data', onData);
 }
 
 function principalFromSocket(socket: unknown): string {

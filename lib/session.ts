@@ -107,6 +107,8 @@ export abstract class SessionCore implements StreamContext, ReferenceHooks {
   protected readonly streams = new Set<Duplex>();
   private readonly waits = new Map<string, PendingWait[]>();
   protected ended = false;
+  /** Byte streams of this session open now. */
+  protected openByteStreams = 0;
   /**
    * The largest frame payload the peer accepts, when it said so (a server's
    * `netchan-max-frame-bytes`): a larger value is refused here rather than sent to be reset. @internal
@@ -182,7 +184,11 @@ export abstract class SessionCore implements StreamContext, ReferenceHooks {
 
   protected trackBytes(stream: Duplex): void {
     this.counters.byteStreams++;
-    stream.once('close', () => this.counters.byteStreams--);
+    this.openByteStreams++;
+    stream.once('close', () => {
+      this.counters.byteStreams--;
+      this.openByteStreams--;
+    });
     stream.on('error', (err) => debug('byte stream error: %s', fromNodeError(err).message));
   }
 

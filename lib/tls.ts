@@ -31,8 +31,13 @@ export function normalizeFingerprint(pin: string): string {
   return hex.match(/../g)!.join(':');
 }
 
-/** Opens a verified TLS 1.3 connection offering ALPN `h2`. */
-export function connectTls(host: string, port: number, options: ClientTlsOptions): Promise<tls.TLSSocket> {
+/**
+ * Opens a verified TLS 1.3 connection offering the ALPN protocols in `alpn` (default `h2`; none
+ * when `alpn` is `undefined` in the options object given explicitly). The server must pick one
+ * of them when any are offered, except that `http/1.1` also accepts a server that picks none.
+ */
+export function connectTls(host: string, port: number, options: ClientTlsOptions & { alpn?: string[] }): Promise<tls.TLSSocket> {
+  const alpn = 'alpn' in options ? options.alpn : ['h2'];
   const pin = options.pin === undefined ? undefined : normalizeFingerprint(options.pin);
   const pinOnly = pin !== undefined && options.ca === undefined;
   const servername = options.servername ?? (isIp(host) ? undefined : host);
@@ -41,7 +46,7 @@ export function connectTls(host: string, port: number, options: ClientTlsOptions
       host,
       port,
       servername,
-      ALPNProtocols: ['h2'],
+      ALPNProtocols: alpn,
       minVersion: 'TLSv1.3',
       ca: options.ca,
       cert: options.cert,
@@ -62,7 +67,10 @@ export function connectTls(host: string, port: number, options: ClientTlsOptions
     };
     socket.once('error', (err) => fail(fromNodeError(err, ErrorCodes.CONNECT)));
     socket.once('secureConnect', () => {
-      if (socket.alpnProtocol !== 'h2') return fail(netchanError(ErrorCodes.PROTOCOL, 'server did not negotiate HTTP/2 (ALPN h2)'));
+      const picked = socket.alpnProtocol;
+      if (alpn && !(picked ? alpn.includes(picked) : alpn.includes('http/1.1'))) {
+        return fail(netchanError(ErrorCodes.PROTOCOL, `server did not negotiate ${alpn.join(' or ')} (ALPN)`));
+      }
       if (pin !== undefined) {
         const actual = socket.getPeerCertificate().fingerprint256;
         if (actual !== pin) return fail(netchanError(ErrorCodes.PIN_MISMATCH, `server certificate ${actual} does not match the pin ${pin}`));
