@@ -167,7 +167,14 @@ export class MuxStream extends Duplex {
     readonly id: number,
     private readonly mux: WsMux,
   ) {
-    super({ allowHalfOpen: true, highWaterMark: 64 * 1024 });
+    // As with HTTP/2 streams, the stream decides when it is done, not its readable side: a
+    // consumer's `for await` ending must leave the writable side usable.
+    super({ allowHalfOpen: true, autoDestroy: false, highWaterMark: 64 * 1024 });
+    const maybeDestroy = (): void => {
+      if (this.endSent && this.endReceived && this.readableEnded && this.writableFinished && !this.destroyed) this.destroy();
+    };
+    this.on('end', maybeDestroy);
+    this.on('finish', maybeDestroy);
   }
 
   /** The mux, which (like an HTTP/2 session) says whether the connection is closed or destroyed. */

@@ -15,8 +15,11 @@
  * authentication runs per stream; the principal the app established (see {@link NetchanMiddlewareOptions.principal})
  * binds the session, and a stream naming a session with another principal is refused.
  */
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type https from 'node:https';
 import http2 from 'node:http2';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { Express, NextFunction, Request, Response } from 'express';
 import { ErrorCodes } from '../lib/errors.js';
 import type { NetchanServer } from '../lib/server.js';
@@ -34,6 +37,10 @@ export interface NetchanMiddlewareOptions {
 /** The header every netchan stream carries; requests without it are not netchan's. */
 const VERSION_HEADER = 'netchan-version';
 
+/** Where `attach` leaves an upgrade request's socket and first bytes for the middleware. */
+const UPGRADE = Symbol('netchan.upgrade');
+type UpgradeRequest = IncomingMessage & { [UPGRADE]?: { socket: Duplex; head: Buffer } };
+
 function defaultPrincipal(req: Request, res: Response): string {
   const local = (res.locals as Record<string, unknown>).principal;
   if (typeof local === 'string') return local;
@@ -43,22 +50,33 @@ function defaultPrincipal(req: Request, res: Response): string {
   const socket = req.socket as { getPeerCertificate?: () => { subject?: { CN?: string } } | null; authorized?: boolean };
   if (socket?.authorized && typeof socket.getPeerCertificate === 'function') {
     const cn = socket.getPeerCertificate()?.subject?.CN;
-    if (cn) return `cn:${cn}`;
+    if (cn) return `cert:${cn}`;
   }
   return '';
 }
 
 /**
  * Express middleware that hands netchan streams to `server` and passes everything else on
- * (`next()`). Put the app's authentication before it. Over HTTP/1.1 a netchan request is
- * answered `426` (the WebSocket fallback is not built yet).
+ * (`next()`). Put the app's authentication before it. HTTP/2 requests are netchan streams;
+ * HTTP/1.1 WebSocket upgrades (routed through the app by {@link attach}) become the WebSocket
+ * fallback, every stream of it with the principal of the upgrade request; any other HTTP/1.1
+ * netchan request is answered `426`.
  */
 export function netchan(server: NetchanServer, options: NetchanMiddlewareOptions = {}) {
   return function netchanMiddleware(req: Request, res: Response, next: NextFunction): void {
     if (req.headers[VERSION_HEADER] === undefined) return next();
+    const upgrade = (req as unknown as UpgradeRequest)[UPGRADE];
+    if (upgrade) {
+      const principal = options.principal?.(req, res) ?? defaultPrincipal(req, res);
+      // the socket leaves the response's hands: the WebSocket handshake writes to it directly
+      (res as unknown as ServerResponse).detachSocket(upgrade.socket as Socket);
+      server.handleUpgrade(req, upgrade.socket, upgrade.head, { principal });
+      return;
+    }
     const stream = (req as Request & { stream?: http2.ServerHttp2Stream }).stream;
     if (!stream || req.httpVersionMajor < 2) {
-      res.status(426).set({ 'netchan-error': ErrorCodes.PROTOCOL, 'netchan-message': 'netchan needs HTTP/2' }).type('text/plain').send(`${ErrorCodes.PROTOCOL}: netchan needs HTTP/2\n`);
+      const message = 'netchan over HTTP/1.1 needs a WebSocket upgrade (or HTTP/2)';
+      res.status(426).set({ 'netchan-error': ErrorCodes.PROTOCOL, 'netchan-message': message, upgrade: 'websocket' }).type('text/plain').send(`${ErrorCodes.PROTOCOL}: ${message}\n`);
       return;
     }
     const principal = options.principal?.(req, res) ?? defaultPrincipal(req, res);
@@ -76,10 +94,13 @@ type ExpressApp = Express & {
  * own prototypes on every request and response, built on `http.IncomingMessage` and
  * `http.ServerResponse`; that strips an HTTP/2 request of what the compatibility API gives it.
  * For HTTP/2 requests, `attach` lends Express prototypes with the same methods built on
- * `Http2ServerRequest` and `Http2ServerResponse`. Call it once, before `listen`. Apps mounted
- * inside `app` as sub-apps are not covered yet (routers are).
+ * `Http2ServerRequest` and `Http2ServerResponse`. It also routes HTTP/1.1 WebSocket upgrades
+ * through the app (for netchan's WebSocket fallback): every upgrade request on `httpServer` goes
+ * to `app`, and one the app does not take gets the app's answer (404). Call it once, before
+ * `listen`; works on `node:http`/`node:https` servers too. Apps mounted inside `app` as
+ * sub-apps are not covered for HTTP/2 yet (routers are).
  */
-export function attach(httpServer: http2.Http2SecureServer | http2.Http2Server, app: Express): void {
+export function attach(httpServer: http2.Http2SecureServer | http2.Http2Server | http.Server | https.Server, app: Express): void {
   const a = app as ExpressApp;
   if ((a as { netchanAttached?: boolean }).netchanAttached) return;
   (a as { netchanAttached?: boolean }).netchanAttached = true;
@@ -105,7 +126,17 @@ export function attach(httpServer: http2.Http2SecureServer | http2.Http2Server, 
       [this.request, this.response] = saved;
     }
   };
-  void httpServer;
+  // WebSocket upgrades go through the app like any request, so its auth runs on them; what the
+  // app does not take (no netchan mount there) gets the app's own answer, and the socket closes.
+  httpServer.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => undefined);
+    const res = new http.ServerResponse(req);
+    res.shouldKeepAlive = false;
+    res.assignSocket(socket as Socket);
+    res.once('finish', () => socket.end());
+    (req as UpgradeRequest)[UPGRADE] = { socket, head };
+    a.handle(req, res);
+  });
 }
 
 /** A copy of Express's prototype chain (app-level object and express's own) on another base. */

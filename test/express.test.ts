@@ -1,13 +1,16 @@
+import https from 'node:https';
 import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
+import { WebSocket } from 'ws';
 import { expect } from 'chai';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import request from 'supertest';
-import { Channel, connect, createServer, type NetchanServer } from '../lib/index.js';
+import { Channel, connect, createServer, type NetchanServer, type ServerOptions } from '../lib/index.js';
+import { WsMux, WS_SUBPROTOCOL } from '../lib/ws-mux.js';
 import { attach, netchan } from '../middleware/express.js';
 import { rejection } from './helpers/assert.js';
 import { testCertificates } from './helpers/certs.js';
-import { onTeardown, teardown } from './helpers/net.js';
+import { onTeardown, teardown, until } from './helpers/net.js';
 
 const TOKENS: Record<string, string> = { 'token-alice': 'alice', 'token-bob': 'bob' };
 
@@ -30,16 +33,22 @@ interface App {
   caCert: string;
 }
 
-async function startApp(): Promise<App> {
+/**
+ * The app on `node:http2` with HTTP/1.1 alongside, or (`http1Only`) on a plain `node:https`
+ * server, where netchan gets through only as the WebSocket fallback.
+ */
+async function startApp(options: ServerOptions & { http1Only?: boolean } = {}): Promise<App> {
   const certs = await testCertificates();
-  const server = createServer({});
+  const server = createServer(options);
   const app = express();
   app.get('/hello', (req, res) => {
     res.json({ hello: 'world', httpVersion: req.httpVersion, host: req.hostname, path: req.path, query: req.query });
   });
   app.use('/netchan', requireAuth, netchan(server));
   app.use((_req, res) => res.status(404).send('not here'));
-  const httpServer = http2.createSecureServer({ key: certs.key, cert: certs.cert, allowHTTP1: true, minVersion: 'TLSv1.3' }, app as never);
+  const httpServer = options.http1Only
+    ? https.createServer({ key: certs.key, cert: certs.cert, minVersion: 'TLSv1.3' }, app as never)
+    : http2.createSecureServer({ key: certs.key, cert: certs.cert, allowHTTP1: true, minVersion: 'TLSv1.3' }, app as never);
   attach(httpServer, app);
   await new Promise<void>((resolve) => httpServer.listen(0, '127.0.0.1', resolve));
   const { port } = httpServer.address() as AddressInfo;
@@ -146,6 +155,88 @@ describe('netchan/express: mounted on an Express 5 app', () => {
     const h1 = await request(origin).post('/netchan').set('authorization', 'Bearer token-alice').set('netchan-version', '1').set('netchan-kind', 'session').ca(caCert);
     expect(h1.status).to.equal(426);
     expect(h1.headers['netchan-error']).to.equal('ERR_PROTOCOL');
-    expect(h1.text).to.match(/needs HTTP\/2/);
+    expect(h1.text).to.match(/needs a WebSocket upgrade/);
   });
+
+  for (const http1Only of [false, true]) {
+    it(`an authorized session works over the WebSocket fallback${http1Only ? ' (auto, on an HTTP/1.1-only server)' : ' (transport: ws)'}`, async () => {
+      const { url, server, caCert } = await startApp({ http1Only });
+      const squares = server.channel<{ n: number; reply: Channel<number> }>('square', 8);
+      void (async () => {
+        for await (const { n, reply } of squares) await reply.send(n * n);
+      })();
+      const session = await connect(url, { ca: caCert, token: 'token-alice', transport: http1Only ? 'auto' : 'ws' });
+      onTeardown(() => session.close());
+      expect(session.transport).to.equal('ws');
+      const square = session.channel<{ n: number; reply: Channel<number> }>('square');
+      for (const n of [2, 3, 12]) {
+        const reply = new Channel<number>();
+        await square.send({ n, reply });
+        expect(await reply.receive()).to.equal(n * n);
+      }
+      expect(server.stats().sessions).to.equal(1);
+      await session.close();
+      await until(() => server.stats().sessions === 0 && server.stats().streams === 0, 3000, 'server back at baseline');
+    });
+  }
+
+  it('over the WebSocket fallback an unauthorized client gets ERR_UNAUTHORIZED and nothing is opened', async () => {
+    const { url, origin, server, caCert } = await startApp({ http1Only: true });
+    server.channel<number>('square', 8);
+    const err = await rejection(connect(url, { ca: caCert, token: 'wrong', transport: 'ws' }));
+    expect(err.code).to.equal('ERR_UNAUTHORIZED');
+    const auto = await rejection(connect(url, { ca: caCert }));
+    expect(auto.code).to.equal('ERR_UNAUTHORIZED');
+    expect(server.stats()).to.include({ sessions: 0, streams: 0, channels: 0 });
+    // the app's routes still answer on the HTTP/1.1-only server
+    const h1 = await request(origin).get('/hello').ca(caCert);
+    expect(h1.status).to.equal(200);
+    // an upgrade the app does not route to netchan gets the app's own 404
+    const stray = await rejection(connect(`${origin}/elsewhere`, { ca: caCert, token: 'token-alice', transport: 'ws' }));
+    expect(stray.code).to.equal('ERR_CONNECT');
+    expect(stray.message).to.match(/404/);
+  });
+
+  it("a WebSocket stream naming another principal's session is refused (403 ERR_UNAUTHORIZED)", async () => {
+    const { url, server, caCert } = await startApp();
+    server.channel<number>('square', 8);
+    const alice = await connect(url, { ca: caCert, token: 'token-alice' });
+    onTeardown(() => alice.close());
+    // bob's WebSocket, speaking the mux by hand
+    const ws = new WebSocket(url.replace('https:', 'wss:'), WS_SUBPROTOCOL, { ca: caCert, headers: { authorization: 'Bearer token-bob', 'netchan-version': '1' } });
+    await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+    const mux = new WsMux(ws, 'client');
+    onTeardown(() => mux.destroy());
+    const stream = mux.request({ ':method': 'POST', ':path': '/netchan', 'netchan-version': '1', 'netchan-kind': 'channel', 'netchan-session': alice.id, 'netchan-stream': 'c99', 'netchan-name': 'square' });
+    const headers = await new Promise<Record<string, unknown>>((resolve) => stream.once('response', resolve));
+    stream.resume();
+    expect(headers[':status']).to.equal(403);
+    expect(headers['netchan-error']).to.equal('ERR_UNAUTHORIZED');
+    const h = alice.channel<number>('square');
+    await h.send(5);
+    expect(server.stats().sessions).to.equal(1);
+  });
+
+  for (const transport of ['h2', 'ws'] as const) {
+    it(`sessions per principal are limited (ERR_LIMIT over ${transport}), other principals unaffected`, async () => {
+      const { url, server, caCert } = await startApp({ maxSessionsPerPrincipal: 2 });
+      const open = async (token: string) => {
+        const s = await connect(url, { ca: caCert, token, transport });
+        onTeardown(() => s.close());
+        return s;
+      };
+      const [a1] = [await open('token-alice'), await open('token-alice')];
+      const err = await rejection(open('token-alice'));
+      expect(err.code).to.equal('ERR_LIMIT');
+      expect(err.status).to.equal(429);
+      const bob = await open('token-bob');
+      expect(bob.closed).to.equal(false);
+      expect(server.stats().sessions).to.equal(3);
+      // a session ending frees its place
+      await a1!.close();
+      await until(() => server.stats().sessions === 2, 3000, 'session ended on the server');
+      const again = await open('token-alice');
+      expect(again.closed).to.equal(false);
+    });
+  }
 });

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { PassThrough, Readable, Writable, type Duplex } from 'node:stream';
 import { expect } from 'chai';
 import { Channel, type ChannelLike } from '../lib/index.js';
-import { startServer, teardown, until, tick } from './helpers/net.js';
+import { startServer, teardown, until, tick, useTransport } from './helpers/net.js';
 import { rejection } from './helpers/assert.js';
 
 
@@ -48,8 +48,10 @@ function bigSource(totalBytes: number): { stream: Readable; digest: Promise<stri
 
 const UPLOAD_BYTES = Number(process.env.UPLOAD_BYTES ?? 32 * 1024 * 1024);
 
-describe('channels over HTTP/2', function () {
+for (const transport of ['h2', 'ws'] as const) describe(`channels over ${transport === 'h2' ? 'HTTP/2' : 'the WebSocket fallback'}`, function () {
   this.timeout(30_000);
+  before(() => useTransport(transport));
+  after(() => useTransport('h2'));
   afterEach(teardown);
 
   it('capacity 0 is a rendezvous across the wire', async () => {

@@ -7,6 +7,16 @@ import { testCertificates } from './certs.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
 
+let defaultTransport: ConnectOptions['transport'] = 'h2';
+
+/**
+ * Makes `startServer().client()` use this transport unless a test says otherwise; for running one
+ * suite over HTTP/2 and over the WebSocket fallback.
+ */
+export function useTransport(transport: ConnectOptions['transport']): void {
+  defaultTransport = transport;
+}
+
 /** Registers something to close after the current test. */
 export function onTeardown(fn: () => Promise<void> | void): void {
   cleanups.push(fn);
@@ -39,7 +49,7 @@ export async function startServer(options: ServerOptions = {}): Promise<Started>
     url,
     port,
     async client(clientOptions: ConnectOptions = {}) {
-      const session = await connect(url, { ca: certs.caCert, ...clientOptions });
+      const session = await connect(url, { ca: certs.caCert, transport: defaultTransport, ...clientOptions });
       onTeardown(() => session.close());
       return session;
     },
