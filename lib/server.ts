@@ -538,6 +538,8 @@ export class NetchanServer {
       socket.setNoDelay(true);
       if (isH2) this.h2Sockets.add(socket);
       (isH2 ? h2 : h1).emit('connection', socket);
+      // the HTTP/1.1 parser reads what sniffing put back only once the socket flows again
+      if (!isH2 && socket.isPaused()) socket.resume();
     };
     let listener: net.Server;
     if (insecure) {
