@@ -139,6 +139,9 @@ export function fromNodeError(err: unknown, fallback: ErrorCode = ErrorCodes.CON
     case 'ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION':
     case 'ERR_SSL_UNSUPPORTED_PROTOCOL':
     case 'ERR_SSL_NO_PROTOCOLS_AVAILABLE':
+    case 'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED':
+    case 'ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE':
+    case 'ERR_SSL_TLSV1_ALERT_UNKNOWN_CA':
       return netchanError(ErrorCodes.TLS, `TLS failed: ${message}`, { cause: err });
     default:
       return netchanError(fallback, message, { cause: err });

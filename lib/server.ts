@@ -57,6 +57,13 @@ export interface ServerOptions extends SessionOptions {
    * (principal `''`) are not counted against it.
    */
   maxSessionsPerPrincipal?: number;
+  /**
+   * The server's policy: whether `principal` may use the exported channel `channel` by name.
+   * Default: everyone may. A refusal is `403 ERR_UNAUTHORIZED` on that channel only. The
+   * principal is what the app's auth established (Express) or `cert:<CN>` of an mTLS client
+   * certificate (standalone server), `''` when anonymous.
+   */
+  authorize?: (request: { principal: string; channel: string }) => boolean;
 }
 
 /** Defaults of the limits in {@link ServerOptions}. */
@@ -199,6 +206,9 @@ export class ServerSession extends SessionCore {
     if (name !== undefined) {
       channel = this.server.lookup(name, this);
       if (!channel) return refuse(stream, 404, ErrorCodes.UNKNOWN_CHANNEL, `no channel named ${JSON.stringify(name)}`);
+      if (!this.server.allows(this.principal, name)) {
+        return refuse(stream, 403, ErrorCodes.UNAUTHORIZED, `principal may not use channel ${JSON.stringify(name)}`);
+      }
     } else if (ref !== undefined) {
       const p = this.takePending(ref, 'channel');
       if (!p) return refuse(stream, 404, ErrorCodes.UNKNOWN_REFERENCE, `no channel reference ${ref} in this session`);
@@ -403,6 +413,18 @@ export class NetchanServer {
   /** @internal */
   lookup(name: string, _session: ServerSession): ExportableChannel | undefined {
     return this.channels.get(name);
+  }
+
+  /** @internal the policy's answer (see {@link ServerOptions.authorize}); a throwing policy denies */
+  allows(principal: string, channel: string): boolean {
+    const policy = this.options.authorize;
+    if (!policy) return true;
+    try {
+      return policy({ principal, channel }) === true;
+    } catch (err) {
+      debug('authorize threw: %s', (err as Error).message);
+      return false;
+    }
   }
 
   /** Counters: sessions, streams, channels, byte streams, values and bytes in/out. */
