@@ -403,3 +403,16 @@ async function removeIfPresent(file: string): Promise<void> {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
 }
+
+/**
+ * The development CA certificate in `dir` (PEM), or `undefined` when there is none: what a
+ * client on the same machine trusts to reach a server using that directory's certificate.
+ */
+export async function loadDevCa(dir: string): Promise<string | undefined> {
+  try {
+    return await readFile(path.join(path.resolve(dir), FILES.caCert), 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}

@@ -13,3 +13,5 @@ export type { ConnectOptions, RemoteChannelHandle } from './client.js';
 export type { TransportChoice } from './transport.js';
 export { RemoteChannel } from './channel-stream.js';
 export type { Stats } from './stream-context.js';
+export { listen, dial, devCertificateDir, CLUSTER_CHANNELS } from './cluster.js';
+export type { Listener, ListenOptions, Dialer, DialOptions } from './cluster.js';
