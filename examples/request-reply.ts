@@ -1,8 +1,8 @@
 /**
- * `npm run demo`: a netchan server and client on loopback, TLS 1.3 with a development certificate
+ * `npm run demo:request-reply`: a netchan server and client on loopback, TLS 1.3 with a development certificate
  * generated into certs/dev (once). The client squares numbers through a server channel, each
  * request carrying its own reply channel, then uploads a byte stream inside a value.
- * (The cluster demo — one server, many clients — arrives with listen/dial.)
+ * (The cluster demo, `npm run demo`, is examples/cluster.ts.)
  */
 import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
