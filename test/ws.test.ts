@@ -190,6 +190,29 @@ describe('WebSocket fallback (docs/PROTOCOL.md §7)', function () {
   });
 
   describe('flow control and leaks', () => {
+    it('many byte streams read late and in reverse order: no stream waits for another (40 x 1 MiB)', async () => {
+      const started = await startServer();
+      const { Readable } = await import('node:stream');
+      const { createHash, randomBytes } = await import('node:crypto');
+      const uploads = started.server.channel<NodeJS.ReadableStream>('uploads', 64);
+      const session = await started.client({ transport: 'ws' });
+      const handle = session.channel<NodeJS.ReadableStream>('uploads');
+      const digests: string[] = [];
+      for (let k = 0; k < 40; k++) {
+        const data = randomBytes(1024 * 1024);
+        digests.push(createHash('sha256').update(data).digest('hex'));
+        await handle.send(Readable.from([data]));
+      }
+      const streams: NodeJS.ReadableStream[] = [];
+      for (let k = 0; k < 40; k++) streams.push(await uploads.receive());
+      // the last one first: only its own window stands between it and its reader
+      for (let k = 39; k >= 0; k--) {
+        const h = createHash('sha256');
+        for await (const c of streams[k] as AsyncIterable<Buffer>) h.update(c);
+        expect(h.digest('hex'), `upload ${k}`).to.equal(digests[k]);
+      }
+    });
+
     it('a byte stream larger than the window flows with WINDOW grants (8 MiB, both ways)', async () => {
       const started = await startServer();
       const { Readable } = await import('node:stream');
