@@ -535,7 +535,7 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
       if (this.fs.congested) {
         if (!this.waitingDrain) {
           this.waitingDrain = true;
-          this.fs.stream.once('drain', () => {
+          this.fs.onceDrain(() => {
             this.waitingDrain = false;
             this.pumpSends();
           });

@@ -40,6 +40,12 @@ export interface ConnectOptions extends ClientTlsOptions, SessionOptions {
   insecure?: boolean;
   /** With `insecure`, connect to this unix socket; the URL then gives only the path. */
   socketPath?: string;
+  /**
+   * Reconnect and resume the session when the connection drops (docs/PROTOCOL.md §4.5): channel
+   * streams continue where they were, nothing lost or duplicated, order kept; byte streams in
+   * progress fail. The server decides how long it keeps the session (its lease). Default true.
+   */
+  reconnect?: boolean;
 }
 
 /** A handle on a channel the server exports; same interface as a local Channel, plus `release()`. */
@@ -57,47 +63,87 @@ function refusal(headers: ResponseHeaders): NetchanError {
   return netchanError(code, message, { status });
 }
 
-/** A client session. Get one with {@link connect}. */
+/**
+ * A client session. Get one with {@link connect}. Events: `'disconnect'` (error) when the
+ * connection is lost and a resumption starts, `'reconnect'` once the session is resumed,
+ * `'close'` (error) when the session ends.
+ */
 export class Session extends SessionCore {
   private nextStream = 1;
   private heartbeat: NodeJS.Timeout | null = null;
   private lastFrameAt = Date.now();
   private control: FramedStream | null = null;
   private closing: Promise<void> | null = null;
+  private reconnecting = false;
+  /** How long the server keeps this session after a lost connection, in ms (0: no resumption). */
+  readonly leaseMs: number;
+  private heartbeatIntervalMs = 15_000;
+  private idleTimeoutMs = 45_000;
 
   /** @internal */
   constructor(
     id: string,
-    private readonly h2: ClientTransport,
+    private h2: ClientTransport,
     /** Which transport carries this session: `h2` or `ws`. */
-    readonly transport: 'h2' | 'ws',
-    private readonly path: string,
+    public transport: 'h2' | 'ws',
+    private readonly url: URL,
     private readonly extraHeaders: Record<string, string>,
-    options: ConnectOptions,
+    private readonly options: ConnectOptions,
+    leaseMs: number,
   ) {
     super(id, emptyStats(), options);
     this.counters.sessions = 1;
-    h2.on('error', (err) => this.fail(fromNodeError(err)));
-    h2.on('close', () => this.fail(netchanError(ErrorCodes.CONNECTION_LOST, 'connection closed')));
+    this.leaseMs = leaseMs;
+    this.resumable = leaseMs > 0 && options.reconnect !== false;
+    this.bindTransport(h2);
+  }
+
+  private get path(): string {
+    return this.url.pathname || '/';
+  }
+
+  private bindTransport(h2: ClientTransport): void {
+    h2.on('error', (err) => {
+      if (this.h2 === h2) this.lost(fromNodeError(err));
+    });
+    h2.on('close', () => {
+      if (this.h2 === h2) this.lost(netchanError(ErrorCodes.CONNECTION_LOST, 'connection closed'));
+    });
+  }
+
+  /** True while the connection is lost and the session is being resumed. */
+  get disconnected(): boolean {
+    return this.reconnecting;
   }
 
   /** @internal */
   attachControl(stream: ClientStream, heartbeatIntervalMs: number, idleTimeoutMs: number): void {
+    this.heartbeatIntervalMs = heartbeatIntervalMs;
+    this.idleTimeoutMs = idleTimeoutMs;
     this.track(stream);
     const fs = this.framed(stream);
     this.control = fs;
+    this.lastFrameAt = Date.now();
+    const current = () => this.control === fs && !this.reconnecting;
     fs.setSink({
       onFrame: (type, payload) => {
         this.lastFrameAt = Date.now();
         if (type === FrameType.PING) fs.frame(FrameType.PONG, payload);
       },
-      onStreamEnd: () => this.fail(netchanError(ErrorCodes.SESSION_CLOSED, 'server ended the session')),
-      onStreamError: (err) => this.fail(err),
-      onStreamClose: () => this.fail(netchanError(ErrorCodes.SESSION_CLOSED, 'control stream closed')),
+      onStreamEnd: () => {
+        if (current()) this.fail(netchanError(ErrorCodes.SESSION_CLOSED, 'server ended the session'));
+      },
+      onStreamError: (err) => {
+        if (current()) this.lost(err);
+      },
+      onStreamClose: () => {
+        if (current()) this.fail(netchanError(ErrorCodes.SESSION_CLOSED, 'control stream closed'));
+      },
     });
+    if (this.heartbeat) clearInterval(this.heartbeat);
     this.heartbeat = setInterval(() => {
       if (Date.now() - this.lastFrameAt > idleTimeoutMs) {
-        this.fail(netchanError(ErrorCodes.TIMEOUT, `no frame from the server for ${idleTimeoutMs} ms`));
+        this.lost(netchanError(ErrorCodes.TIMEOUT, `no frame from the server for ${idleTimeoutMs} ms`));
         return;
       }
       fs.frame(FrameType.PING, randomBytes(8));
@@ -105,12 +151,120 @@ export class Session extends SessionCore {
     this.heartbeat.unref();
   }
 
+  /** The connection is gone: resume the session on a new one if it can be, else end it. */
+  private lost(error: NetchanError): void {
+    if (this.ended || this.reconnecting) return;
+    if (!this.resumable || this.closing) return this.fail(error);
+    this.reconnecting = true;
+    debug('session %s lost its connection (%s); resuming', this.id, error.message);
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.heartbeat = null;
+    this.control = null;
+    // streams on the old connection are cut off now, whether or not it noticed yet
+    for (const fs of this.framedBySid.values()) fs.suspendNow();
+    if (!this.h2.destroyed) this.h2.destroy();
+    this.emit('disconnect', error);
+    void this.resume(error);
+  }
+
+  private async resume(cause: NetchanError): Promise<void> {
+    const deadline = Date.now() + this.leaseMs;
+    let delayMs = 50;
+    let last: unknown = cause;
+    while (!this.ended) {
+      try {
+        const choice = this.options.transport ?? 'auto';
+        const open = await openTransport(this.url, choice === 'auto' ? this.transport : choice, { ...this.options, headers: this.extraHeaders });
+        if (this.ended) {
+          open.transport.destroy();
+          return;
+        }
+        try {
+          const { control, headers } = await sessionRequest(this.url, open.transport, this.extraHeaders, { [Headers.session]: this.id, [Headers.resumable]: '1' });
+          this.h2 = open.transport;
+          this.transport = open.kind;
+          this.bindTransport(open.transport);
+          control.on('error', (err) => debug('control stream error: %s', err.message));
+          this.reconnecting = false;
+          this.attachControl(control, this.heartbeatIntervalMs, this.idleTimeoutMs);
+          void headers;
+        } catch (err) {
+          open.transport.destroy();
+          throw err;
+        }
+        for (const [sid, fs] of this.framedBySid) if (fs.suspended) this.resumeStream(sid, fs);
+        debug('session %s resumed', this.id);
+        this.emit('reconnect');
+        return;
+      } catch (err) {
+        last = err;
+        // the server no longer has the session, or refuses us: no point in trying again
+        if (err instanceof NetchanError && err.status !== undefined && err.status !== 426 && err.status < 500) {
+          return this.fail(netchanError(err.code, `session could not be resumed: ${err.message}`, { cause: err }));
+        }
+      }
+      if (Date.now() + delayMs > deadline) break;
+      await new Promise((r) => setTimeout(r, delayMs));
+      delayMs = Math.min(delayMs * 2, 2000);
+    }
+    if (!this.ended) {
+      this.fail(netchanError(ErrorCodes.CONNECTION_LOST, `connection lost and not resumed within the lease of ${this.leaseMs} ms`, { cause: last }));
+    }
+  }
+
+  /**
+   * Continues one channel stream on the new connection (netchan-kind: resume). A stream the
+   * server never got (its opening was lost with the connection) is opened again instead, and its
+   * frames all written again.
+   */
+  private resumeStream(sid: string, fs: FramedStream): void {
+    const stream = this.open({ [Headers.kind]: 'resume', [Headers.framesReceived]: String(fs.framesIn) }, sid);
+    stream.once('response', (headers: ResponseHeaders) => {
+      const status = Number(headers[HTTP2_HEADER_STATUS]);
+      const pending = this.unanswered.get(sid);
+      if (status === 404 && pending) {
+        stream.destroy();
+        const again = this.open(pending.kindHeaders, sid);
+        again.once('response', (h: ResponseHeaders) => {
+          this.answered(sid, pending, h);
+          if (Number(h[HTTP2_HEADER_STATUS]) === 200) this.continueOn(again, fs, 0);
+          else {
+            again.destroy();
+            fs.abandon(refusal(h));
+          }
+        });
+        return;
+      }
+      if (status !== 200) {
+        stream.destroy();
+        return fs.abandon(refusal(headers));
+      }
+      // the server got the opening but its answer was lost: this answer stands for it
+      if (pending) this.answered(sid, pending, headers);
+      this.continueOn(stream, fs, Number(header(headers, Headers.framesReceived)));
+    });
+  }
+
+  private continueOn(stream: ClientStream, fs: FramedStream, peerFramesIn: number): void {
+    try {
+      fs.resume(stream, peerFramesIn);
+    } catch (err) {
+      stream.destroy();
+      fs.abandon(err as NetchanError);
+    }
+  }
+
+  protected override forgetFramed(streamId: string, fs: FramedStream): void {
+    super.forgetFramed(streamId, fs);
+    this.unanswered.delete(streamId);
+  }
+
   /** A handle on the server's channel `name`. Errors (an unknown name) surface on its operations. */
   channel<T>(name: string): RemoteChannelHandle<T> {
     if (this.ended) throw netchanError(ErrorCodes.SESSION_CLOSED, 'session is closed');
     const sid = this.newStreamId();
-    const stream = this.open({ [Headers.kind]: 'channel', [Headers.name]: name }, sid);
-    return this.remoteOn<T>(stream, sid);
+    const kindHeaders = { [Headers.kind]: 'channel', [Headers.name]: name };
+    return this.remoteOn<T>(this.open(kindHeaders, sid), sid, kindHeaders);
   }
 
   /** Counters: streams, channels, byte streams, values and bytes in/out. */
@@ -126,6 +280,10 @@ export class Session extends SessionCore {
   /** Ends the session: handles reject pending operations, streams and the connection close. */
   close(): Promise<void> {
     this.closing ??= new Promise<void>((resolve) => {
+      if (this.reconnecting) {
+        this.fail(netchanError(ErrorCodes.SESSION_CLOSED, 'session closed'));
+        return resolve();
+      }
       this.stop(netchanError(ErrorCodes.SESSION_CLOSED, 'session closed'), true);
       if (this.h2.closed || this.h2.destroyed) return resolve();
       this.h2.close(() => resolve());
@@ -136,6 +294,7 @@ export class Session extends SessionCore {
   private fail(error: NetchanError): void {
     if (this.ended) return;
     debug('session %s failed: %s', this.id, error.message);
+    this.reconnecting = false;
     this.stop(error);
     if (!this.h2.destroyed) this.h2.destroy();
   }
@@ -148,6 +307,7 @@ export class Session extends SessionCore {
     this.control?.end();
     this.teardown(error);
     this.counters.sessions = 0;
+    this.emit('close', error);
   }
 
   private newStreamId(): string {
@@ -155,6 +315,9 @@ export class Session extends SessionCore {
   }
 
   private open(kindHeaders: Record<string, string>, sid: string): ClientStream {
+    if (this.reconnecting && kindHeaders[Headers.kind] !== 'resume') {
+      throw netchanError(ErrorCodes.CONNECTION_LOST, 'the connection is lost and the session is being resumed: new channels and byte streams can be opened once it is back', { mayHaveBeenDelivered: false });
+    }
     const stream = this.h2.request({
       [HTTP2_HEADER_METHOD]: 'POST',
       [HTTP2_HEADER_PATH]: this.path,
@@ -169,9 +332,9 @@ export class Session extends SessionCore {
     return stream;
   }
 
-  private remoteOn<T>(stream: ClientStream, sid: string): RemoteChannel<T> {
+  private remoteOn<T>(stream: ClientStream, sid: string, kindHeaders: Record<string, string>): RemoteChannel<T> {
     const rc = this.attachRemote<T>(this.framed(stream), sid);
-    stream.once('response', (headers: ResponseHeaders) => {
+    this.awaitAnswer(stream, sid, kindHeaders, (headers) => {
       if (Number(headers[HTTP2_HEADER_STATUS]) !== 200) return rc.failOpen(refusal(headers));
       const capacity = Number(header(headers, Headers.capacity));
       const credits = Number(header(headers, Headers.credit));
@@ -183,20 +346,39 @@ export class Session extends SessionCore {
     return rc;
   }
 
+  /**
+   * Channel streams whose opening the server has not answered yet, with their headers: if the
+   * connection is lost before the answer, the stream is resumed (the server got it) or opened
+   * again (it did not), and the answer comes with that.
+   */
+  private readonly unanswered = new Map<string, { kindHeaders: Record<string, string>; answer: (headers: ResponseHeaders) => void }>();
+
+  private awaitAnswer(stream: ClientStream, sid: string, kindHeaders: Record<string, string>, answer: (headers: ResponseHeaders) => void): void {
+    const entry = { kindHeaders, answer };
+    if (this.resumable) this.unanswered.set(sid, entry);
+    stream.once('response', (headers: ResponseHeaders) => this.answered(sid, entry, headers));
+  }
+
+  private answered(sid: string, entry: { answer: (headers: ResponseHeaders) => void }, headers: ResponseHeaders): void {
+    if (this.resumable) {
+      if (this.unanswered.get(sid) !== entry) return; // answered already, on this or another stream
+      this.unanswered.delete(sid);
+    }
+    entry.answer(headers);
+  }
+
   protected exportChannel(ch: ExportableChannel): Record<string, unknown> {
     const sid = this.newStreamId();
-    const stream = this.open(
-      {
-        [Headers.kind]: 'channel',
-        [Headers.exportRef]: sid,
-        [Headers.capacity]: String(ch.capacity),
-        [Headers.credit]: String(ChannelExporter.initialCredits(ch)),
-      },
-      sid,
-    );
+    const kindHeaders = {
+      [Headers.kind]: 'channel',
+      [Headers.exportRef]: sid,
+      [Headers.capacity]: String(ch.capacity),
+      [Headers.credit]: String(ChannelExporter.initialCredits(ch)),
+    };
+    const stream = this.open(kindHeaders, sid);
     const fs = this.framed(stream);
     this.attachExporter(fs, ch, sid);
-    stream.once('response', (headers: ResponseHeaders) => {
+    this.awaitAnswer(stream, sid, kindHeaders, (headers) => {
       if (Number(headers[HTTP2_HEADER_STATUS]) !== 200) fs.destroy(refusal(headers));
     });
     return { o: 'c', id: sid };
@@ -213,8 +395,8 @@ export class Session extends SessionCore {
   protected importChannel(owner: 'c' | 's', id: string): unknown {
     if (owner !== 's') throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, 'the server cannot name a client-owned reference');
     const sid = this.newStreamId();
-    const stream = this.open({ [Headers.kind]: 'channel', [Headers.ref]: id }, sid);
-    return this.remoteOn(stream, sid);
+    const kindHeaders = { [Headers.kind]: 'channel', [Headers.ref]: id };
+    return this.remoteOn(this.open(kindHeaders, sid), sid, kindHeaders);
   }
 
   protected importBytes(owner: 'c' | 's', id: string, mode: BytesMode): unknown {
@@ -267,16 +449,17 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
   }
 }
 
-async function startSession(u: URL, transport: ClientTransport, kind: 'h2' | 'ws', extra: Record<string, string>, options: ConnectOptions): Promise<Session> {
-  const path = u.pathname || '/';
+/** Sends a session stream (new, or resuming `extra`'s session) and waits for its answer. */
+async function sessionRequest(u: URL, transport: ClientTransport, auth: Record<string, string>, extra: Record<string, string>): Promise<{ control: ClientStream; headers: ResponseHeaders }> {
   const control = transport.request({
     [HTTP2_HEADER_METHOD]: 'POST',
-    [HTTP2_HEADER_PATH]: path,
+    [HTTP2_HEADER_PATH]: u.pathname || '/',
     [HTTP2_HEADER_SCHEME]: u.protocol === 'https:' ? 'https' : 'http',
     [HTTP2_HEADER_AUTHORITY]: u.host,
-    ...extra,
+    ...auth,
     [Headers.version]: PROTOCOL_VERSION,
     [Headers.kind]: 'session',
+    ...extra,
   });
   const headers = await new Promise<ResponseHeaders>((resolve, reject) => {
     control.once('response', resolve);
@@ -285,14 +468,21 @@ async function startSession(u: URL, transport: ClientTransport, kind: 'h2' | 'ws
     transport.once('error', (err) => reject(fromNodeError(err)));
   });
   if (Number(headers[HTTP2_HEADER_STATUS]) !== 200) throw refusal(headers);
+  control.removeAllListeners('close');
+  control.removeAllListeners('error');
+  return { control, headers };
+}
+
+async function startSession(u: URL, transport: ClientTransport, kind: 'h2' | 'ws', extra: Record<string, string>, options: ConnectOptions): Promise<Session> {
+  const resume: Record<string, string> = options.reconnect !== false ? { [Headers.resumable]: '1' } : {};
+  const { control, headers } = await sessionRequest(u, transport, extra, resume);
   const id = header(headers, Headers.session);
   if (!id || !/^[0-9a-f]{32}$/.test(id)) throw netchanError(ErrorCodes.PROTOCOL, 'server sent no valid session id');
   const heartbeat = options.heartbeatIntervalMs ?? (Number(header(headers, Headers.heartbeatMs)) || 15_000);
-  const session = new Session(id, transport, kind, path, extra, options);
+  const lease = Number(header(headers, Headers.leaseMs));
+  const session = new Session(id, transport, kind, u, extra, options, Number.isSafeInteger(lease) && lease > 0 ? lease : 0);
   const serverMax = Number(header(headers, Headers.maxFrameBytes));
   if (Number.isSafeInteger(serverMax) && serverMax >= 0) session.peerMaxFrameBytes = serverMax;
-  control.removeAllListeners('close');
-  control.removeAllListeners('error');
   control.on('error', (err) => debug('control stream error: %s', err.message));
   session.attachControl(control, heartbeat, options.idleTimeoutMs ?? heartbeat * 3);
   return session;

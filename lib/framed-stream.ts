@@ -4,7 +4,7 @@
  * coalesced into one write per event-loop turn for all streams of a session.
  */
 import type { Duplex } from 'node:stream';
-import { FrameDecoder, FrameEncoder, FrameType } from './frames.js';
+import { FRAME_HEADER_BYTES, FrameDecoder, FrameEncoder, FrameType } from './frames.js';
 import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from './errors.js';
 
 /** Receives what a {@link FramedStream} reads. */
@@ -53,37 +53,81 @@ export interface ByteCounters {
   bytesOut: number;
 }
 
+/** Sent frames kept until the peer confirms it received them (resumable streams only). */
+interface ReplayEntry {
+  bytes: Buffer;
+  /** Number of frames in `bytes`. */
+  frames: number;
+}
+
 export class FramedStream {
   /** In its Flusher's list for the end of this turn. @internal */
   queued = false;
   private readonly encoder = new FrameEncoder(4096);
-  private readonly decoder: FrameDecoder;
+  private decoder!: FrameDecoder;
   private ended = false;
   private failed = false;
   private closed = false;
   /** Called just before the pending frames are written; lets owners append batched acks. */
   beforeFlush: (() => void) | null = null;
+  /** The byte stream under the frames (replaced when a resumable stream is resumed). */
+  stream!: Duplex;
+  /**
+   * Asked when the stream is cut off with its connection: `true` keeps this FramedStream
+   * (suspended, frames kept) for {@link resume} on a new stream instead of failing it. @internal
+   */
+  canSuspend: (() => boolean) | null = null;
+  /** Cut off and waiting for {@link resume}. */
+  suspended = false;
+  /** Frames received (all types but RCVD) since the stream opened, across resumptions. */
+  framesIn = 0;
+  /** Frames written since the stream opened, across resumptions (resumable streams). */
+  framesOut = 0;
+  private framesInUnconfirmed = 0;
+  private framesPending = 0;
+  private replay: ReplayEntry[] | null = null;
+  private drainWaiters: (() => void)[] = [];
 
   constructor(
-    readonly stream: Duplex,
+    stream: Duplex,
     private readonly flusher: Flusher,
     private sink: FrameSink,
-    maxFrameBytes: number,
+    private readonly maxFrameBytes: number,
     private readonly counters: ByteCounters,
   ) {
+    this.bind(stream);
+  }
+
+  /**
+   * Keeps what it writes until the peer confirms receipt (RCVD frames, docs/PROTOCOL.md §4.5), so
+   * that the stream can be resumed on a new connection without loss or duplication.
+   */
+  enableResume(): void {
+    this.replay ??= [];
+  }
+
+  private bind(stream: Duplex): void {
+    this.stream = stream;
     // once the stream failed (a bad frame, a reset), nothing more of it is handed on, not even the
     // rest of the chunk at hand
     this.decoder = new FrameDecoder(
       (type, payload) => {
-        if (!this.failed) this.sink.onFrame(type, payload);
+        if (this.failed || this.stream !== stream) return;
+        if (this.replay) {
+          if (type === FrameType.RCVD) return this.confirmed(payload);
+          this.framesIn++;
+          if (++this.framesInUnconfirmed === 1) this.flusher.mark(this);
+        }
+        this.sink.onFrame(type, payload);
       },
-      { maxFrameBytes },
+      { maxFrameBytes: this.maxFrameBytes },
     );
     // an HTTP/2 stream forgets its session when destroyed: keep it to tell a lost connection apart
     const session = (stream as Duplex & { session?: H2SessionState }).session;
+    const current = () => this.stream === stream && !this.suspended;
     stream.on('data', (chunk: Buffer) => {
-      if (this.failed) return;
-      counters.bytesIn += chunk.length;
+      if (this.failed || !current()) return;
+      this.counters.bytesIn += chunk.length;
       try {
         this.decoder.push(chunk);
       } catch (err) {
@@ -91,11 +135,11 @@ export class FramedStream {
       }
     });
     stream.on('end', () => {
-      if (this.failed) return;
+      if (this.failed || !current()) return;
       // Node also ends the readable side of an HTTP/2 stream that was reset or cut off with its
       // connection (rstCode set): that is no clean end of the peer's side.
       if ((stream as Duplex & { rstCode?: number }).rstCode) {
-        this.fail(cutOff(session));
+        this.lost(cutOff(session));
         return;
       }
       try {
@@ -106,14 +150,23 @@ export class FramedStream {
       }
       this.sink.onStreamEnd();
     });
-    stream.on('error', (err: unknown) => this.fail(fromNodeError(err)));
+    stream.on('error', (err: unknown) => {
+      // a connection error (ECONNRESET, a GOAWAY) suspends a resumable stream like a silent cut
+      if (current()) this.lost(fromNodeError(err));
+    });
+    stream.on('drain', () => {
+      if (current()) this.drained();
+    });
     stream.on('close', () => {
-      this.closed = true;
+      if (!current()) return;
       if (!this.failed && !stream.readableEnded) {
         // closed without a clean end of the peer's side: a reset or a lost connection
+        const error = cutOff(session);
+        if (this.trySuspend(error)) return;
         this.failed = true;
-        this.sink.onStreamError(cutOff(session));
+        this.sink.onStreamError(error);
       }
+      this.closed = true;
       this.sink.onStreamClose();
     });
   }
@@ -129,7 +182,19 @@ export class FramedStream {
 
   /** True when the stream's own write buffer is above its high-water mark. */
   get congested(): boolean {
-    return this.stream.writableNeedDrain;
+    return !this.suspended && this.stream.writableNeedDrain;
+  }
+
+  /** Calls `fn` once the stream can take more (at once if it can). */
+  onceDrain(fn: () => void): void {
+    if (!this.congested) return fn();
+    this.drainWaiters.push(fn);
+  }
+
+  private drained(): void {
+    const waiters = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const fn of waiters) fn();
   }
 
   /**
@@ -141,6 +206,7 @@ export class FramedStream {
   frame(type: number, payload: Uint8Array): void {
     if (!this.writable) return;
     this.encoder.frame(type, payload);
+    this.framesPending++;
     if (this.urgent && type === FrameType.VALUE) this.flush();
     else this.flusher.mark(this);
   }
@@ -148,6 +214,7 @@ export class FramedStream {
   countFrame(type: number, count: number): void {
     if (!this.writable) return;
     this.encoder.countFrame(type, count);
+    this.framesPending++;
     this.flusher.mark(this);
   }
 
@@ -160,10 +227,104 @@ export class FramedStream {
     if (!this.writable) return;
     this.beforeFlush?.();
     const bytes = this.encoder.take();
+    const frames = this.framesPending;
+    this.framesPending = 0;
+    if (this.replay) {
+      if (bytes) {
+        this.framesOut += frames;
+        this.replay.push({ bytes, frames });
+      }
+      if (this.suspended) return;
+      // the receipt confirmation rides along, outside the replayed frames
+      const rcvd = this.framesInUnconfirmed > 0 ? this.rcvdFrame() : null;
+      const out = bytes && rcvd ? Buffer.concat([bytes, rcvd]) : (bytes ?? rcvd);
+      if (out) {
+        this.counters.bytesOut += out.length;
+        this.stream.write(out);
+      }
+      return;
+    }
     if (bytes) {
       this.counters.bytesOut += bytes.length;
       this.stream.write(bytes);
     }
+  }
+
+  private rcvdFrame(): Buffer {
+    const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + 4);
+    out[0] = FrameType.RCVD;
+    out.writeUInt32BE(4, 1);
+    out.writeUInt32BE(this.framesInUnconfirmed >>> 0, FRAME_HEADER_BYTES);
+    this.framesInUnconfirmed = 0;
+    return out;
+  }
+
+  /** The peer received `n` more of our frames: forget them. */
+  private confirmed(payload: Buffer): void {
+    if (payload.length !== 4) return this.fail(netchanError(ErrorCodes.PROTOCOL, 'RCVD payload must be 4 bytes'));
+    let n = payload.readUInt32BE(0);
+    const replay = this.replay as ReplayEntry[];
+    while (n > 0 && replay.length > 0) {
+      const head = replay[0] as ReplayEntry;
+      if (head.frames <= n) {
+        n -= head.frames;
+        replay.shift();
+      } else {
+        replay[0] = { bytes: skipFrames(head.bytes, n), frames: head.frames - n };
+        n = 0;
+      }
+    }
+    if (n > 0) this.fail(netchanError(ErrorCodes.PROTOCOL, 'RCVD confirms more frames than were sent'));
+  }
+
+  /** Frames sent and not yet confirmed by the peer. */
+  get unconfirmedFrames(): number {
+    let n = 0;
+    for (const e of this.replay ?? []) n += e.frames;
+    return n;
+  }
+
+  /**
+   * Continues on `stream` (a new HTTP/2 or mux stream of the resumed session) after the peer
+   * said it received `peerFramesIn` frames in all: the frames after those are written again, in
+   * order, before anything new.
+   */
+  resume(stream: Duplex, peerFramesIn: number): void {
+    const replay = this.replay;
+    if (!replay || !this.suspended) throw netchanError(ErrorCodes.PROTOCOL, 'stream is not suspended');
+    const unconfirmed = this.unconfirmedFrames;
+    const alreadyConfirmed = this.framesOut - unconfirmed;
+    const skip = peerFramesIn - alreadyConfirmed;
+    if (skip < 0 || skip > unconfirmed) {
+      throw netchanError(ErrorCodes.PROTOCOL, `peer says it received ${peerFramesIn} frames; ${alreadyConfirmed} to ${this.framesOut} possible`);
+    }
+    this.confirmed(u32(skip));
+    this.suspended = false;
+    this.bind(stream);
+    // everything the peer has not got yet, then the confirmation of what we got
+    this.framesInUnconfirmed = 0;
+    const parts = replay.map((e) => e.bytes);
+    if (parts.length > 0) {
+      const out = Buffer.concat(parts);
+      this.counters.bytesOut += out.length;
+      stream.write(out);
+    }
+    if (this.ended) stream.end();
+    else this.touch();
+    this.drained();
+  }
+
+  /**
+   * Treats the current stream as cut off now (the peer resumed on a new connection before this
+   * side noticed the old one die): suspends without telling the sink. @internal
+   */
+  suspendNow(): boolean {
+    if (!this.replay || this.failed || this.closed) return false;
+    if (this.suspended) return true;
+    this.suspended = true;
+    const old = this.stream;
+    old.destroy();
+    return true;
   }
 
   /** Writes what is pending and ends this side of the stream. */
@@ -171,6 +332,7 @@ export class FramedStream {
     if (!this.writable) return;
     this.flush();
     this.ended = true;
+    if (this.suspended) return;
     this.stream.end();
   }
 
@@ -178,6 +340,13 @@ export class FramedStream {
   destroy(error?: NetchanError): void {
     if (this.closed) return;
     this.failed = true;
+    if (this.suspended) {
+      // nothing to reset: the connection under it is gone
+      this.suspended = false;
+      this.closed = true;
+      this.sink.onStreamClose();
+      return;
+    }
     const h2 = this.stream as Duplex & { close?: (code?: number) => void; rstCode?: number };
     if (typeof h2.close !== 'function') this.stream.destroy();
     // Http2Stream.close() ends the writable side first: an END_STREAM ahead of the RST_STREAM,
@@ -187,12 +356,50 @@ export class FramedStream {
     else h2.close(8 /* CANCEL */);
   }
 
+  /**
+   * A suspended stream whose session will not be resumed: fails it as the lost connection would
+   * have. @internal
+   */
+  abandon(error: NetchanError): void {
+    if (!this.suspended) return;
+    this.suspended = false;
+    this.failed = true;
+    this.sink.onStreamError(error);
+    this.closed = true;
+    this.sink.onStreamClose();
+  }
+
+  /** The stream went away without a clean end: suspend if the session can resume, else fail. */
+  private lost(error: NetchanError): void {
+    if (this.trySuspend(error)) return;
+    this.fail(error);
+  }
+
+  private trySuspend(error: NetchanError): boolean {
+    if (!this.replay || this.ended || error.code !== ErrorCodes.CONNECTION_LOST || !this.canSuspend?.()) return false;
+    this.suspended = true;
+    return true;
+  }
+
   private fail(error: NetchanError): void {
     if (this.failed) return;
     this.failed = true;
     this.sink.onStreamError(error);
     this.destroy(error);
   }
+}
+
+/** `bytes` without its first `n` frames. */
+function skipFrames(bytes: Buffer, n: number): Buffer {
+  let pos = 0;
+  for (let i = 0; i < n; i++) pos += FRAME_HEADER_BYTES + bytes.readUInt32BE(pos + 1);
+  return bytes.subarray(pos);
+}
+
+function u32(n: number): Buffer {
+  const b = Buffer.allocUnsafe(4);
+  b.writeUInt32BE(n, 0);
+  return b;
 }
 
 interface H2SessionState {

@@ -21,6 +21,8 @@ export const FrameType = {
   PING: 0x06,
   /** Echo of a PING's 8 bytes. */
   PONG: 0x07,
+  /** u32: frames received since the last RCVD, on streams of resumable sessions (§4.5). */
+  RCVD: 0x08,
 } as const;
 
 export const FRAME_HEADER_BYTES = 5;

@@ -64,6 +64,13 @@ export interface ServerOptions extends SessionOptions {
    * certificate (standalone server), `''` when anonymous.
    */
   authorize?: (request: { principal: string; channel: string }) => boolean;
+  /**
+   * How long a session whose connection was lost is kept for the client to resume it, in ms
+   * (docs/PROTOCOL.md §4.5). Its channel streams keep their state meanwhile; after the lease the
+   * session ends and the values its client had not received go back to their channels.
+   * Default 10000; 0 disables resumption.
+   */
+  sessionLeaseMs?: number;
 }
 
 /** Defaults of the limits in {@link ServerOptions}. */
@@ -121,29 +128,51 @@ export class ServerSession extends SessionCore {
   private readonly refused = new Map<string, string>();
   private control: FramedStream | null = null;
   private idleTimer: NodeJS.Timeout | null = null;
+  private leaseTimer: NodeJS.Timeout | null = null;
   private lastFrameAt = Date.now();
 
   constructor(
     readonly server: NetchanServer,
     readonly principal: string,
     options: ServerOptions,
+    /** The lease agreed with the client (0: not resumable). */
+    readonly leaseMs = 0,
   ) {
     super(newSessionId(), server.statsRef, options);
+    this.resumable = leaseMs > 0;
+  }
+
+  /** True while the session waits for its client to resume it. */
+  get detached(): boolean {
+    return this.leaseTimer !== null;
   }
 
   /** Binds the control stream: heartbeats arrive here; its end is the session's end. */
   attachControl(stream: ServerStream, idleTimeoutMs: number): void {
     const fs = this.framed(stream);
     this.control = fs;
+    this.lastFrameAt = Date.now();
+    if (this.leaseTimer) clearTimeout(this.leaseTimer);
+    this.leaseTimer = null;
+    if (this.idleTimer) clearInterval(this.idleTimer);
     this.track(fs.stream);
+    const current = () => this.control === fs;
     fs.setSink({
       onFrame: (type, payload) => {
         this.lastFrameAt = Date.now();
         if (type === FrameType.PING) fs.frame(FrameType.PONG, payload);
       },
-      onStreamEnd: () => this.end(netchanError(ErrorCodes.SESSION_CLOSED, 'client closed the session'), true),
-      onStreamError: (err) => this.end(err),
-      onStreamClose: () => this.end(netchanError(ErrorCodes.SESSION_CLOSED, 'control stream closed')),
+      onStreamEnd: () => {
+        if (current()) this.end(netchanError(ErrorCodes.SESSION_CLOSED, 'client closed the session'), true);
+      },
+      onStreamError: (err) => {
+        if (!current()) return;
+        if (this.resumable && err.code === ErrorCodes.CONNECTION_LOST) this.detach();
+        else this.end(err);
+      },
+      onStreamClose: () => {
+        if (current() && !this.detached) this.end(netchanError(ErrorCodes.SESSION_CLOSED, 'control stream closed'));
+      },
     });
     this.idleTimer = setInterval(() => {
       if (Date.now() - this.lastFrameAt > idleTimeoutMs) {
@@ -153,11 +182,65 @@ export class ServerSession extends SessionCore {
     this.idleTimer.unref();
   }
 
+  /**
+   * The connection is gone: keep the session for its lease. Channel streams cut off with it are
+   * suspended (they keep their state and unconfirmed frames); byte streams are lost.
+   */
+  private detach(): void {
+    if (this.ended || this.leaseTimer) return;
+    debug('session %s detached; lease %d ms', this.id, this.leaseMs);
+    if (this.idleTimer) clearInterval(this.idleTimer);
+    this.idleTimer = null;
+    this.control = null;
+    this.leaseTimer = setTimeout(() => {
+      this.leaseTimer = null;
+      this.end(netchanError(ErrorCodes.CONNECTION_LOST, `session not resumed within its lease of ${this.leaseMs} ms`));
+    }, this.leaseMs);
+    this.leaseTimer.unref();
+  }
+
+  /** The client resumes this session on a new connection (a session stream naming it). */
+  resumeControl(stream: ServerStream, idleTimeoutMs: number, responseHeaders: Record<string, string | number>): void {
+    const old = this.control;
+    if (old) {
+      // the client saw the old connection die before we did
+      this.control = null;
+      old.destroy();
+    }
+    stream.respond(responseHeaders);
+    this.attachControl(stream, idleTimeoutMs);
+    debug('session %s resumed', this.id);
+  }
+
+  /** A channel stream of this session continues on a new connection (netchan-kind: resume). */
+  private handleResume(stream: ServerStream, headers: StreamHeaders, sid: string): void {
+    const peerIn = Number(header(headers, Headers.framesReceived));
+    const fs = this.framedBySid.get(sid);
+    if (!Number.isSafeInteger(peerIn) || peerIn < 0) return refuse(stream, 400, ErrorCodes.PROTOCOL, 'bad netchan-frames-received');
+    if (!fs || !fs.suspendNow()) return refuse(stream, 404, ErrorCodes.UNKNOWN_REFERENCE, `no channel stream ${sid} to resume in this session`);
+    // for a channel this side owns, the answer to the opening too (the first may have been lost)
+    const ex = this.exporters.get(sid);
+    stream.respond({
+      [HTTP2_HEADER_STATUS]: 200,
+      [Headers.framesReceived]: String(fs.framesIn),
+      ...(ex ? { [Headers.capacity]: String(ex.channel.capacity), [Headers.credit]: String(ChannelExporter.initialCredits(ex.channel)) } : {}),
+    });
+    this.track(stream);
+    try {
+      fs.resume(stream, peerIn);
+    } catch (err) {
+      fs.abandon(err as NetchanError);
+      stream.close(http2.constants.NGHTTP2_PROTOCOL_ERROR);
+    }
+  }
+
   /** Ends the session: every stream of it goes. */
   end(error: NetchanError, graceful = false): void {
     if (this.ended) return;
     debug('session %s ends: %s', this.id, error.message);
     if (this.idleTimer) clearInterval(this.idleTimer);
+    if (this.leaseTimer) clearTimeout(this.leaseTimer);
+    this.leaseTimer = null;
     for (const p of this.pendingExports.values()) clearTimeout(p.timer);
     this.counters.pendingReferences -= this.pendingExports.size;
     this.pendingExports.clear();
@@ -175,6 +258,7 @@ export class ServerSession extends SessionCore {
     const sid = header(headers, Headers.stream);
     if (!sid || sid.length > 64) return refuse(stream, 400, ErrorCodes.PROTOCOL, 'missing or bad netchan-stream header');
     if (kind === 'channel') return this.handleChannel(stream, headers, sid);
+    if (kind === 'resume') return this.handleResume(stream, headers, sid);
     if (kind === 'bytes') return this.handleBytes(stream, headers, sid);
     refuse(stream, 400, ErrorCodes.PROTOCOL, `unknown netchan-kind ${String(kind)}`);
   }
@@ -374,6 +458,7 @@ export class NetchanServer {
   private readonly sessionsByPrincipal = new Map<string, number>();
   private readonly heartbeatIntervalMs: number;
   private readonly idleTimeoutMs: number;
+  private readonly sessionLeaseMs: number;
   private readonly h2Sessions = new Set<http2.ServerHttp2Session>();
   private readonly muxes = new Set<WsMux>();
   private readonly sockets = new Set<net.Socket>();
@@ -385,6 +470,7 @@ export class NetchanServer {
     this.heartbeatIntervalMs = options.heartbeatIntervalMs ?? 15_000;
     this.idleTimeoutMs = options.idleTimeoutMs ?? 45_000;
     this.pendingReferenceTimeoutMs = options.pendingReferenceTimeoutMs ?? 60_000;
+    this.sessionLeaseMs = options.sessionLeaseMs ?? 10_000;
     this.limits = {
       maxChannelsPerSession: options.maxChannelsPerSession ?? DEFAULT_LIMITS.maxChannelsPerSession,
       maxByteStreamsPerSession: options.maxByteStreamsPerSession ?? DEFAULT_LIMITS.maxByteStreamsPerSession,
@@ -442,20 +528,24 @@ export class NetchanServer {
     const version = header(headers, Headers.version);
     if (version !== PROTOCOL_VERSION) return refuse(stream, 400, ErrorCodes.PROTOCOL, `unsupported netchan-version ${String(version)}`);
     const kind = header(headers, Headers.kind);
+    if (kind === 'session' && header(headers, Headers.session) !== undefined) {
+      // resuming a session on a new connection
+      const session = this.sessions.get(header(headers, Headers.session) as string);
+      if (!session || session.leaseMs === 0) return refuse(stream, 404, ErrorCodes.UNKNOWN_SESSION, 'no such session to resume');
+      if (session.principal !== principal) return refuse(stream, 403, ErrorCodes.UNAUTHORIZED, 'stream presents another principal than its session');
+      session.resumeControl(stream, this.idleTimeoutMs, this.sessionHeaders(session));
+      return;
+    }
     if (kind === 'session') {
       const held = this.sessionsByPrincipal.get(principal) ?? 0;
       if (principal !== '' && held >= this.limits.maxSessionsPerPrincipal) {
         return refuse(stream, 429, ErrorCodes.LIMIT, `principal has ${held} sessions open, the limit`);
       }
-      const session = new ServerSession(this, principal, this.options);
+      const lease = header(headers, Headers.resumable) === '1' ? this.sessionLeaseMs : 0;
+      const session = new ServerSession(this, principal, this.options, lease);
       this.sessions.set(session.id, session);
       this.sessionsByPrincipal.set(principal, held + 1);
-      stream.respond({
-        [HTTP2_HEADER_STATUS]: 200,
-        [Headers.session]: session.id,
-        [Headers.heartbeatMs]: String(this.heartbeatIntervalMs),
-        [Headers.maxFrameBytes]: String(this.options.maxFrameBytes ?? 1024 * 1024),
-      });
+      stream.respond(this.sessionHeaders(session));
       session.attachControl(stream, this.idleTimeoutMs);
       return;
     }
@@ -501,6 +591,16 @@ export class NetchanServer {
         this.handleStream(stream, headers, info);
       });
     });
+  }
+
+  private sessionHeaders(session: ServerSession): Record<string, string | number> {
+    return {
+      [HTTP2_HEADER_STATUS]: 200,
+      [Headers.session]: session.id,
+      [Headers.heartbeatMs]: String(this.heartbeatIntervalMs),
+      [Headers.maxFrameBytes]: String(this.options.maxFrameBytes ?? 1024 * 1024),
+      ...(session.leaseMs > 0 ? { [Headers.leaseMs]: String(session.leaseMs) } : {}),
+    };
   }
 
   /** @internal */

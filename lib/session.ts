@@ -4,6 +4,7 @@
  * inside values (docs/PROTOCOL.md §4–§6). Knows streams and frames, not Express.
  */
 import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import http2 from 'node:http2';
 import { Duplex, Readable, Stream, Writable, pipeline } from 'node:stream';
 import { debuglog } from 'node:util';
@@ -37,6 +38,9 @@ export const Headers = {
   message: 'netchan-message',
   maxFrameBytes: 'netchan-max-frame-bytes',
   heartbeatMs: 'netchan-heartbeat-ms',
+  resumable: 'netchan-resumable',
+  leaseMs: 'netchan-lease-ms',
+  framesReceived: 'netchan-frames-received',
 } as const;
 
 export const PROTOCOL_VERSION = '1';
@@ -94,7 +98,7 @@ interface PendingWait {
  * The transport-independent half of a session. Subclasses open or accept streams; this class
  * turns streams into channel endpoints and values into references and back.
  */
-export abstract class SessionCore implements StreamContext, ReferenceHooks {
+export abstract class SessionCore extends EventEmitter implements StreamContext, ReferenceHooks {
   readonly flusher = new Flusher();
   protected readonly codec: Codec;
   protected readonly maxFrameBytes: number;
@@ -110,6 +114,13 @@ export abstract class SessionCore implements StreamContext, ReferenceHooks {
   /** Byte streams of this session open now. */
   protected openByteStreams = 0;
   /**
+   * Whether channel streams survive a lost connection (both sides agreed, docs/PROTOCOL.md §4.5):
+   * they keep what they send until the peer confirms it, and are resumed on the next connection.
+   */
+  protected resumable = false;
+  /** Channel streams by stream id, for resumption. */
+  protected readonly framedBySid = new Map<string, FramedStream>();
+  /**
    * The largest frame payload the peer accepts, when it said so (a server's
    * `netchan-max-frame-bytes`): a larger value is refused here rather than sent to be reset. @internal
    */
@@ -120,6 +131,7 @@ export abstract class SessionCore implements StreamContext, ReferenceHooks {
     readonly counters: Stats,
     options: SessionOptions,
   ) {
+    super();
     this.maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
     this.referenceTimeoutMs = options.referenceTimeoutMs ?? 10_000;
     this.codec = new Codec({ maxValueBytes: this.maxFrameBytes, maxDepth: options.maxDepth ?? 64 });
@@ -202,9 +214,23 @@ export abstract class SessionCore implements StreamContext, ReferenceHooks {
     return new FramedStream(stream, this.flusher, placeholder, this.maxFrameBytes, this.counters);
   }
 
+  /** Makes a channel stream resumable when the session is. */
+  private resumeOn(fs: FramedStream, streamId: string): void {
+    if (!this.resumable) return;
+    fs.enableResume();
+    fs.canSuspend = () => !this.ended;
+    this.framedBySid.set(streamId, fs);
+  }
+
+  protected forgetFramed(streamId: string, fs: FramedStream): void {
+    if (this.framedBySid.get(streamId) === fs) this.framedBySid.delete(streamId);
+  }
+
   protected attachExporter(fs: FramedStream, channel: ExportableChannel, streamId: string): ChannelExporter {
+    this.resumeOn(fs, streamId);
     const ex = new ChannelExporter(fs, this, channel, streamId, (e) => {
       if (this.exporters.get(e.streamId) === e) this.exporters.delete(e.streamId);
+      this.forgetFramed(streamId, fs);
     });
     fs.setSink(ex);
     this.exporters.set(streamId, ex);
@@ -212,7 +238,11 @@ export abstract class SessionCore implements StreamContext, ReferenceHooks {
   }
 
   protected attachRemote<T>(fs: FramedStream, streamId: string): RemoteChannel<T> {
-    const rc = new RemoteChannel<T>(fs, this, streamId, this, (r) => this.remotes.delete(r as RemoteChannel<unknown>));
+    this.resumeOn(fs, streamId);
+    const rc = new RemoteChannel<T>(fs, this, streamId, this, (r) => {
+      this.remotes.delete(r as RemoteChannel<unknown>);
+      this.forgetFramed(streamId, fs);
+    });
     fs.setSink(rc);
     this.remotes.add(rc as RemoteChannel<unknown>);
     return rc;
@@ -266,6 +296,8 @@ export abstract class SessionCore implements StreamContext, ReferenceHooks {
       }
     }
     this.waits.clear();
+    // streams cut off with a connection, waiting for a resumption that will not come
+    for (const fs of [...this.framedBySid.values()]) fs.abandon(error);
     if (graceful) {
       for (const rc of this.remotes) rc.leave(error.code, error.message);
       for (const ex of this.exporters.values()) ex.finish();

@@ -89,7 +89,7 @@ describe('listen/dial', function () {
 
   it('clients killed with SIGKILL mid-run lose no value beyond those in their programs\' hands', async () => {
     const devCertDir = await tempCertDir();
-    const server = await listen<number>('127.0.0.1:0', { devCertDir, capacity: 32 });
+    const server = await listen<number>('127.0.0.1:0', { devCertDir, capacity: 32, sessionLeaseMs: 1000 });
     onTeardown(() => server.close());
     const held: Set<number>[] = [];
     const children: ChildProcess[] = [];

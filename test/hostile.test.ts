@@ -641,12 +641,12 @@ describe('hostile peers', function () {
     });
   });
 
-  describe('a dropped connection', () => {
+  describe('a dropped connection (a session without resumption: reconnect: false)', () => {
     /** A victim session holding 7 prefetched values of `work` after its program received value 0. */
     async function victimWithPrefetch(s: Started) {
       const work = prefilled(s, 'work', range(0, 8));
       const quiet = s.server.channel<number>('quiet', 0);
-      const victim = await s.client();
+      const victim = await s.client({ reconnect: false });
       const h = victim.channel<number>('work');
       const pending = victim.channel<number>('quiet').receive();
       pending.catch(() => undefined);
