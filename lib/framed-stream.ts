@@ -236,11 +236,14 @@ export class FramedStream {
       }
       if (this.suspended) return;
       // the receipt confirmation rides along, outside the replayed frames
-      const rcvd = this.framesInUnconfirmed > 0 ? this.rcvdFrame() : null;
-      const out = bytes && rcvd ? Buffer.concat([bytes, rcvd]) : (bytes ?? rcvd);
-      if (out) {
-        this.counters.bytesOut += out.length;
-        this.stream.write(out);
+      if (bytes) {
+        this.counters.bytesOut += bytes.length;
+        this.stream.write(bytes);
+      }
+      if (this.framesInUnconfirmed > 0) {
+        const rcvd = this.rcvdFrame();
+        this.counters.bytesOut += rcvd.length;
+        this.stream.write(rcvd);
       }
       return;
     }
