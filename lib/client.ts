@@ -5,11 +5,13 @@
  */
 import http2 from 'node:http2';
 import { randomBytes } from 'node:crypto';
+import type { Duplex } from 'node:stream';
 import type { ChannelLike } from './channel.js';
 import { ChannelExporter, type ExportableChannel, type RemoteChannel } from './channel-stream.js';
 import { ErrorCodes, NetchanError, fromNodeError, netchanError } from './errors.js';
 import { FrameType } from './frames.js';
 import type { FramedStream } from './framed-stream.js';
+import { TARGET_HEADER, dialTcp, forward, type DialTcpOptions, type ForwardOptions, type Forwarder, type TcpOpener } from './gateway.js';
 import { Headers, PROTOCOL_VERSION, SessionCore, debug, joinBytes, type BytesMode, type SessionOptions } from './session.js';
 import { emptyStats, type Stats } from './stream-context.js';
 import type { ClientTlsOptions } from './tls.js';
@@ -270,6 +272,36 @@ export class Session extends SessionCore {
   /** Counters: streams, channels, byte streams, values and bytes in/out. */
   stats(): Stats {
     return { ...this.counters };
+  }
+
+  /**
+   * Opens one TCP connection to `target` (`host:port`, resolved by the server) through the
+   * server's gateway (docs/gateway.md). Resolves once the server is connected, to a Duplex whose
+   * bytes are the connection's: `end()` half-closes, a reset arrives as an error. Rejects with
+   * ERR_FORBIDDEN_TARGET, ERR_TARGET_REFUSED, ERR_TARGET_UNREACHABLE, ERR_TARGET_TIMEOUT or ERR_LIMIT.
+   */
+  dialTcp(target: string, options?: DialTcpOptions): Promise<Duplex> {
+    return dialTcp(this.tcpOpener(), target, options);
+  }
+
+  /**
+   * Listens on `local` (default `127.0.0.1:0`) and forwards every connection to `target` through
+   * the server's gateway, like `ssh -L`. Resolves once listening, to a {@link Forwarder} (its
+   * `address`, `close()`, and `'connectionError'` events for refused connections).
+   */
+  forward(options: ForwardOptions): Promise<Forwarder> {
+    return forward(this.tcpOpener(), options);
+  }
+
+  private tcpOpener(): TcpOpener {
+    return {
+      counters: this.counters,
+      session: this,
+      open: (target) => {
+        if (this.ended) throw netchanError(ErrorCodes.SESSION_CLOSED, 'session is closed');
+        return this.open({ [Headers.kind]: 'tcp', [TARGET_HEADER]: target }, this.newStreamId());
+      },
+    };
   }
 
   /** True once the session ended (closed, or the connection was lost). */

@@ -55,6 +55,14 @@ export const ErrorCodes = {
   TIMEOUT: 'ERR_TIMEOUT',
   /** A limit of the server was reached (channels or byte streams per session, sessions per principal). */
   LIMIT: 'ERR_LIMIT',
+  /** The TCP gateway's policy does not allow this target (or the address its name resolves to). */
+  FORBIDDEN_TARGET: 'ERR_FORBIDDEN_TARGET',
+  /** The TCP gateway reached the target, which refused the connection. */
+  TARGET_REFUSED: 'ERR_TARGET_REFUSED',
+  /** The TCP gateway could not reach the target: the name does not resolve, no route, host down. */
+  TARGET_UNREACHABLE: 'ERR_TARGET_UNREACHABLE',
+  /** The TCP gateway's connection attempt to the target timed out. */
+  TARGET_TIMEOUT: 'ERR_TARGET_TIMEOUT',
 } as const;
 
 /** A stable netchan error code string. */

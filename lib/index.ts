@@ -12,6 +12,8 @@ export { connect, Session } from './client.js';
 export type { ConnectOptions, RemoteChannelHandle } from './client.js';
 export type { TransportChoice } from './transport.js';
 export { RemoteChannel } from './channel-stream.js';
+export { Forwarder, GATEWAY_AUDIT_CHANNEL, GATEWAY_DEFAULTS, specialAddressKind } from './gateway.js';
+export type { DialTcpOptions, ForwardOptions, Gateway, GatewayAuditEvent, GatewayOptions, GatewayPrincipalRule, GatewayRule, GatewayTargetRequest, GatewayTargetRule } from './gateway.js';
 export type { Stats } from './stream-context.js';
 export { listen, dial, devCertificateDir, CLUSTER_CHANNELS } from './cluster.js';
 export type { Listener, ListenOptions, Dialer, DialOptions } from './cluster.js';

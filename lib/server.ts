@@ -14,6 +14,7 @@ import { ChannelExporter, type ExportableChannel } from './channel-stream.js';
 import { ErrorCodes, netchanError, type NetchanError } from './errors.js';
 import { FrameType } from './frames.js';
 import type { FramedStream } from './framed-stream.js';
+import { Gateway, TARGET_HEADER, type GatewayOptions } from './gateway.js';
 import { Headers, PROTOCOL_VERSION, SessionCore, debug, joinBytes, newSessionId, type BytesMode, type SessionOptions } from './session.js';
 import { emptyStats, type Stats } from './stream-context.js';
 import type { ServerStream } from './transport.js';
@@ -64,6 +65,14 @@ export interface ServerOptions extends SessionOptions {
    * certificate (standalone server), `''` when anonymous.
    */
   authorize?: (request: { principal: string; channel: string }) => boolean;
+  /**
+   * Authenticates every stream (and WebSocket upgrade) of the standalone server (`listen`), e.g.
+   * by a bearer token: returns the principal, or `false`/`undefined` to refuse with
+   * `401 ERR_UNAUTHORIZED`. Gets the request headers and the mTLS principal (`cert:<CN>`, or
+   * `''`). Default: the mTLS principal, anonymous without one. Under Express the app's own
+   * middleware authenticates instead.
+   */
+  authenticate?: (request: { headers: StreamHeaders; principal: string }) => string | false | undefined;
   /**
    * How long a session whose connection was lost is kept for the client to resume it, in ms
    * (docs/PROTOCOL.md §4.5). Its channel streams keep their state meanwhile; after the lease the
@@ -260,6 +269,7 @@ export class ServerSession extends SessionCore {
     if (kind === 'channel') return this.handleChannel(stream, headers, sid);
     if (kind === 'resume') return this.handleResume(stream, headers, sid);
     if (kind === 'bytes') return this.handleBytes(stream, headers, sid);
+    if (kind === 'tcp') return this.handleTcp(stream, headers);
     refuse(stream, 400, ErrorCodes.PROTOCOL, `unknown netchan-kind ${String(kind)}`);
   }
 
@@ -340,6 +350,14 @@ export class ServerSession extends SessionCore {
     this.track(stream);
     this.trackBytes(stream);
     joinBytes(p.obj, stream, p.mode as BytesMode);
+  }
+
+  /** A TCP connection through the gateway (docs/PROTOCOL.md §8, lib/gateway.ts). */
+  private handleTcp(stream: ServerStream, headers: StreamHeaders): void {
+    const gateway = this.server.tcpGateway;
+    if (!gateway) return refuse(stream, 403, ErrorCodes.FORBIDDEN_TARGET, 'this server is not a TCP gateway');
+    this.track(stream);
+    gateway.handle(stream, headers, { sessionId: this.id, principal: this.principal });
   }
 
   /**
@@ -464,6 +482,7 @@ export class NetchanServer {
   private readonly sockets = new Set<net.Socket>();
   private readonly h2Sockets = new WeakSet<net.Socket>();
   private wss: WebSocketServer | null = null;
+  private gatewayHandler: Gateway | null = null;
 
   constructor(private readonly options: ServerOptions = {}) {
     this.path = options.path ?? '/';
@@ -511,6 +530,44 @@ export class NetchanServer {
       debug('authorize threw: %s', (err as Error).message);
       return false;
     }
+  }
+
+  /**
+   * Makes this server a TCP gateway (docs/gateway.md): its clients may then open TCP connections
+   * (`session.dialTcp`, `session.forward`) to the targets `options.allow` permits, and to nothing
+   * else. Calling it again replaces the policy (connections already open stay).
+   */
+  gateway(options: GatewayOptions): Gateway {
+    this.gatewayHandler = new Gateway(options, this.statsRef);
+    return this.gatewayHandler;
+  }
+
+  /** @internal the gateway, once {@link gateway} enabled it */
+  get tcpGateway(): Gateway | null {
+    return this.gatewayHandler;
+  }
+
+  /**
+   * @internal the principal of a standalone server's stream or upgrade: what `authenticate` says
+   * (undefined: refused, and audited when the server is a gateway), else the mTLS principal.
+   */
+  authenticated(headers: StreamHeaders, socket: unknown): string | undefined {
+    const principal = principalFromSocket(socket);
+    const authenticate = this.options.authenticate;
+    if (!authenticate) return principal;
+    let result: string | false | undefined;
+    try {
+      result = authenticate({ headers, principal });
+    } catch (err) {
+      debug('authenticate threw: %s', (err as Error).message);
+    }
+    if (typeof result === 'string') return result;
+    this.gatewayHandler?.auditUnauthorized({
+      remoteAddress: (socket as { remoteAddress?: string } | undefined)?.remoteAddress,
+      target: header(headers, TARGET_HEADER),
+      message: 'not authenticated',
+    });
+    return undefined;
   }
 
   /** Counters: sessions, streams, channels, byte streams, values and bytes in/out. */
@@ -633,7 +690,8 @@ export class NetchanServer {
     h2.on('stream', (stream, headers) => {
       stream.on('error', (err) => debug('stream error: %s', err.message));
       if (!this.isOurPath(header(headers, HTTP2_HEADER_PATH))) return refuse(stream, 404, ErrorCodes.NOT_FOUND, 'not a netchan endpoint');
-      const principal = principalFromSocket(stream.session?.socket);
+      const principal = this.authenticated(headers, stream.session?.socket);
+      if (principal === undefined) return refuse(stream, 401, ErrorCodes.UNAUTHORIZED, 'not authenticated');
       this.handleStream(stream, headers, { principal });
     });
     // HTTP/1.1 connections: only the WebSocket upgrade is served
@@ -651,7 +709,12 @@ export class NetchanServer {
         socket.end(`HTTP/1.1 404 Not Found\r\nconnection: close\r\n${Headers.error}: ${ErrorCodes.NOT_FOUND}\r\n\r\n`);
         return;
       }
-      this.handleUpgrade(req, socket, head, { principal: principalFromSocket(socket) });
+      const principal = this.authenticated(req.headers, socket);
+      if (principal === undefined) {
+        socket.end(`HTTP/1.1 401 Unauthorized\r\nconnection: close\r\n${Headers.error}: ${ErrorCodes.UNAUTHORIZED}\r\n${Headers.message}: not authenticated\r\n\r\n`);
+        return;
+      }
+      this.handleUpgrade(req, socket, head, { principal });
     });
     const route = (socket: net.Socket, isH2: boolean): void => {
       this.sockets.add(socket);
@@ -704,6 +767,7 @@ export class NetchanServer {
 
   /** Ends every session and stops listening. */
   async close(): Promise<void> {
+    this.gatewayHandler?.close();
     for (const session of [...this.sessions.values()]) session.end(netchanError(ErrorCodes.SESSION_CLOSED, 'server closing'));
     for (const mux of this.muxes) mux.close();
     const listener = this.listener;

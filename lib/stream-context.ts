@@ -24,10 +24,16 @@ export interface Stats {
   bytesOut: number;
   /** References exported and not yet picked up by the peer. */
   pendingReferences: number;
+  /** TCP connections through the gateway open now (server: to targets; client: dialTcp and forward). */
+  tcpConnections: number;
+  /** Bytes read from TCP sockets of closed gateway connections (server: from targets; client: from forward's local sockets). */
+  tcpBytesIn: number;
+  /** Bytes written to TCP sockets of closed gateway connections (server: to targets; client: to forward's local sockets). */
+  tcpBytesOut: number;
 }
 
 export function emptyStats(): Stats {
-  return { sessions: 0, streams: 0, channels: 0, byteStreams: 0, valuesIn: 0, valuesOut: 0, bytesIn: 0, bytesOut: 0, pendingReferences: 0 };
+  return { sessions: 0, streams: 0, channels: 0, byteStreams: 0, valuesIn: 0, valuesOut: 0, bytesIn: 0, bytesOut: 0, pendingReferences: 0, tcpConnections: 0, tcpBytesIn: 0, tcpBytesOut: 0 };
 }
 
 /**
