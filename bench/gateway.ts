@@ -278,12 +278,15 @@ async function main(): Promise<void> {
       ['netchan forward -> gateway (WebSocket fallback, TLS 1.3)', forwardWs],
     ];
     const results: { name: string; bulk: number; rtt: number }[] = [];
+    // BENCH_ROWS: a pattern picking rows (the plain relays stay: the ratios are to them)
+    const only = process.env.BENCH_ROWS ? new RegExp(process.env.BENCH_ROWS) : undefined;
     for (const [name, port] of rows) {
+      if (only && !only.test(name) && port !== relay1) continue;
       const r = await measure(port);
       results.push({ name, ...r });
       console.log(`  measured ${name}: ${(r.bulk / 1e9).toFixed(3)} GB/s, ${r.rtt.toFixed(1)} µs`);
     }
-    const relays = results[1]!;
+    const relays = results.find((r) => r.name.startsWith('two plain'))!;
     console.log('\n| path | bulk GB/s | × two relays | round trip µs | × two relays |');
     console.log('|---|---:|---:|---:|---:|');
     for (const r of results) {

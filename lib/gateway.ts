@@ -792,7 +792,8 @@ export async function dialTcp(opener: TcpOpener, target: string, options: DialTc
 }
 
 /**
- * A local listener whose connections are forwarded through the gateway to one target. Events:
+ * A local listener whose connections are forwarded through the gateway to one target; it closes
+ * when its session ends. Events:
  * `'connection'` (local socket) once a connection is through, `'connectionError'` (NetchanError,
  * local socket) when the gateway refused or failed one (the local socket is then reset).
  */
@@ -884,8 +885,15 @@ export async function forward(opener: TcpOpener, options: ForwardOptions): Promi
       },
     );
   });
+  // a forwarder lives as long as its session
+  const onSessionEnd = (): void => void forwarder.close();
+  opener.session.once('close', onSessionEnd);
+  server.once('close', () => opener.session.off('close', onSessionEnd));
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (err) => reject(fromNodeError(err, ErrorCodes.INVALID_ARGUMENT)));
+    server.once('error', (err) => {
+      opener.session.off('close', onSessionEnd);
+      reject(fromNodeError(err, ErrorCodes.INVALID_ARGUMENT));
+    });
     server.listen(local.port, local.host, () => {
       server.removeAllListeners('error');
       server.on('error', (err) => debug('forward: listener error: %s', err.message));

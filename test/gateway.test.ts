@@ -421,8 +421,18 @@ for (const transport of ['h2', 'ws'] as const) describe(`TCP gateway over ${tran
     for (let i = 0; i < 3; i++) conns.push(await session.dialTcp(target));
     for (const c of conns) c.on('error', () => undefined);
     await until(() => server.stats().tcpConnections === 3);
+    const fw = await session.forward({ target });
+    const listening = fw.address.port;
     await session.close();
     await until(() => server.stats().tcpConnections === 0, 5000, 'server tunnels to close');
+    // the forwarder went with its session
+    await until(() => fw.connections === 0);
+    const refused = await new Promise<string>((resolve) => {
+      const s = net.connect(listening, '127.0.0.1');
+      s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
+      s.once('connect', () => resolve('connected'));
+    });
+    expect(refused).to.equal('ECONNREFUSED');
     await untilNoConnections(tcp);
     expect(session.stats().tcpConnections).to.equal(0);
   });
