@@ -283,6 +283,34 @@ describe('netchan command line', function () {
     expect(again.stdout.at(-1)).to.match(/SHA-256 fingerprint: ([0-9A-F]{2}:){31}[0-9A-F]{2}/);
   });
 
+  it('mTLS: --request-cert gives the principal cert:<CN>, which --allow PRINCIPAL= rules name', async () => {
+    const echo = net.createServer((s) => {
+      s.on('error', () => undefined);
+      s.pipe(s);
+    });
+    await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+    onTeardown(() => new Promise<void>((r) => echo.close(() => r())));
+    const target = `127.0.0.1:${(echo.address() as AddressInfo).port}`;
+    const { ca, cert, key } = await certFiles();
+    const dir = path.dirname(ca);
+    const gw = startCli(['gateway', '--listen', '127.0.0.1:0', '--cert', cert, '--key', key, '--ca', ca, '--request-cert', '--allow', `cert:test-client=${target}`]);
+    const url = `https://localhost:${(await gw.line(/listening on https:\/\/127\.0\.0\.1:(\d+)\//))[1]}/`;
+    const fw = startCli(['forward', '--via', url, '--ca', ca, '--cert', path.join(dir, 'client.pem'), '--key', path.join(dir, 'client-key.pem'), '--target', target]);
+    const port = Number((await fw.line(/forwarding 127\.0\.0\.1:(\d+) -> /))[1]);
+    const local = net.connect(port, '127.0.0.1');
+    onTeardown(() => void local.destroy());
+    local.end('mutual');
+    let echoed = '';
+    for await (const c of local) echoed += String(c);
+    expect(echoed).to.equal('mutual');
+    await waitFor(() => auditLines(gw).length === 1, 'an audit line');
+    expect(auditLines(gw)[0]).to.include({ outcome: 'closed', principal: 'cert:test-client', target });
+    // without a client certificate the TLS handshake itself fails
+    const anonymous = await runCli(['forward', '--via', url, '--ca', ca, '--target', target]);
+    expect(anonymous.code).to.equal(3);
+    expect(anonymous.stderr[0]).to.match(/^netchan forward: ERR_TLS: /);
+  });
+
   it('SIGINT closes a gateway with a live tunnel cleanly (exit 0)', async () => {
     const echo = net.createServer((s) => {
       s.on('error', () => undefined);

@@ -1,12 +1,16 @@
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
+import http2 from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { expect } from 'chai';
-import { GATEWAY_AUDIT_CHANNEL, specialAddressKind, type GatewayAuditEvent } from '../lib/index.js';
+import express from 'express';
+import { GATEWAY_AUDIT_CHANNEL, connect, createServer, specialAddressKind, type GatewayAuditEvent } from '../lib/index.js';
+import { attach, netchan } from '../middleware/express.js';
 import { decodeMuxFrame, encodeHeaders, encodeMuxFrame } from '../lib/ws-mux.js';
 import { rejection } from './helpers/assert.js';
+import { testCertificates } from './helpers/certs.js';
 import { onTeardown, startServer, teardown, until, useTransport } from './helpers/net.js';
 
 /** Audit events published while a test runs. */
@@ -467,6 +471,47 @@ for (const transport of ['h2', 'ws'] as const) describe(`TCP gateway over ${tran
     await until(() => audits.length === 300);
     expect(audits.every((a) => a.outcome === 'closed')).to.equal(true);
   });
+});
+
+describe('TCP gateway mounted on Express', function () {
+  this.timeout(30_000);
+  afterEach(teardown);
+
+  for (const transport of ['h2', 'ws'] as const) {
+    it(`the app's auth names the principal the gateway policy sees (${transport})`, async () => {
+      const { target } = await countThenAnswerServer();
+      const certs = await testCertificates();
+      const server = createServer({});
+      server.gateway({ allow: [{ principal: 'alice', allow: target }] });
+      const app = express();
+      app.use('/netchan', (req, res, next) => {
+        const user = { 'Bearer a': 'alice', 'Bearer b': 'bob' }[req.get('authorization') ?? ''];
+        if (!user) return void res.status(401).send('who are you?');
+        res.locals.principal = user;
+        next();
+      }, netchan(server));
+      const web = http2.createSecureServer({ key: certs.key, cert: certs.cert, allowHTTP1: true, minVersion: 'TLSv1.3' }, app as never);
+      attach(web, app);
+      await new Promise<void>((r) => web.listen(0, '127.0.0.1', r));
+      onTeardown(async () => {
+        await server.close();
+        await new Promise<void>((r) => web.close(() => r()));
+      });
+      const url = `https://localhost:${(web.address() as AddressInfo).port}/netchan`;
+      const alice = await connect(url, { ca: certs.caCert, token: 'a', transport });
+      onTeardown(() => alice.close());
+      expect(alice.transport).to.equal(transport);
+      const conn = await alice.dialTcp(target);
+      conn.end('through express');
+      expect((await readAll(conn)).toString()).to.equal('got 15 bytes');
+      const bob = await connect(url, { ca: certs.caCert, token: 'b', transport });
+      onTeardown(() => bob.close());
+      const err = await rejection(bob.dialTcp(target));
+      expect(err.code).to.equal('ERR_FORBIDDEN_TARGET');
+      expect(err.message).to.match(/not allowed for principal bob|loopback/);
+      expect(await rejection(connect(url, { ca: certs.caCert, token: 'nope', transport }))).to.include({ code: 'ERR_UNAUTHORIZED' });
+    });
+  }
 });
 
 function connectionCount(server: net.Server): Promise<number> {
