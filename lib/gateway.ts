@@ -320,9 +320,6 @@ function safely(fn: () => boolean): boolean {
 // ---------------------------------------------------------------------------------------------
 // Joining a socket and a stream (both sides)
 
-/** A stream either side can reset with a code (`Http2Stream`, a mux stream). */
-type ResettableStream = Duplex & { close(code?: number): void };
-
 /** How a joined connection ended. */
 interface JoinResult {
   outcome: 'closed' | 'reset';
@@ -334,7 +331,7 @@ interface JoinResult {
  * the other's END_STREAM and back (half-close), a reset or failure on either side as a reset of
  * the other. Calls `done` once both are closed.
  */
-function join(socket: net.Socket, stream: ResettableStream, done: (result: JoinResult) => void, socketPiped = false): { abort(): void } {
+function join(socket: net.Socket, stream: Duplex, done: (result: JoinResult) => void, socketPiped = false): { abort(): void } {
   let socketClosed = false;
   let streamClosed = false;
   let reset = false;
@@ -634,7 +631,11 @@ export class Gateway {
       this.counters.tcpConnections--;
       this.counters.tcpBytesIn += socket.bytesRead;
       this.counters.tcpBytesOut += socket.bytesWritten;
-      const e = error ? fromNodeError(error) : undefined;
+      const e = idle
+        ? netchanError(ErrorCodes.TIMEOUT, `no byte either way for ${this.limits.idleTimeoutMs} ms`)
+        : error
+          ? fromNodeError(error)
+          : undefined;
       audit({
         outcome: idle ? 'idle-timeout' : outcome,
         address,

@@ -394,7 +394,7 @@ for (const transport of ['h2', 'ws'] as const) describe(`TCP gateway over ${tran
     const err = await errored;
     expect(err, 'the tunnel ends with an error, not a clean end').to.not.equal(undefined);
     await until(() => audits.length === 1);
-    expect(audits[0]).to.include({ outcome: 'idle-timeout', bytesToTarget: 1, bytesFromTarget: 1 });
+    expect(audits[0]).to.include({ outcome: 'idle-timeout', code: 'ERR_TIMEOUT', bytesToTarget: 1, bytesFromTarget: 1 });
   });
 
   it('a reset by the target resets the local socket (not a clean end)', async () => {
