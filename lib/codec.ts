@@ -274,6 +274,17 @@ const unpackr = new Unpackr({
 
 let decodeHooks: ReferenceHooks | undefined;
 
+/**
+ * Small values are copied here and decoded from offset 0. msgpackr caches a DataView on the
+ * buffer it reads (a new property, i.e. a hidden-class change, on every fresh subarray) and uses
+ * its key cache only for inputs shorter than 180 bytes counted from the buffer's start: decoding
+ * a frame's subarray, or a whole chunk with start/end, pays for both on every value.
+ */
+const SCRATCH_BYTES = 16 * 1024;
+const scratch = Buffer.allocUnsafe(SCRATCH_BYTES);
+/** Set while `scratch` holds the value being decoded (a reference hook could decode again). */
+let scratchBusy = false;
+
 function decodeNested(type: number, payload: unknown): unknown {
   switch (type) {
     case ExtensionTypes.MAP: {
@@ -576,7 +587,15 @@ export class Codec {
     validate(bytes, this.maxDepth);
     const outer = decodeHooks;
     decodeHooks = hooks;
+    // msgpackr reads no further than the length given: the validator checked that exactly
+    // `bytes.length` bytes hold one value, so what an earlier value left behind is never read
+    const useScratch = !scratchBusy && bytes.length <= SCRATCH_BYTES;
     try {
+      if (useScratch) {
+        scratchBusy = true;
+        scratch.set(bytes);
+        return unpackr.unpack(scratch, bytes.length);
+      }
       return unpackr.unpack(bytes);
     } catch (err) {
       if (err instanceof HookFailure) throw err.error;
@@ -584,6 +603,7 @@ export class Codec {
       throw netchanError(ErrorCodes.DECODE, `cannot decode value: ${(err as Error).message}`, { cause: err });
     } finally {
       decodeHooks = outer;
+      if (useScratch) scratchBusy = false;
     }
   }
 }
