@@ -253,7 +253,11 @@ export class Channel<T> implements ChannelLike<T> {
   }
 
   [Symbol.asyncIterator](): AsyncIterator<T> {
-    return channelIterator(this, () => this.closeError);
+    const waiting = channelIterator(this, () => this.closeError);
+    // a value at hand resolves the step itself: no receive promise and no `then` in between
+    return {
+      next: () => (this.buffer.length > 0 || this.senders.size > 0 ? Promise.resolve({ value: this.take(), done: false }) : waiting.next()),
+    };
   }
 
   /** Gives `value` to a waiting receiver or the buffer; false if neither can take it. @internal */
@@ -397,18 +401,14 @@ export function select<T = unknown>(cases: SelectCase<T>[], options: SelectOptio
  * and drained, then done (or the close error thrown). @internal
  */
 export function channelIterator<T>(ch: { receive(): Promise<T> }, closeError: () => Error | undefined): AsyncIterator<T> {
-  return {
-    next: () =>
-      ch.receive().then(
-        (value) => ({ value, done: false }),
-        (err: unknown) => {
-          if (err instanceof NetchanError && err.code === ErrorCodes.CHANNEL_CLOSED) {
-            const reason = closeError();
-            if (reason) throw reason;
-            return { value: undefined, done: true };
-          }
-          throw err;
-        },
-      ),
+  const step = (value: T): IteratorResult<T> => ({ value, done: false });
+  const end = (err: unknown): IteratorResult<T> => {
+    if (err instanceof NetchanError && err.code === ErrorCodes.CHANNEL_CLOSED) {
+      const reason = closeError();
+      if (reason) throw reason;
+      return { value: undefined, done: true };
+    }
+    throw err;
   };
+  return { next: () => ch.receive().then(step, end) };
 }
