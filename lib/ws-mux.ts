@@ -191,14 +191,16 @@ export class MuxStream extends Duplex {
   }
 
   /**
-   * Resets the stream, as `Http2Stream.close(code)` does: an unfinished writable side is ended
-   * first, so that a CANCEL after all the data reads as a clean end on the other side.
+   * Resets the stream, as `Http2Stream.close(code)` does: at once, unless the writable side was
+   * already ended and the code is NO_ERROR, in which case the reset follows the END once the
+   * written data went out. A writable side that was not ended is never ended here: the reader
+   * must see a cut-off stream as a reset, not as a clean (truncated) end.
    */
   close(code: number = ResetCode.NO_ERROR): void {
     if (this.destroyed) return;
-    if (!this.endSent && !this.pending && this.writableLength === 0) {
-      this.endSent = true;
-      this.mux.send(MuxType.END, this.id);
+    if (code === ResetCode.NO_ERROR && this.writableEnded && !this.writableFinished) {
+      this.once('finish', () => this.close(code));
+      return;
     }
     this.sendReset(code);
     this.destroy();

@@ -282,6 +282,111 @@ for (const transport of ['h2', 'ws'] as const) describe(`channels over ${transpo
     expect(Buffer.concat(chunks).toString()).to.equal('pong');
   });
 
+  /**
+   * Reads a stream to its end with for-await (as pipeline does, it also reports a stream that
+   * failed before anyone read it): 'end' with the byte count, or 'error' with the error.
+   */
+  async function outcomeOf(stream: NodeJS.ReadableStream): Promise<{ how: 'end' | 'error'; bytes: number; error?: Error }> {
+    let bytes = 0;
+    try {
+      for await (const c of stream as AsyncIterable<Buffer>) bytes += c.length;
+      return { how: 'end', bytes };
+    } catch (error) {
+      return { how: 'error', bytes, error: error as Error };
+    }
+  }
+
+  /** A source that gives 1 MiB and then fails: the receiver must not see a clean (truncated) end. */
+  function failingSource(): Readable {
+    let sent = 0;
+    return new Readable({
+      read() {
+        if (sent < 1024 * 1024) {
+          sent += 64 * 1024;
+          this.push(randomBytes(64 * 1024));
+        } else this.destroy(new Error('disk on fire'));
+      },
+    });
+  }
+
+  it('a byte stream whose source fails mid-way errors at the receiver instead of ending (client → server)', async () => {
+    const { server, client } = await startServer();
+    const uploads = server.channel<{ data: Readable }>('failing-uploads', 1);
+    const bystander = server.channel<number>('bystander', 1);
+    const session = await client();
+    await session.channel<{ data: Readable }>('failing-uploads').send({ data: failingSource() });
+    const { data } = await uploads.receive();
+    const outcome = await outcomeOf(data);
+    expect(outcome.how).to.equal('error');
+    expect(outcome.bytes).to.be.at.most(1024 * 1024);
+    expect(outcome.error).to.be.instanceOf(Error);
+    // the session and its other channels are unharmed
+    await session.channel<number>('bystander').send(7);
+    expect(await bystander.receive()).to.equal(7);
+  });
+
+  it('a byte stream whose source fails mid-way errors at the receiver instead of ending (server → client)', async () => {
+    const { server, client } = await startServer();
+    const downloads = server.channel<Readable>('failing-downloads', 1);
+    const session = await client();
+    const remote = session.channel<Readable>('failing-downloads');
+    await downloads.send(failingSource());
+    const data = await remote.receive();
+    const outcome = await outcomeOf(data);
+    expect(outcome.how).to.equal('error');
+    expect(outcome.bytes).to.be.at.most(1024 * 1024);
+    const echo = server.channel<string>('after-failure', 1);
+    await session.channel<string>('after-failure').send('still here');
+    expect(await echo.receive()).to.equal('still here');
+  });
+
+  it('a byte stream cut off by its session ending errors at the receiver instead of ending cleanly', async () => {
+    const { server, client } = await startServer();
+    const downloads = server.channel<Readable>('open-downloads', 1);
+    const session = await client();
+    const remote = session.channel<Readable>('open-downloads');
+    const source = new PassThrough();
+    await downloads.send(source);
+    const data = await remote.receive();
+    source.write(randomBytes(100_000)); // and then nothing more: the source is idle, not ended
+    let bytes = 0;
+    const outcome = (async () => {
+      try {
+        for await (const c of data as AsyncIterable<Buffer>) bytes += c.length;
+        return 'end';
+      } catch (err) {
+        return 'error';
+      }
+    })();
+    await until(() => bytes === 100_000);
+    await server.close(); // ends every session at once: its streams are reset
+    expect(await outcome).to.equal('error');
+    expect(bytes).to.equal(100_000);
+  });
+
+  it('a byte stream cut off by a graceful session.close errors at the receiver instead of ending cleanly', async () => {
+    const { server, client } = await startServer();
+    const uploads = server.channel<Readable>('open-uploads', 1);
+    const session = await client();
+    const source = new PassThrough();
+    await session.channel<Readable>('open-uploads').send(source);
+    const data = await uploads.receive();
+    source.write(randomBytes(100_000)); // and then nothing more: the source is idle, not ended
+    let bytes = 0;
+    const outcome = (async () => {
+      try {
+        for await (const c of data as AsyncIterable<Buffer>) bytes += c.length;
+        return 'end';
+      } catch (err) {
+        return 'error';
+      }
+    })();
+    await until(() => bytes === 100_000);
+    await session.close();
+    expect(await outcome).to.equal('error');
+    expect(bytes).to.equal(100_000);
+  });
+
   it('a stalled channel does not stall a busy one on the same connection', async () => {
     const { server, client } = await startServer();
     const stalledOwner = server.channel<Uint8Array>('stalled', 2); // nobody ever reads it
