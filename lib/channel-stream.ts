@@ -218,6 +218,11 @@ export interface RemoteOpenInfo {
  * `send` aborted after its value was written rejects with `mayHaveBeenDelivered: true`.
  */
 export class RemoteChannel<T = unknown> extends OrderedEndpoint implements ChannelLike<T> {
+  /** See {@link Channel}: the mark of a netchan channel across module copies. @internal */
+  get [Symbol.for('netchan.channel')](): true {
+    return true;
+  }
+
   private cap = 0;
   private opened = false;
   private credits = 0;

@@ -126,6 +126,15 @@ class SingleOperation implements Completion {
  * for await (const v of ch) console.log(v);
  */
 export class Channel<T> implements ChannelLike<T> {
+  /**
+   * Marks netchan channels across copies of this module (two installed versions, or one loaded
+   * twice): a channel from another copy is refused with a clear error instead of being sent as a
+   * plain object. @internal
+   */
+  get [Symbol.for('netchan.channel')](): true {
+    return true;
+  }
+
   readonly capacity: number;
   private readonly buffer: Deque<T>;
   private readonly senders = new WaitList<Waiter>();

@@ -68,6 +68,9 @@ export const DEFAULT_MAX_DEPTH = 64;
 /** Largest BigInt payload accepted, in bytes (32,768 bits). */
 export const MAX_BIGINT_BYTES = 4096;
 
+/** Set (as `true`) on netchan's channel classes in every copy of the module. */
+const CHANNEL_MARK = Symbol.for('netchan.channel');
+
 type AnyClass = abstract new (...args: never[]) => object;
 const referenceClasses: Array<{ cls: AnyClass; kind: ReferenceKind }> = [];
 
@@ -205,6 +208,9 @@ function prepare(v: unknown, depth: number, st: EncodeState): unknown {
       const data = prepareObject(ref, inner, st, true);
       return kind === 'channel' ? new ChannelRefBox(data) : new BytesRefBox(data);
     }
+  }
+  if ((v as Record<symbol, unknown>)[CHANNEL_MARK] === true) {
+    throw netchanError(ErrorCodes.ENCODE, 'this channel comes from another copy of the netchan module (two versions installed, or one loaded twice): it cannot travel through this one');
   }
   const json = (v as { toJSON?: unknown }).toJSON;
   if (typeof json === 'function') return prepare(json.call(v), depth, st);

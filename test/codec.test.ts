@@ -155,6 +155,22 @@ describe('codec', () => {
     it('rejects a channel outside a session with ERR_ENCODE', () => {
       expect(codeOf(() => codec.encode({ reply: new Channel() }))).to.equal('ERR_ENCODE');
     });
+
+    it('rejects a channel from a second copy of the module with ERR_ENCODE instead of sending it as a plain object', async () => {
+      // a real second copy: the same file loaded again under another URL, as two installed versions would be
+      const copy = (await import(`../lib/channel.js?copy=${Date.now()}`)) as typeof import('../lib/channel.js');
+      const foreign = new copy.Channel<number>(1);
+      expect(foreign).to.not.be.instanceOf(Channel);
+      let error: unknown;
+      try {
+        codec.encode({ reply: foreign });
+      } catch (err) {
+        error = err;
+      }
+      expect(error).to.be.instanceOf(NetchanError);
+      expect((error as NetchanError).code).to.equal('ERR_ENCODE');
+      expect((error as Error).message).to.match(/another copy of the netchan module/);
+    });
   });
 
   describe('hostile input', () => {

@@ -387,6 +387,20 @@ for (const transport of ['h2', 'ws'] as const) describe(`channels over ${transpo
     expect(bytes).to.equal(100_000);
   });
 
+  it('a channel from a second copy of the module fails that send with ERR_ENCODE (not delivered); the channel lives on', async () => {
+    const { server, client } = await startServer();
+    const requests = server.channel<{ reply?: unknown; n: number }>('foreign-requests', 1);
+    const session = await client();
+    const remote = session.channel<{ reply?: unknown; n: number }>('foreign-requests');
+    const copy = (await import(`../lib/channel.js?copy=${Date.now()}`)) as typeof import('../lib/channel.js');
+    const err = await rejection(remote.send({ reply: new copy.Channel<number>(1), n: 1 }));
+    expect(err.code).to.equal('ERR_ENCODE');
+    expect(err.mayHaveBeenDelivered).to.equal(false);
+    await remote.send({ n: 2 });
+    expect((await requests.receive()).n).to.equal(2);
+    expect(requests.length).to.equal(0);
+  });
+
   it('a stalled channel does not stall a busy one on the same connection', async () => {
     const { server, client } = await startServer();
     const stalledOwner = server.channel<Uint8Array>('stalled', 2); // nobody ever reads it
