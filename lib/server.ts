@@ -3,6 +3,7 @@
  * a standalone `node:http2` secure server (`listen`) or from an existing app (`handleStream`,
  * used by the Express adapter). The server never opens a stream.
  */
+import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import http2 from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
@@ -183,6 +184,9 @@ export class ServerSession extends SessionCore {
         if (current() && !this.detached) this.end(netchanError(ErrorCodes.SESSION_CLOSED, 'control stream closed'));
       },
     });
+    // Data right behind the answer: some proxies (nginx 1.22 with grpc_pass) hold a response's
+    // HEADERS until DATA follows, and the client waits for them (docs/PROTOCOL.md §4.1).
+    fs.frame(FrameType.PING, randomBytes(8));
     this.idleTimer = setInterval(() => {
       if (Date.now() - this.lastFrameAt > idleTimeoutMs) {
         this.end(netchanError(ErrorCodes.TIMEOUT, `no heartbeat for ${idleTimeoutMs} ms`));
@@ -237,6 +241,8 @@ export class ServerSession extends SessionCore {
     this.track(stream);
     try {
       fs.resume(stream, peerIn);
+      // a frame even when there is nothing to replay, so that a proxy passes the answer on (§4.5)
+      fs.countFrame(ex ? FrameType.ACK : FrameType.CREDIT, 0);
     } catch (err) {
       fs.abandon(err as NetchanError);
       stream.close(http2.constants.NGHTTP2_PROTOCOL_ERROR);
@@ -317,7 +323,11 @@ export class ServerSession extends SessionCore {
       [Headers.credit]: String(ChannelExporter.initialCredits(channel)),
     });
     this.track(stream);
-    this.attachExporter(this.framed(stream), channel, sid);
+    const fs = this.framed(stream);
+    this.attachExporter(fs, channel, sid);
+    // The client waits for this answer (capacity, credits) before it sends; an ACK of 0 puts
+    // data right behind it for proxies that hold HEADERS until DATA follows (§5.2).
+    fs.countFrame(FrameType.ACK, 0);
   }
 
   private handleBytes(stream: ServerStream, headers: StreamHeaders, sid: string): void {
@@ -332,7 +342,10 @@ export class ServerSession extends SessionCore {
         return refuse(stream, 400, ErrorCodes.PROTOCOL, 'bad byte-stream export headers');
       }
       // the client's Readable arrives as our request body; its Writable is fed by our response
-      stream.respond({ [HTTP2_HEADER_STATUS]: 200 }, { endStream: mode === 'r' });
+      stream.respond({ [HTTP2_HEADER_STATUS]: 200 });
+      // Nothing flows to a Readable, but the response ends only after the request body: proxies
+      // (nginx grpc_pass, Caddy) stop forwarding a request body once its response is complete.
+      if (mode === 'r') stream.once('end', () => stream.end());
       if (mode === 'w') stream.resume();
       // Node dumps a server stream's unread body once both sides have ended, unless it was
       // read from: a short upload can end before its value is decoded.
@@ -349,7 +362,7 @@ export class ServerSession extends SessionCore {
     stream.respond({ [HTTP2_HEADER_STATUS]: 200 });
     this.track(stream);
     this.trackBytes(stream);
-    joinBytes(p.obj, stream, p.mode as BytesMode);
+    joinBytes(p.obj, stream, p.mode as BytesMode, 'server');
   }
 
   /** A TCP connection through the gateway (docs/PROTOCOL.md §8, lib/gateway.ts). */

@@ -77,12 +77,16 @@ export function bytesModeOf(obj: object): BytesMode {
 const GRACEFUL_CLOSE_MS = 2000;
 
 /** Joins a local stream object to the HTTP/2 stream that carries it, in the direction(s) of `mode`. */
-export function joinBytes(local: object, wire: Duplex, mode: BytesMode): void {
+export function joinBytes(local: object, wire: Duplex, mode: BytesMode, side: 'client' | 'server' = 'client'): void {
   const done = (err: Error | null | undefined) => {
     if (err) debug('byte stream ended with %s', err.message);
   };
   const source = typeof ReadableStream === 'function' && local instanceof ReadableStream ? Readable.fromWeb(local as never) : local;
   if (mode === 'r' || mode === 'd') pipeline(source as Readable, wire, done);
+  // Nothing flows from a Writable. The server's side is the response: it ends only after the
+  // request body, since proxies (nginx grpc_pass, Caddy) stop forwarding a request body once
+  // its response is complete.
+  else if (side === 'server') wire.once('end', () => wire.end());
   else wire.end();
   if (mode === 'w' || mode === 'd') pipeline(wire, local as Writable, done);
   else wire.resume();
