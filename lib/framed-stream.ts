@@ -63,7 +63,8 @@ interface ReplayEntry {
 export class FramedStream {
   /** In its Flusher's list for the end of this turn. @internal */
   queued = false;
-  private readonly encoder = new FrameEncoder(4096);
+  /** Starts small: most of a busy server's streams are idle, and each keeps the buffer it grew to. */
+  private readonly encoder = new FrameEncoder(256);
   private decoder!: FrameDecoder;
   private ended = false;
   private failed = false;

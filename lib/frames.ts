@@ -161,13 +161,18 @@ export class FrameDecoder {
   }
 }
 
-/** Collects frames into one growable buffer; `take` hands them out as one Buffer. */
+/**
+ * Collects frames into one growable buffer; `take` hands them out as one Buffer. The buffer is
+ * allocated with the first frame and grows by doubling: an idle stream keeps a small one (a
+ * server holds three per client session, so this is per-client memory).
+ */
 export class FrameEncoder {
-  private buf: Buffer;
+  private buf: Buffer = EMPTY;
   private pos = 0;
+  private readonly initialBytes: number;
 
   constructor(initialBytes = 4096) {
-    this.buf = Buffer.allocUnsafe(Math.max(64, initialBytes));
+    this.initialBytes = Math.max(64, initialBytes);
   }
 
   get length(): number {
@@ -204,9 +209,11 @@ export class FrameEncoder {
 
   private reserve(n: number): void {
     if (this.pos + n <= this.buf.length) return;
-    let size = this.buf.length * 2;
+    let size = Math.max(this.initialBytes, this.buf.length * 2);
     while (size < this.pos + n) size *= 2;
-    const next = Buffer.allocUnsafe(size);
+    // its own memory, not a slice of Node's shared pool: a long-lived small slice would keep a
+    // whole 8 KiB pool chunk alive
+    const next = Buffer.allocUnsafeSlow(size);
     this.buf.copy(next, 0, 0, this.pos);
     this.buf = next;
   }
