@@ -401,6 +401,12 @@ function isReset(stream: Duplex): boolean {
 export interface GatewaySessionInfo {
   sessionId: string;
   principal: string;
+  /**
+   * Writes a frame on the session's own (control) stream. Called right after a tunnel's answer:
+   * some proxies (nginx 1.22 with grpc_pass) hold a response's HEADERS until DATA follows on the
+   * connection, and a tunnel has no frames of its own to send before its target speaks.
+   */
+  nudge?: () => void;
 }
 
 function respondRefusal(stream: ServerStream, status: number, code: string, message: string): void {
@@ -539,6 +545,7 @@ export class Gateway {
           return refuse(f.status, f.code, f.message, f.outcome, allowed[allowed.length - 1]);
         }
         this.established(stream, socket, target, release, audit);
+        who.nudge?.();
       },
       (err: unknown) => {
         release();

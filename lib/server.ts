@@ -370,7 +370,7 @@ export class ServerSession extends SessionCore {
     const gateway = this.server.tcpGateway;
     if (!gateway) return refuse(stream, 403, ErrorCodes.FORBIDDEN_TARGET, 'this server is not a TCP gateway');
     this.track(stream);
-    gateway.handle(stream, headers, { sessionId: this.id, principal: this.principal });
+    gateway.handle(stream, headers, { sessionId: this.id, principal: this.principal, nudge: () => this.control?.frame(FrameType.PING, randomBytes(8)) });
   }
 
   /**

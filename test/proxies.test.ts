@@ -1,13 +1,15 @@
 /**
  * netchan behind real reverse proxies (issue 4): nginx (HTTP/2 end to end with grpc_pass, and
- * HTTP/1.1 only with a WebSocket upgrade), HAProxy (HTTP/2 to the backend) and Caddy (when
- * installed), each a real process started from the templates in test/fixtures/proxies/, in front
+ * HTTP/1.1 only with a WebSocket upgrade), HAProxy (HTTP/2 to the backend) and Caddy, each a
+ * real process started from the templates in test/fixtures/proxies/, in front
  * of a standalone netchan server with TLS. The same channel scenarios run through each; a session
  * resumes across an nginx restart; and the configurations docs/proxies.md shows are checked
  * against the templates, so the docs cannot drift from what is tested.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import net, { type AddressInfo } from 'node:net';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { expect } from 'chai';
@@ -19,6 +21,24 @@ import { docValues, proxyProgram, renderTemplate, startProxy, templateText, type
 
 const TOKEN = 'proxy-test-token';
 const STREAM_BYTES = 8 * 1024 * 1024;
+
+async function readAll(stream: NodeJS.ReadableStream): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of stream as AsyncIterable<Buffer>) chunks.push(c);
+  return Buffer.concat(chunks);
+}
+
+/** GET through a local port; the body as text (a 200 is required). */
+function httpGet(port: number, path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+        if (res.statusCode !== 200) reject(new Error(`status ${res.statusCode}`));
+        readAll(res).then((b) => resolve(b.toString()), reject);
+      })
+      .on('error', reject);
+  });
+}
 
 async function digestOf(stream: NodeJS.ReadableStream): Promise<{ hex: string; bytes: number }> {
   const hash = createHash('sha256');
@@ -103,13 +123,9 @@ const routes: Route[] = [
   { title: 'nginx, TLS in front of a plaintext (h2c) backend', template: 'nginx-h2c.conf', expect: 'h2', plaintext: true },
   { title: 'nginx, HTTP/1.1 only (proxy_pass with WebSocket upgrade)', template: 'nginx-ws.conf', expect: 'ws' },
   { title: 'HAProxy, the WebSocket fallback (transport: ws)', template: 'haproxy.cfg', transport: 'ws', expect: 'ws' },
+  { title: 'Caddy, HTTP/2 to the backend (reverse_proxy)', template: 'Caddyfile', expect: 'h2' },
+  { title: 'Caddy, the WebSocket fallback (transport: ws)', template: 'Caddyfile', transport: 'ws', expect: 'ws' },
 ];
-// Caddy is not a Debian package of this CI image (.ci/run installs nginx and HAProxy); where it
-// is installed, the same scenarios run through it.
-if (proxyProgram('caddy')) {
-  routes.push({ title: 'Caddy, HTTP/2 to the backend (reverse_proxy)', template: 'Caddyfile', expect: 'h2' });
-  routes.push({ title: 'Caddy, the WebSocket fallback (transport: ws)', template: 'Caddyfile', transport: 'ws', expect: 'ws' });
-}
 
 for (const route of routes) {
   describe(`behind ${route.title}`, function () {
@@ -272,6 +288,55 @@ for (const route of routes) {
       }
       await producing;
       expect(inbox.length).to.equal(0);
+    });
+
+    describe('the TCP gateway through it (issue 6)', () => {
+      let web: http.Server;
+      let echo: net.Server;
+      let greeter: net.Server;
+      const targets: Record<'web' | 'echo' | 'greeter', string> = { web: '', echo: '', greeter: '' };
+      before(async () => {
+        // client speaks first (HTTP, echo) and server speaks first (a greeting, as SSH or SMTP)
+        web = http.createServer((req, res) => res.end(`hello from ${req.url}`));
+        echo = net.createServer((socket) => socket.pipe(socket));
+        greeter = net.createServer((socket) => {
+          socket.write('220 ready\n');
+          socket.pipe(socket);
+        });
+        for (const [name, srv] of [['web', web], ['echo', echo], ['greeter', greeter]] as const) {
+          await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+          targets[name] = `127.0.0.1:${(srv.address() as AddressInfo).port}`;
+        }
+        backend.server.gateway({ allow: Object.values(targets) });
+      });
+      after(async () => {
+        web.closeAllConnections();
+        for (const srv of [web, echo, greeter]) await new Promise<void>((r) => srv.close(() => r()));
+      });
+
+      it('session.forward: HTTP requests through a forwarded port (the client speaks first)', async () => {
+        const session = await client();
+        const fw = await session.forward({ target: targets.web });
+        onTeardown(() => fw.close());
+        for (const p of ['/a', '/b']) expect(await httpGet(fw.address.port, p)).to.equal(`hello from ${p}`);
+      });
+
+      it('dialTcp: the client speaks first, and the target first, each with a 1 MiB echo', async () => {
+        const session = await client();
+        // well inside the session's 15 s heartbeat, whose PING would also unblock a proxy that holds
+        // the tunnel's answer (nginx grpc_pass) until DATA follows on the connection
+        const signal = AbortSignal.timeout(5000);
+        const conn = await session.dialTcp(targets.echo, { signal });
+        const payload = randomBytes(1024 * 1024);
+        conn.end(payload);
+        const back = await readAll(conn);
+        expect(back.equals(payload)).to.equal(true);
+        const greeted = await session.dialTcp(targets.greeter, { signal });
+        const first = await new Promise<Buffer>((resolve) => greeted.once('data', resolve));
+        expect(first.toString()).to.equal('220 ready\n');
+        greeted.end('bye\n');
+        expect((await readAll(greeted)).toString()).to.equal('bye\n');
+      });
     });
   });
 }
