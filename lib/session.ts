@@ -205,7 +205,28 @@ export abstract class SessionCore extends EventEmitter implements StreamContext,
       this.counters.byteStreams--;
       this.openByteStreams--;
     });
-    stream.on('error', (err) => debug('byte stream error: %s', fromNodeError(err).message));
+    stream.on('error', (err) => debug('byte stream error: %s', (err as Error).message));
+    // The program holds this stream: whatever ends it with an error (a reset by the peer, whose
+    // source failed or whose session ended; the connection lost) ends it with a NetchanError,
+    // in `stream.errored` and in what for-await or pipeline throw too (so mapped before Node's
+    // destroy records it).
+    // Both ends of Node's destroy: the error it is given (a WebSocket mux stream's reset) and the
+    // one an HTTP/2 stream's _destroy makes up from the RST_STREAM code.
+    const wire = stream as Duplex & { destroy(err?: Error, cb?: unknown): Duplex; _destroy(err: Error | null, cb: (err?: Error | null) => void): void };
+    const toNetchan = (err: Error | null | undefined) => (err ? fromNodeError(err, ErrorCodes.STREAM_RESET) : err);
+    const destroy = wire.destroy;
+    wire.destroy = function (err?: Error, cb?: unknown) {
+      return destroy.call(this, toNetchan(err) ?? undefined, cb);
+    };
+    // Destroyed before its end without a word (an HTTP/2 stream of a lost connection, a peer's
+    // CANCEL that Node takes quietly): the reader would see Node's bare "Premature close".
+    const destroyImpl = wire._destroy;
+    wire._destroy = function (err, cb) {
+      destroyImpl.call(this, err, (e) => {
+        if (!e && !this.readableEnded) e = netchanError(ErrorCodes.STREAM_RESET, 'byte stream cut off before its end');
+        cb(toNetchan(e));
+      });
+    };
   }
 
   protected framed(stream: Duplex): FramedStream {

@@ -35,6 +35,9 @@ export const ResetCode = {
   CANCEL: 0x8,
 } as const;
 
+/** Names of the codes, as Node's http2 reports them (`NGHTTP2_CANCEL`). */
+const RESET_NAMES: Record<number, string> = Object.fromEntries(Object.entries(ResetCode).map(([name, code]) => [code, `NGHTTP2_${name}`]));
+
 /** Bytes a stream may send before the receiver grants more (§7.3). */
 export const MUX_INITIAL_WINDOW = 1024 * 1024;
 /** Largest DATA payload a sender puts in one message. */
@@ -134,7 +137,7 @@ const EMPTY = Buffer.alloc(0);
 
 /** Node's error for a stream reset by the peer, as `fromNodeError` knows it. */
 function resetError(code: number): Error {
-  return Object.assign(new Error(`Stream closed with error code ${code}`), { code: 'ERR_HTTP2_STREAM_ERROR' });
+  return Object.assign(new Error(`Stream closed with error code ${RESET_NAMES[code] ?? code}`), { code: 'ERR_HTTP2_STREAM_ERROR' });
 }
 
 interface PendingWrite {
@@ -245,7 +248,8 @@ export class MuxStream extends Duplex {
         }
         this.rstCode = code;
         this.sendResetDone = true;
-        this.destroy(code === ResetCode.NO_ERROR || code === ResetCode.CANCEL ? undefined : resetError(code));
+        // as an HTTP/2 stream: a reset before END, with any code but NO_ERROR, is an error
+        this.destroy(code === ResetCode.NO_ERROR ? undefined : resetError(code));
         return;
       }
       case MuxType.WINDOW:
@@ -260,7 +264,11 @@ export class MuxStream extends Duplex {
   onMuxGone(): void {
     this.failPending();
     this.sendResetDone = true;
-    if (!this.destroyed) this.destroy();
+    if (this.destroyed) return;
+    // cut off before both ends: an error for whoever listens for one (as an HTTP/2 stream of a
+    // lost connection), so that a reader never takes the cut for an end
+    const cut = !(this.endReceived && this.endSent) && this.listenerCount('error') > 0;
+    this.destroy(cut ? Object.assign(new Error('the WebSocket closed'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }) : undefined);
   }
 
   /** @internal the WebSocket can take more */
