@@ -1,8 +1,10 @@
+import { spawn } from 'node:child_process';
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
+import { createInterface } from 'node:readline';
 import type { Duplex } from 'node:stream';
 import { expect } from 'chai';
 import express from 'express';
@@ -332,6 +334,31 @@ for (const transport of ['h2', 'ws'] as const) describe(`TCP gateway over ${tran
     const err = await rejection(s2.dialTcp(`127.0.0.1:${closedPort}`));
     expect(err.code).to.equal('ERR_FORBIDDEN_TARGET');
     expect(err.message).to.equal('this server is not a TCP gateway');
+  });
+
+  it('a target that never answers the SYN is ERR_TARGET_TIMEOUT (504) after connectTimeoutMs, audited; the session lives on', async () => {
+    // A real black hole on loopback: a socket listening with a backlog of 0 that never accepts.
+    // Once one connection fills its queue, the kernel drops further SYNs, so connects hang.
+    const hole = spawn('python3', ['-c', 'import socket,sys\ns=socket.socket()\ns.bind(("127.0.0.1",0))\ns.listen(0)\nprint(s.getsockname()[1],flush=True)\nsys.stdin.read()'], { stdio: ['pipe', 'pipe', 'inherit'] });
+    onTeardown(() => void hole.kill('SIGKILL'));
+    const port = Number(await new Promise<string>((resolve) => createInterface({ input: hole.stdout! }).once('line', resolve)));
+    const filler = net.connect(port, '127.0.0.1');
+    onTeardown(() => void filler.destroy());
+    await new Promise((resolve) => filler.once('connect', resolve));
+    const target = `127.0.0.1:${port}`;
+    const { server, client } = await startServer();
+    server.gateway({ allow: [target], connectTimeoutMs: 400 });
+    const session = await client();
+    const started = Date.now();
+    const err = await rejection(session.dialTcp(target));
+    expect(err).to.include({ code: 'ERR_TARGET_TIMEOUT', status: 504 });
+    expect(Date.now() - started).to.be.within(350, 5000);
+    await until(() => audits.length === 1);
+    expect(audits[0]).to.include({ outcome: 'timeout', target });
+    expect(server.stats().tcpConnections).to.equal(0);
+    const inbox = server.channel<string>('after-timeout', 1);
+    await session.channel<string>('after-timeout').send('alive');
+    expect(await inbox.receive()).to.equal('alive');
   });
 
   it('a forwarded connection the gateway refuses resets the local socket and says why', async () => {
