@@ -17,7 +17,7 @@ import { Channel, connect, createServer, type ChannelLike, type ConnectOptions, 
 import { rejection } from './helpers/assert.js';
 import { testCertificates } from './helpers/certs.js';
 import { onTeardown, teardown, until } from './helpers/net.js';
-import { docValues, proxyProgram, renderTemplate, startProxy, templateText, type RunningProxy, type TemplateName } from './helpers/proxies.js';
+import { docValues, renderTemplate, startProxy, templateText, type RunningProxy, type TemplateName } from './helpers/proxies.js';
 
 const TOKEN = 'proxy-test-token';
 const STREAM_BYTES = 8 * 1024 * 1024;
