@@ -5,6 +5,7 @@
  */
 import http2 from 'node:http2';
 import { randomBytes } from 'node:crypto';
+import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ChannelLike } from './channel.js';
 import { ChannelExporter, type ExportableChannel, type RemoteChannel } from './channel-stream.js';
@@ -271,8 +272,17 @@ export class Session extends SessionCore {
 
   /** Counters: streams, channels, byte streams, values and bytes in/out. */
   stats(): Stats {
-    return { ...this.counters };
+    const stats = { ...this.counters };
+    // forwarded connections count their bytes as they go
+    for (const socket of this.forwarded) {
+      stats.tcpBytesIn += socket.bytesRead;
+      stats.tcpBytesOut += socket.bytesWritten;
+    }
+    return stats;
   }
+
+  /** Local sockets of this session's forwarded connections open now. */
+  private readonly forwarded = new Set<net.Socket>();
 
   /**
    * Opens one TCP connection to `target` (`host:port`, resolved by the server) through the
@@ -296,6 +306,7 @@ export class Session extends SessionCore {
   private tcpOpener(): TcpOpener {
     return {
       counters: this.counters,
+      forwarded: this.forwarded,
       session: this,
       open: (target) => {
         if (this.ended) throw netchanError(ErrorCodes.SESSION_CLOSED, 'session is closed');

@@ -435,6 +435,8 @@ function connectFailure(err: unknown, target: string): { status: number; code: s
 /** Live connections of a gateway, for counting and for close(). */
 interface Live {
   abort(): void;
+  /** The target's socket: its byte counts are live. */
+  socket: net.Socket;
 }
 
 /**
@@ -632,7 +634,7 @@ export class Gateway {
     this.counters.tcpConnections++;
     stream.respond({ ':status': 200 });
     let idle = false;
-    const joined = join(socket, stream, ({ outcome, error }) => {
+    const joined: Live = Object.assign(join(socket, stream, ({ outcome, error }) => {
       this.live.delete(joined);
       release();
       this.counters.tcpConnections--;
@@ -650,7 +652,7 @@ export class Gateway {
         bytesToTarget: socket.bytesWritten,
         ...(e ? { code: e.code, message: e.message } : {}),
       });
-    });
+    }), { socket });
     this.live.add(joined);
     if (this.limits.idleTimeoutMs > 0) {
       socket.setTimeout(this.limits.idleTimeoutMs, () => {
@@ -658,6 +660,17 @@ export class Gateway {
         joined.abort();
       });
     }
+  }
+
+  /** Bytes from and to the targets of the connections open now (closed ones are in the counters). @internal */
+  liveBytes(): { fromTargets: number; toTargets: number } {
+    let fromTargets = 0;
+    let toTargets = 0;
+    for (const c of this.live) {
+      fromTargets += c.socket.bytesRead;
+      toTargets += c.socket.bytesWritten;
+    }
+    return { fromTargets, toTargets };
   }
 
   /**
@@ -704,6 +717,8 @@ export interface TcpOpener {
   /** Opens a `tcp` stream naming `target` (throws when the session cannot open streams). */
   open(target: string): ClientStream;
   readonly counters: Stats;
+  /** Local sockets of forwarded connections open now: their byte counts are live. */
+  readonly forwarded: Set<net.Socket>;
   /** The session: its `'close'` event resets the tunnels at once (they have nothing to drain). */
   readonly session: EventEmitter;
 }
@@ -874,10 +889,12 @@ export async function forward(opener: TcpOpener, options: ForwardOptions): Promi
       () => {
         socket.off('close', giveUp);
         counted(stream, opener.counters);
+        opener.forwarded.add(socket);
         join(
           socket,
           stream,
           () => {
+            opener.forwarded.delete(socket);
             opener.counters.tcpBytesIn += socket.bytesRead;
             opener.counters.tcpBytesOut += socket.bytesWritten;
           },

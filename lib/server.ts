@@ -585,7 +585,14 @@ export class NetchanServer {
 
   /** Counters: sessions, streams, channels, byte streams, values and bytes in/out. */
   stats(): Stats {
-    return { ...this.statsRef, sessions: this.sessions.size };
+    const stats = { ...this.statsRef, sessions: this.sessions.size };
+    // connections through the gateway count their bytes as they go
+    if (this.gatewayHandler) {
+      const live = this.gatewayHandler.liveBytes();
+      stats.tcpBytesIn += live.fromTargets;
+      stats.tcpBytesOut += live.toTargets;
+    }
+    return stats;
   }
 
   /**

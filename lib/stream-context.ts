@@ -26,9 +26,9 @@ export interface Stats {
   pendingReferences: number;
   /** TCP connections through the gateway open now (server: to targets; client: dialTcp and forward). */
   tcpConnections: number;
-  /** Bytes read from TCP sockets of closed gateway connections (server: from targets; client: from forward's local sockets). */
+  /** Bytes read from TCP sockets of gateway connections, counted as they go (server: from targets; client: from forward's local sockets). */
   tcpBytesIn: number;
-  /** Bytes written to TCP sockets of closed gateway connections (server: to targets; client: to forward's local sockets). */
+  /** Bytes written to TCP sockets of gateway connections, counted as they go (server: to targets; client: to forward's local sockets). */
   tcpBytesOut: number;
 }
 

@@ -361,6 +361,36 @@ for (const transport of ['h2', 'ws'] as const) describe(`TCP gateway over ${tran
     expect(await inbox.receive()).to.equal('alive');
   });
 
+  it('stats count tunnel bytes as they go, open connections included, and once only after they close', async () => {
+    const MiB = 1024 * 1024;
+    let targetSocket: net.Socket | undefined;
+    const { target } = await tcpServer((socket) => {
+      targetSocket = socket;
+      socket.write(Buffer.alloc(4 * MiB, 1)); // and stays open
+    });
+    const { server, client } = await startServer();
+    server.gateway({ allow: [target] });
+    const session = await client();
+    const fw = await session.forward({ target });
+    onTeardown(() => fw.close());
+    const local = await localConnect(fw.address.port);
+    let got = 0;
+    local.on('data', (c: Buffer) => (got += c.length));
+    local.write(Buffer.alloc(1000, 2));
+    await until(() => got === 4 * MiB, 10_000, 'all 4 MiB at the local socket');
+    // the connection is still open: the counts are already there
+    expect(server.stats().tcpConnections).to.equal(1);
+    expect(server.stats().tcpBytesIn).to.equal(4 * MiB);
+    await until(() => server.stats().tcpBytesOut === 1000, 5000, 'the 1000 bytes at the target');
+    expect(session.stats().tcpBytesOut).to.equal(4 * MiB);
+    expect(session.stats().tcpBytesIn).to.equal(1000);
+    local.end();
+    targetSocket!.end();
+    await until(() => server.stats().tcpConnections === 0 && session.stats().tcpConnections === 0, 5000, 'closed');
+    expect(server.stats()).to.include({ tcpBytesIn: 4 * MiB, tcpBytesOut: 1000 });
+    expect(session.stats()).to.include({ tcpBytesIn: 1000, tcpBytesOut: 4 * MiB });
+  });
+
   it('a forwarded connection the gateway refuses resets the local socket and says why', async () => {
     const { server, client } = await startServer();
     server.gateway({ allow: [] });
