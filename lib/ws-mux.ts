@@ -382,7 +382,7 @@ export class MuxStream extends Duplex {
 
 /** The WebSocket under a mux: the few things of `ws` it uses. */
 type Socket = Pick<WebSocket, 'send' | 'close' | 'terminate' | 'on' | 'once' | 'bufferedAmount' | 'readyState'> & {
-  _socket?: { cork?(): void; uncork?(): void; on?(event: 'drain', fn: () => void): void; once?(event: 'drain', fn: () => void): void };
+  _socket?: { remoteAddress?: string; remotePort?: number; cork?(): void; uncork?(): void; on?(event: 'drain', fn: () => void): void; once?(event: 'drain', fn: () => void): void };
 };
 
 /** Above this many bytes buffered in the WebSocket, streams wait for it to drain. */
@@ -415,6 +415,11 @@ export class WsMux extends EventEmitter {
       if (this.listenerCount('error') > 0) this.emit('error', err);
     });
     ws._socket?.on?.('drain', () => this.drained());
+  }
+
+  /** The TCP (or TLS) socket under the WebSocket, as `Http2Session.socket`: its addresses. */
+  get socket(): { remoteAddress?: string; remotePort?: number } | undefined {
+    return this.ws._socket;
   }
 
   /** Streams open on this WebSocket. */

@@ -172,6 +172,7 @@ for (const transport of ['h2', 'ws'] as const) describe(`TCP gateway over ${tran
     await until(() => audits.filter((a) => a.outcome === 'closed').length === 3, 5000, 'three audit events');
     const a = audits[0]!;
     expect(a).to.include({ principal: '', target, address: '127.0.0.1', sessionId: session.id });
+    expect(a.remoteAddress, 'the client address (over ws too)').to.match(/^(::ffff:)?127\.0\.0\.1$/);
     expect(a.bytesToTarget).to.be.greaterThan(20);
     expect(a.bytesFromTarget).to.be.greaterThan(20);
     expect(a.durationMs).to.be.a('number');
