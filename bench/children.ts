@@ -36,9 +36,11 @@ export class Child {
     script: URL,
     args: string[],
     env: Record<string, string>,
+    /** More node options, e.g. `--cpu-prof`. */
+    execArgv: string[] = [],
   ) {
     this.process = fork(fileURLToPath(script), args, {
-      execArgv: ['--import', 'tsx', '--expose-gc'],
+      execArgv: ['--import', 'tsx', '--expose-gc', ...execArgv],
       env: { ...process.env, ...env },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
