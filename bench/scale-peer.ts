@@ -6,7 +6,12 @@
  *   `go` sends tasks on the server's channel until `expect` distinct clients have echoed one.
  * clients: dials `count` clients (`concurrency` dials at a time); every client echoes each task it
  *   receives, tagged with its own id, then waits for the next one (idle, in `for await`).
+ * floor-server / floor-clients <tls|h2>: what the transport alone holds per idle connection in
+ *   Node, for comparison: a bare TLS 1.3 socket, or an HTTP/2 session over TLS with three open
+ *   idle streams (what one netchan client has: its session stream and the two cluster channels).
  */
+import http2 from 'node:http2';
+import tls from 'node:tls';
 import { dial, listen, type Dialer } from '../lib/index.js';
 import { memoryAfterGc, pool, serve, tell } from './children.js';
 
@@ -87,6 +92,68 @@ if (role === 'server') {
       const alive = clients.filter((c) => !c.session.closed).length;
       tell({ type: 'mem', mem: memoryAfterGc(), alive });
     },
+  });
+  tell({ type: 'ready' });
+} else if (role === 'floor-server') {
+  const kind = process.argv[3];
+  const held = new Set<unknown>();
+  let port: number;
+  if (kind === 'tls') {
+    const server = tls.createServer({ key, cert, minVersion: 'TLSv1.3' }, (socket) => {
+      socket.on('error', () => undefined);
+      held.add(socket);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', 4096, resolve));
+    port = (server.address() as { port: number }).port;
+  } else {
+    // the settings netchan's server uses
+    const server = http2.createSecureServer({ key, cert, minVersion: 'TLSv1.3', settings: { initialWindowSize: 1024 * 1024, maxConcurrentStreams: 10_000 } });
+    server.on('session', (session) => {
+      held.add(session);
+      session.once('remoteSettings', () => session.setLocalWindowSize(32 * 1024 * 1024));
+    });
+    server.on('stream', (stream) => {
+      stream.on('error', () => undefined);
+      stream.respond({ ':status': 200 });
+      held.add(stream);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', 4096, resolve));
+    port = (server.address() as { port: number }).port;
+  }
+  serve({ mem: () => tell({ type: 'mem', mem: memoryAfterGc(), held: held.size }) });
+  tell({ type: 'ready', port });
+} else if (role === 'floor-clients') {
+  const kind = process.argv[3];
+  const secureContext = tls.createSecureContext({ ca, minVersion: 'TLSv1.3' });
+  const held: unknown[] = [];
+  const open = (port: number) =>
+    new Promise<void>((resolve, reject) => {
+      const socket = tls.connect({ host: '127.0.0.1', port, secureContext, ALPNProtocols: kind === 'h2' ? ['h2'] : undefined });
+      socket.once('error', reject);
+      if (kind === 'tls') {
+        socket.once('secureConnect', () => resolve());
+        held.push(socket);
+        return;
+      }
+      const session = http2.connect(`https://127.0.0.1:${port}`, { createConnection: () => socket, settings: { initialWindowSize: 1024 * 1024 } });
+      session.on('error', reject);
+      held.push(session);
+      let answered = 0;
+      for (let i = 0; i < 3; i++) {
+        const stream = session.request({ ':method': 'POST', ':path': '/' });
+        stream.on('error', reject);
+        held.push(stream);
+        stream.once('response', () => ++answered === 3 && resolve());
+      }
+    });
+  serve({
+    dial: async (m) => {
+      const { port, count, concurrency } = m as unknown as { port: number; count: number; concurrency: number };
+      let failed = 0;
+      await pool(count, concurrency, () => open(port).catch(() => void failed++));
+      tell({ type: 'dialed', connected: count - failed, failed, errors: [], ms: 0 });
+    },
+    mem: () => tell({ type: 'mem', mem: memoryAfterGc(), alive: held.length }),
   });
   tell({ type: 'ready' });
 } else {

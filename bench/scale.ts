@@ -15,8 +15,11 @@
  *
  * Memory: the server's process.memoryUsage() after a forced gc (--expose-gc), before any client
  * connects and again with all N connected, live and idle (each waiting in `receive`);
- * (after - before) / N per client. Also the clients' processes, per client.
- * Env: BENCH_CLIENTS, BENCH_PROCS, BENCH_CONCURRENCY, BENCH_CAPACITY, BENCH_TIMEOUT_S work too.
+ * (after - before) / N per client. Also the clients' processes, per client. Then the same for
+ * the transport alone (`--floor-clients`, default 3000; 0 skips it): idle bare TLS sockets, and
+ * HTTP/2 sessions with three idle streams each, the floor under netchan's figure.
+ * Env: BENCH_CLIENTS, BENCH_PROCS, BENCH_CONCURRENCY, BENCH_CAPACITY, BENCH_TIMEOUT_S,
+ * BENCH_FLOOR_CLIENTS work too.
  */
 import os from 'node:os';
 import { parseArgs } from 'node:util';
@@ -29,13 +32,15 @@ const { values: args } = parseArgs({
     procs: { type: 'string', default: process.env.BENCH_PROCS ?? '10' },
     concurrency: { type: 'string', default: process.env.BENCH_CONCURRENCY ?? '32' },
     capacity: { type: 'string', default: process.env.BENCH_CAPACITY ?? '0' },
-    'timeout-s': { type: 'string', default: process.env.BENCH_TIMEOUT_S ?? '300' },
+    'timeout-s': { type: 'string', default: process.env.BENCH_TIMEOUT_S ?? '420' },
+    'floor-clients': { type: 'string', default: process.env.BENCH_FLOOR_CLIENTS ?? '3000' },
   },
 });
 const N = Number(args.clients);
 const PROCS = Math.min(Number(args.procs), N);
 const CONCURRENCY = Number(args.concurrency);
 const TIMEOUT_MS = Number(args['timeout-s']) * 1000;
+const FLOOR_N = Math.min(N, Number(args['floor-clients']));
 for (const [name, v] of [['clients', N], ['procs', PROCS], ['concurrency', CONCURRENCY], ['timeout-s', TIMEOUT_MS]] as const) {
   if (!Number.isInteger(v) || v < 1) {
     console.error(`bench:scale: --${name} must be a positive integer`);
@@ -100,6 +105,39 @@ const alive = clientAfter.reduce((s, m) => s + m.alive, 0);
 const perClient = (field: keyof Mem) => ((after[field] - before[field]) / Math.max(1, connected) / 1024).toFixed(1);
 const clientRssDelta = clientAfter.reduce((s, m, i) => s + m.mem.rss - clientBaseline[i]!.rss, 0);
 const clientHeapDelta = clientAfter.reduce((s, m, i) => s + m.mem.heapUsed - clientBaseline[i]!.heapUsed, 0);
+await Promise.all([server, ...procs].map((c) => c.stop()));
+
+/**
+ * The transport's own share, for comparison: the same measurement with FLOOR_N idle bare TLS
+ * sockets, then HTTP/2 sessions over TLS with three open idle streams each (netchan's server
+ * settings), and no netchan.
+ */
+async function floor(kind: 'tls' | 'h2'): Promise<{ rss: string; heap: string; external: string }> {
+  const srv = new Child(`floor ${kind} server`, script, ['floor-server', kind], env);
+  const fprocs: Child[] = [];
+  try {
+    const { port: fport } = (await srv.next('ready', 30_000)) as Message & { port: number };
+    await new Promise((r) => setTimeout(r, 500));
+    const b = ((await srv.ask({ type: 'mem' }, 'mem', 30_000)) as Message & { mem: Mem }).mem;
+    const n = Math.min(PROCS, FLOOR_N);
+    for (let i = 0; i < n; i++) fprocs.push(new Child(`floor ${kind} clients-${i}`, script, ['floor-clients', kind], env));
+    await Promise.all(fprocs.map((p) => p.next('ready', 30_000)));
+    const each = Math.floor(FLOOR_N / n);
+    const done = await Promise.all(
+      fprocs.map(
+        (p, i) => p.ask({ type: 'dial', port: fport, count: i === n - 1 ? FLOOR_N - each * (n - 1) : each, concurrency: CONCURRENCY }, 'dialed', TIMEOUT_MS) as Promise<Message & { connected: number }>,
+      ),
+    );
+    const held = done.reduce((s, d) => s + d.connected, 0);
+    await new Promise((r) => setTimeout(r, 2000));
+    const a = ((await srv.ask({ type: 'mem' }, 'mem', 60_000)) as Message & { mem: Mem }).mem;
+    const per = (field: keyof Mem) => ((a[field] - b[field]) / Math.max(1, held) / 1024).toFixed(1);
+    return { rss: per('rss'), heap: per('heapUsed'), external: per('external') };
+  } finally {
+    await Promise.all([srv, ...fprocs].map((c) => c.stop()));
+  }
+}
+const floors = FLOOR_N > 0 ? { tls: await floor('tls'), h2: await floor('h2') } : null;
 
 console.log(`netchan scale benchmark — Node ${process.version}, ${os.cpus()[0]?.model ?? 'cpu'} x${os.cpus().length}, ${os.platform()} ${os.release()}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB`);
 console.log(`one server process, ${N} clients in ${PROCS} processes (${CONCURRENCY} dials at a time each), 127.0.0.1, TLS 1.3 + HTTP/2, channel capacity ${args.capacity}`);
@@ -127,6 +165,19 @@ console.log(
     ],
   ),
 );
+if (floors) {
+  console.log('');
+  console.log(
+    table(
+      [`per idle connection on the server (after gc)`, 'RSS KB', 'JS heap KB', 'external KB'],
+      [
+        [`bare TLS 1.3 socket (Node tls, ${FLOOR_N} connections)`, floors.tls.rss, floors.tls.heap, floors.tls.external],
+        [`HTTP/2 session over TLS + 3 idle streams (Node http2, ${FLOOR_N} connections)`, floors.h2.rss, floors.h2.heap, floors.h2.external],
+        [`netchan client: session + 2 cluster channels (${connected} clients)`, perClient('rss'), perClient('heapUsed'), perClient('external')],
+      ],
+    ),
+  );
+}
 console.log('');
 console.log(
   `client processes (${PROCS}): RSS ${((clientRssDelta / Math.max(1, connected)) / 1024).toFixed(1)} KB and JS heap ` +
@@ -138,7 +189,6 @@ if (errors.size) {
   for (const [m, n] of errors) console.log(`  ${n} × ${m}`);
 }
 
-await Promise.all([server, ...procs].map((c) => c.stop()));
 killAll();
 const ok = connected === N && live.distinct === N && afterMsg.sessions === N;
 process.exit(ok ? 0 : 1);
