@@ -12,7 +12,8 @@
  *
  * server: answers `conns` (connections or sessions open), `go` (start sending) and `count`
  *   (sent, received, the time and the process's CPU time).
- * clients: `dial` opens `count` clients, `concurrency` at a time, and answers `dialed`.
+ * clients: `dial` opens `count` clients, `concurrency` at a time, and answers `dialed`; `cpu`
+ *   answers the process's CPU time.
  */
 import http2 from 'node:http2';
 import https from 'node:https';
@@ -398,6 +399,7 @@ if (role === 'server' && servers[peer]) {
       });
       tell({ type: 'dialed', connected: count - failed, failed, errors: [...errors] });
     },
+    cpu: () => tell({ type: 'cpu', cpu: process.cpuUsage() }),
   });
   tell({ type: 'ready' });
 } else {

@@ -22,8 +22,8 @@
  * Every peer in the same run; the server in its own process, the clients in BENCH_CLIENT_PROCS
  * (default 2) others. For each cell: all clients connect, the server starts, BENCH_WARMUP_S
  * (default 2) of warm-up, then the server counts for BENCH_SECONDS (default 5). Processed msg/s =
- * (tasks sent + echoes received by the server) / seconds, as in the demo; also the server's CPU
- * time per processed message.
+ * (tasks sent + echoes received by the server) / seconds, as in the demo; also the CPU time per
+ * processed message of the server and of all client processes together.
  *
  *   npm run bench:cluster
  *   BENCH_CLIENTS=100,1000 BENCH_PEERS=netchan,raw-tls npm run bench:cluster
@@ -79,6 +79,8 @@ interface Cell {
   cpuUs: number;
   /** Server CPU use over the window, in cores. */
   cores: number;
+  /** CPU time of all client processes per processed message, µs. */
+  clientCpuUs: number;
   note?: string;
 }
 
@@ -117,17 +119,21 @@ async function runCell(peer: string, clients: number): Promise<Cell> {
     const connectS = (Date.now() - started) / 1000;
     server.send({ type: 'go' });
     await sleep(WARMUP_MS);
-    const a = (await server.ask({ type: 'count' }, 'count', 30_000)) as Count;
+    const clientCpu = async () => {
+      const all = await Promise.all(procs.map((p) => p.ask({ type: 'cpu' }, 'cpu', 30_000) as Promise<Message & { cpu: NodeJS.CpuUsage }>));
+      return all.reduce((s, m) => s + m.cpu.user + m.cpu.system, 0);
+    };
+    const [a, ca] = await Promise.all([server.ask({ type: 'count' }, 'count', 30_000) as Promise<Count>, clientCpu()]);
     await sleep(MEASURE_MS);
-    const b = (await server.ask({ type: 'count' }, 'count', 30_000)) as Count;
+    const [b, cb] = await Promise.all([server.ask({ type: 'count' }, 'count', 30_000) as Promise<Count>, clientCpu()]);
     const seconds = (b.atMs - a.atMs) / 1000;
     const processed = b.sent + b.received - a.sent - a.received;
     const cpuUs = b.cpu.user + b.cpu.system - a.cpu.user - a.cpu.system;
     const sysShare = (b.cpu.system - a.cpu.system) / Math.max(1, cpuUs);
-    const cell = { rate: processed / seconds, cpuUs: cpuUs / Math.max(1, processed), cores: cpuUs / 1e6 / seconds };
+    const cell = { rate: processed / seconds, cpuUs: cpuUs / Math.max(1, processed), cores: cpuUs / 1e6 / seconds, clientCpuUs: (cb - ca) / Math.max(1, processed) };
     console.error(
       `  ${peer} × ${clients}: ${rate(cell.rate)} msg/s, server ${cell.cpuUs.toFixed(2)} µs CPU per message ` +
-        `(${cell.cores.toFixed(2)} cores, ${(sysShare * 100).toFixed(0)} % in the kernel); connected in ${connectS.toFixed(1)} s`,
+        `(${cell.cores.toFixed(2)} cores, ${(sysShare * 100).toFixed(0)} % in the kernel), clients ${cell.clientCpuUs.toFixed(2)} µs; connected in ${connectS.toFixed(1)} s`,
     );
     return cell;
   } finally {
@@ -144,7 +150,7 @@ for (const clients of SIZES) {
       results.set(`${peer}/${clients}`, await runCell(peer, clients));
     } catch (err) {
       console.error(`  ${peer} × ${clients}: FAILED: ${(err as Error).message}`);
-      results.set(`${peer}/${clients}`, { rate: NaN, cpuUs: NaN, cores: NaN, note: 'failed' });
+      results.set(`${peer}/${clients}`, { rate: NaN, cpuUs: NaN, cores: NaN, clientCpuUs: NaN, note: 'failed' });
     }
     await sleep(500);
   }
@@ -168,7 +174,7 @@ const rows = PEERS.map((peer) => [
 ]);
 console.log(table(head, rows));
 console.log('');
-console.log('server CPU per processed message, µs (server CPU use in cores)');
+console.log('CPU per processed message, µs: server (server CPU use in cores) / all client processes');
 console.log('');
 console.log(
   table(
@@ -177,7 +183,7 @@ console.log(
       LABELS[peer]!,
       ...SIZES.map((n) => {
         const c = results.get(`${peer}/${n}`)!;
-        return c.note ? c.note : `${c.cpuUs.toFixed(2)} (${c.cores.toFixed(2)})`;
+        return c.note ? c.note : `${c.cpuUs.toFixed(2)} (${c.cores.toFixed(2)}) / ${c.clientCpuUs.toFixed(2)}`;
       }),
     ]),
   ),
