@@ -586,7 +586,11 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
     if (need > 0) {
       this.demand += need;
       this.demandPending += need;
-      this.fs.touch();
+      // Credits go in quarters of the window, or at once when the owner knows of half the window
+      // or less (a receive waiting on an empty inbox among them). Below that they ride along with
+      // this stream's next write: with few values per turn, a CREDIT of its own per value was an
+      // HTTP/2 DATA frame and a write each (docs/PROTOCOL.md §5.2).
+      if (this.demandPending * 4 >= want || (this.demand - this.demandPending) * 2 <= want) this.fs.touch();
     }
   }
 
@@ -742,7 +746,9 @@ export class ChannelExporter extends OrderedEndpoint {
       this.fs.countFrame(FrameType.ACK, this.ackPending);
       this.ackPending = 0;
       this.fs.flush();
-    } else this.fs.touch();
+    }
+    // Below a quarter they ride along with this stream's next write. The remote cannot be held
+    // up by that: while it has a quarter of its window or more unacknowledged here, they go.
   }
 
   private deliver(value: unknown): void {

@@ -45,7 +45,43 @@ export class Flusher {
       setImmediate(this.run);
     }
   }
+
+  private lazy: FramedStream[] = [];
+  private lazyTimer: NodeJS.Timeout | null = null;
+  private readonly runLazy = (): void => {
+    this.lazyTimer = null;
+    const list = this.lazy;
+    this.lazy = [];
+    for (const fs of list) {
+      fs.lazyQueued = false;
+      if (fs.owesReceipt) this.mark(fs);
+    }
+  };
+
+  /**
+   * Flushes `fs` within {@link RECEIPT_DELAY_MS} unless something else does first: for receipts,
+   * which otherwise ride along with the stream's own writes. One timer for every stream.
+   */
+  markLazy(fs: FramedStream): void {
+    if (fs.lazyQueued) return;
+    fs.lazyQueued = true;
+    this.lazy.push(fs);
+    if (!this.lazyTimer) {
+      this.lazyTimer = setTimeout(this.runLazy, RECEIPT_DELAY_MS);
+      this.lazyTimer.unref();
+    }
+  }
 }
+
+/**
+ * Receipts (RCVD, docs/PROTOCOL.md §4.5) ride along with what a stream writes anyway. On their
+ * own they go after this long, or once this many frames or bytes are unconfirmed: each one
+ * written alone is an HTTP/2 DATA frame and a write, which cost the cluster echo a third of its
+ * server CPU; and the peer keeps what it sent until confirmed.
+ */
+export const RECEIPT_DELAY_MS = 250;
+const RECEIPT_EAGER_FRAMES = 64;
+const RECEIPT_EAGER_BYTES = 256 * 1024;
 
 /** Counters a FramedStream adds to. */
 export interface ByteCounters {
@@ -85,6 +121,14 @@ export class FramedStream {
   /** Frames written since the stream opened, across resumptions (resumable streams). */
   framesOut = 0;
   private framesInUnconfirmed = 0;
+  private bytesInUnconfirmed = 0;
+  /** In its Flusher's list of streams that owe a receipt soon. @internal */
+  lazyQueued = false;
+
+  /** Frames came in that the peer has not had a receipt for. @internal */
+  get owesReceipt(): boolean {
+    return this.framesInUnconfirmed > 0;
+  }
   private framesPending = 0;
   private replay: ReplayEntry[] | null = null;
   private drainWaiters: (() => void)[] = [];
@@ -117,7 +161,9 @@ export class FramedStream {
         if (this.replay) {
           if (type === FrameType.RCVD) return this.confirmed(payload);
           this.framesIn++;
-          if (++this.framesInUnconfirmed === 1) this.flusher.mark(this);
+          this.bytesInUnconfirmed += payload.length;
+          if (++this.framesInUnconfirmed === 1) this.flusher.markLazy(this);
+          else if (this.framesInUnconfirmed >= RECEIPT_EAGER_FRAMES || this.bytesInUnconfirmed >= RECEIPT_EAGER_BYTES) this.flusher.mark(this);
         }
         this.sink.onFrame(type, payload);
       },
@@ -237,6 +283,7 @@ export class FramedStream {
       if (!this.suspended && this.framesInUnconfirmed > 0) {
         this.encoder.countFrame(FrameType.RCVD, this.framesInUnconfirmed);
         this.framesInUnconfirmed = 0;
+        this.bytesInUnconfirmed = 0;
       }
       const out = this.encoder.take();
       if (!out) return;
@@ -300,6 +347,7 @@ export class FramedStream {
     this.bind(stream);
     // everything the peer has not got yet, then the confirmation of what we got
     this.framesInUnconfirmed = 0;
+    this.bytesInUnconfirmed = 0;
     const parts = replay.map((e) => e.bytes);
     if (parts.length > 0) {
       const out = Buffer.concat(parts);

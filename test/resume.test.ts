@@ -7,6 +7,7 @@
 import net from 'node:net';
 import { expect } from 'chai';
 import { Channel, connect, type ConnectOptions, type Session } from '../lib/index.js';
+import type { FramedStream } from '../lib/framed-stream.js';
 import { rejection } from './helpers/assert.js';
 import { testCertificates } from './helpers/certs.js';
 import { onTeardown, startServer, teardown, until, type Started } from './helpers/net.js';
@@ -120,6 +121,25 @@ for (const transport of ['h2', 'ws'] as const) {
       expect(events.filter((e) => e === 'reconnect').length).to.be.greaterThan(0);
       expect(events[0]).to.equal('disconnect');
       expect(session.closed).to.equal(false);
+    });
+
+    it('a quiet stream still gets its receipts: what each side keeps for replay drains without further traffic', async () => {
+      // Receipts ride along with a stream's own writes; a stream with nothing more to write
+      // confirms what it got within RECEIPT_DELAY_MS (docs/PROTOCOL.md §4.5). Capacity 1024: acks
+      // of 3 values are deferred too, so nothing else would ever carry them.
+      const inbox = s.server.channel<number>('quiet', 1024);
+      const session = await clientVia(relay, { transport });
+      const h = session.channel<number>('quiet');
+      for (let i = 0; i < 3; i++) await h.send(i);
+      for (let i = 0; i < 3; i++) expect(await inbox.receive()).to.equal(i);
+      type WithFramed = { framedBySid: Map<string, FramedStream> };
+      const unconfirmed = (x: unknown) => [...(x as WithFramed).framedBySid.values()].reduce((n, fs) => n + fs.unconfirmedFrames, 0);
+      const serverSession = [...(s.server as unknown as { sessions: Map<string, unknown> }).sessions.values()][0];
+      expect(serverSession).to.not.equal(undefined);
+      await until(() => unconfirmed(session) === 0 && unconfirmed(serverSession) === 0, 3000, 'every frame confirmed both ways');
+      // and the values still flow afterwards
+      await h.send(3);
+      expect(await inbox.receive()).to.equal(3);
     });
 
     it('server → client: 20,000 values across 5 cuts are received exactly once, in order', async () => {
