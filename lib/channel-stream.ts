@@ -739,13 +739,17 @@ export class ChannelExporter extends OrderedEndpoint {
   }
 
   private ack(): void {
-    // Acks return the remote's credits. Batched per turn, but once a quarter of its window has
-    // accrued they go out at once, so the remote refills while this side works on the rest of
-    // what arrived: without this both sides take turns idling, one window per round trip.
+    // Acks return the remote's credits. Once a quarter of its window has accrued they are due,
+    // so the remote refills while this side works on the rest of what arrived: without this both
+    // sides take turns idling, one window per round trip.
     if (++this.ackPending >= this.ackEagerly) {
       this.fs.countFrame(FrameType.ACK, this.ackPending);
       this.ackPending = 0;
-      this.fs.flush();
+      // Written mid-turn only for big windows (a capacity-1024 sender refills while this side
+      // works through the rest of a large batch). For small ones the end of the turn comes soon
+      // enough, and a write of its own per quarter window doubled the stream writes of the
+      // cluster echo (16 in flight per client): its server CPU per message 9.8 -> 4.6-5.2 us.
+      if (this.ackEagerly >= 64) this.fs.flush();
     }
     // Below a quarter they ride along with this stream's next write. The remote cannot be held
     // up by that: while it has a quarter of its window or more unacknowledged here, they go.
