@@ -12,6 +12,7 @@ import { GATEWAY_AUDIT_CHANNEL, connect, createServer, specialAddressKind, type 
 import { attach, netchan } from '../middleware/express.js';
 import { decodeMuxFrame, encodeHeaders, encodeMuxFrame } from '../lib/ws-mux.js';
 import { rejection } from './helpers/assert.js';
+import { httpGet, readAll } from './helpers/streams.js';
 import { testCertificates } from './helpers/certs.js';
 import { onTeardown, startServer, teardown, until, useTransport } from './helpers/net.js';
 
@@ -56,30 +57,11 @@ function countThenAnswerServer() {
   });
 }
 
-async function readAll(stream: NodeJS.ReadableStream): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of stream as AsyncIterable<Buffer>) chunks.push(c);
-  return Buffer.concat(chunks);
-}
-
 function localConnect(port: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const s = net.connect({ host: '127.0.0.1', port, allowHalfOpen: true }, () => resolve(s));
     s.once('error', reject);
     onTeardown(() => void s.destroy());
-  });
-}
-
-function httpGet(port: number, path = '/'): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => (body += c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      })
-      .on('error', reject);
   });
 }
 

@@ -15,40 +15,13 @@ import { pipeline } from 'node:stream/promises';
 import { expect } from 'chai';
 import { Channel, connect, createServer, type ChannelLike, type ConnectOptions, type NetchanServer, type Session } from '../lib/index.js';
 import { rejection } from './helpers/assert.js';
+import { digestOf, httpGet, readAll } from './helpers/streams.js';
 import { testCertificates } from './helpers/certs.js';
 import { onTeardown, teardown, until } from './helpers/net.js';
 import { docValues, renderTemplate, startProxy, templateText, type RunningProxy, type TemplateName } from './helpers/proxies.js';
 
 const TOKEN = 'proxy-test-token';
 const STREAM_BYTES = 8 * 1024 * 1024;
-
-async function readAll(stream: NodeJS.ReadableStream): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of stream as AsyncIterable<Buffer>) chunks.push(c);
-  return Buffer.concat(chunks);
-}
-
-/** GET through a local port; the body as text (a 200 is required). */
-function httpGet(port: number, path: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
-        if (res.statusCode !== 200) reject(new Error(`status ${res.statusCode}`));
-        readAll(res).then((b) => resolve(b.toString()), reject);
-      })
-      .on('error', reject);
-  });
-}
-
-async function digestOf(stream: NodeJS.ReadableStream): Promise<{ hex: string; bytes: number }> {
-  const hash = createHash('sha256');
-  let bytes = 0;
-  for await (const chunk of stream as AsyncIterable<Buffer>) {
-    hash.update(chunk);
-    bytes += chunk.length;
-  }
-  return { hex: hash.digest('hex'), bytes };
-}
 
 /** `total` random bytes in 64 KiB chunks, and the SHA-256 of what was produced. */
 function randomSource(total: number): { stream: Readable; digest: () => string } {
@@ -318,7 +291,7 @@ for (const route of routes) {
         const session = await client();
         const fw = await session.forward({ target: targets.web });
         onTeardown(() => fw.close());
-        for (const p of ['/a', '/b']) expect(await httpGet(fw.address.port, p)).to.equal(`hello from ${p}`);
+        for (const p of ['/a', '/b']) expect(await httpGet(fw.address.port, p)).to.deep.equal({ status: 200, body: `hello from ${p}` });
       });
 
       it('dialTcp: the client speaks first, and the target first, each with a 1 MiB echo', async () => {
