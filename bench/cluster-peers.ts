@@ -17,6 +17,8 @@
  */
 import http2 from 'node:http2';
 import https from 'node:https';
+import type net from 'node:net';
+import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
@@ -105,6 +107,12 @@ function framedGo(wires: Set<Duplex>): void {
   }
 }
 
+/** Listens on 127.0.0.1, a free port, with a backlog of 4096 (thousands of clients dial at once). */
+async function listenLoopback(server: Pick<net.Server, 'listen' | 'address'>): Promise<number> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', 4096, resolve));
+  return (server.address() as AddressInfo).port;
+}
+
 /** Raw TLS, the same codec, length-prefixed frames: the limit. */
 async function rawTlsServer(): Promise<EchoServer> {
   const sockets = new Set<Duplex>();
@@ -112,9 +120,8 @@ async function rawTlsServer(): Promise<EchoServer> {
     socket.setNoDelay(true);
     framedEcho(socket, sockets);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', 4096, resolve));
   return {
-    port: (server.address() as { port: number }).port,
+    port: await listenLoopback(server),
     connections: () => sockets.size,
     go: () => framedGo(sockets),
   };
@@ -129,9 +136,8 @@ async function rawH2Server(): Promise<EchoServer> {
     stream.respond({ ':status': 200 });
     framedEcho(stream, streams);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', 4096, resolve));
   return {
-    port: (server.address() as { port: number }).port,
+    port: await listenLoopback(server),
     connections: () => streams.size,
     go: () => framedGo(streams),
   };
@@ -153,9 +159,8 @@ async function wsServer(): Promise<EchoServer> {
       counters.sent++;
     });
   });
-  await new Promise<void>((resolve) => web.listen(0, '127.0.0.1', 4096, resolve));
   return {
-    port: (web.address() as { port: number }).port,
+    port: await listenLoopback(web),
     connections: () => sockets.size,
     go() {
       for (const ws of sockets) {
@@ -225,9 +230,8 @@ async function socketIoServer(): Promise<EchoServer> {
       counters.sent++;
     });
   });
-  await new Promise<void>((resolve) => web.listen(0, '127.0.0.1', 4096, resolve));
   return {
-    port: (web.address() as { port: number }).port,
+    port: await listenLoopback(web),
     connections: () => sockets.size,
     go() {
       for (const socket of sockets) {
