@@ -208,10 +208,9 @@ export abstract class SessionCore extends EventEmitter implements StreamContext,
     stream.on('error', (err) => debug('byte stream error: %s', (err as Error).message));
     // The program holds this stream: whatever ends it with an error (a reset by the peer, whose
     // source failed or whose session ended; the connection lost) ends it with a NetchanError,
-    // in `stream.errored` and in what for-await or pipeline throw too (so mapped before Node's
-    // destroy records it).
-    // Both ends of Node's destroy: the error it is given (a WebSocket mux stream's reset) and the
-    // one an HTTP/2 stream's _destroy makes up from the RST_STREAM code.
+    // in `stream.errored` and in what for-await or pipeline throw too. Both ends of Node's
+    // destroy are mapped, before it records the error: the error destroy is given (a WebSocket
+    // mux stream's reset), and the one an HTTP/2 stream's _destroy makes up from the RST code.
     const wire = stream as Duplex & { destroy(err?: Error, cb?: unknown): Duplex; _destroy(err: Error | null, cb: (err?: Error | null) => void): void };
     const toNetchan = (err: Error | null | undefined) => (err ? fromNodeError(err, ErrorCodes.STREAM_RESET) : err);
     const destroy = wire.destroy;
