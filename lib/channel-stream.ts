@@ -8,7 +8,7 @@
  * acknowledges every value handed to its program with ACK, so that values taken but never
  * delivered can go back to the channel when the stream goes away.
  */
-import { Channel, Waiter, channelIterator, type ChannelLike, type OperationOptions, type TryReceiveResult } from './channel.js';
+import { Channel, Waiter, type ChannelLike, type OperationOptions, type TryReceiveResult } from './channel.js';
 import { ErrorCodes, NetchanError, netchanError } from './errors.js';
 import { FrameType } from './frames.js';
 import type { FrameSink, FramedStream } from './framed-stream.js';
@@ -197,8 +197,22 @@ class PendingReceive implements WaitNode {
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
 
+  /** A `for await` step: resolves with the iterator result itself instead of the bare value. */
+  constructor(private readonly iterating = false) {}
+
   unwatch(): void {
     if (this.signal && this.onAbort) this.signal.removeEventListener('abort', this.onAbort);
+  }
+
+  give(value: unknown): void {
+    this.resolve(this.iterating ? { value, done: false } : value);
+  }
+
+  /** The channel is closed and drained: a receive rejects, an iteration ends (or throws the close error). */
+  closed(error: NetchanError, reason: Error | undefined): void {
+    if (!this.iterating) this.reject(error);
+    else if (reason) this.reject(reason);
+    else this.resolve({ value: undefined, done: true });
   }
 }
 
@@ -437,7 +451,23 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
   }
 
   [Symbol.asyncIterator](): AsyncIterator<T> {
-    return channelIterator(this, () => this.closeError);
+    // as Channel's: one promise per value, resolved with the iterator result itself
+    return {
+      next: (): Promise<IteratorResult<T>> => {
+        if (this.inbox.length > 0) {
+          const value = this.inbox.shift();
+          this.consumed();
+          return Promise.resolve({ value, done: false });
+        }
+        if (this.failure) return Promise.reject(this.failure);
+        if (this.ended || this.released) return this.closeError ? Promise.reject(this.closeError) : Promise.resolve({ value: undefined, done: true });
+        const op = new PendingReceive(true);
+        this.receivers.push(op);
+        this.prefetch = true;
+        this.topUpDemand();
+        return op.promise as Promise<IteratorResult<T>>;
+      },
+    };
   }
 
   // ---- frames from the owner ----
@@ -452,7 +482,7 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
         if (r) {
           r.unwatch();
           this.consumed();
-          r.resolve(value);
+          r.give(value);
         } else if (!this.released) {
           this.inbox.push(value);
         }
@@ -487,7 +517,7 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
       const err = closedError(this.closeError);
       for (let r = this.receivers.shift(); r; r = this.receivers.shift()) {
         r.unwatch();
-        r.reject(err);
+        r.closed(err, this.closeError);
       }
       this.fs.end();
     }

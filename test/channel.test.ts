@@ -169,6 +169,32 @@ describe('Channel', () => {
       expect(caught).to.equal(boom);
     });
 
+    it('a for await waiting for a value ends when the channel closes, or throws its close error', async () => {
+      for (const capacity of [0, 4]) {
+        const plain = new Channel<number>(capacity);
+        const failing = new Channel<number>(capacity);
+        const boom = new Error('boom');
+        const collect = async (ch: Channel<number>) => {
+          const got: number[] = [];
+          try {
+            for await (const v of ch) got.push(v);
+          } catch (err) {
+            return { got, err };
+          }
+          return { got, err: undefined };
+        };
+        const a = collect(plain);
+        const b = collect(failing);
+        await plain.send(1); // handed to the waiting step
+        await failing.send(2);
+        await new Promise((r) => setImmediate(r)); // both steps wait again
+        plain.close();
+        failing.close(boom);
+        expect(await a).to.deep.equal({ got: [1], err: undefined });
+        expect(await b).to.deep.equal({ got: [2], err: boom });
+      }
+    });
+
     it('closing twice is a no-op and keeps the first error', () => {
       const ch = new Channel<number>();
       const first = new Error('first');

@@ -467,6 +467,34 @@ for (const transport of ['h2', 'ws'] as const) describe(`channels over ${transpo
     expect((caught as Error & { code: string }).code).to.equal('E_UPSTREAM');
   });
 
+  it('a remote for await waiting on an empty channel ends when the owner closes it, or throws the close error', async () => {
+    const { server, client } = await startServer();
+    const plain = server.channel<number>('wait-plain', 4);
+    const failing = server.channel<number>('wait-failing', 0);
+    const session = await client();
+    const collect = async (ch: ChannelLike<number>) => {
+      const got: number[] = [];
+      try {
+        for await (const v of ch) got.push(v);
+      } catch (err) {
+        return { got, err: err as Error & { code?: string } };
+      }
+      return { got, err: undefined };
+    };
+    const a = collect(session.channel<number>('wait-plain'));
+    const b = collect(session.channel<number>('wait-failing'));
+    await plain.send(1);
+    await failing.send(2); // capacity 0: resolves once the remote step took it
+    await tick(50); // both steps wait again
+    plain.close();
+    failing.close(Object.assign(new Error('upstream failed'), { code: 'E_UPSTREAM' }));
+    const [ra, rb] = await Promise.all([a, b]);
+    expect(ra).to.deep.equal({ got: [1], err: undefined });
+    expect(rb.got).to.deep.equal([2]);
+    expect(rb.err?.message).to.equal('upstream failed');
+    expect(rb.err?.code).to.equal('E_UPSTREAM');
+  });
+
   it('close propagates from the remote handle to the owner', async () => {
     const { server, client } = await startServer();
     const ch = server.channel<number>('c', 4);
