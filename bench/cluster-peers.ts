@@ -56,6 +56,12 @@ interface EchoServer {
   go(): void;
 }
 const counters = { sent: 0, received: 0 };
+/** What the two-stream peer writes back after each chunk read: a count frame, as netchan's ACK. */
+const ACK_FRAME = (() => {
+  const enc = new FrameEncoder(64);
+  enc.countFrame(FrameType.ACK, 1);
+  return enc.take() as Buffer;
+})();
 
 // ---------------------------------------------------------------------------------------------
 // servers
@@ -140,6 +146,50 @@ async function rawH2Server(): Promise<EchoServer> {
     port: await listenLoopback(server),
     connections: () => streams.size,
     go: () => framedGo(streams),
+  };
+}
+
+/**
+ * The same frames on two raw HTTP/2 streams per client, as netchan lays out a `dial` client: tasks
+ * on one stream, echoes on the other, and after every chunk read a 9-byte acknowledgement frame
+ * back on the stream it came from (netchan's ACK or CREDIT). No channel semantics: what this
+ * stream layout costs on Node's HTTP/2.
+ */
+async function rawH2PairServer(): Promise<EchoServer> {
+  const downs = new Set<Duplex>();
+  const pending = new WeakMap<object, { down?: Duplex; up?: Duplex }>();
+  const server = http2.createSecureServer({ key, cert, minVersion: 'TLSv1.3', settings: { initialWindowSize: 1024 * 1024 } });
+  server.on('connection', (socket: tls.TLSSocket) => socket.setNoDelay(true));
+  server.on('stream', (stream, headers) => {
+    stream.respond({ ':status': 200 });
+    stream.on('error', () => undefined);
+    const pair = pending.get(stream.session!) ?? {};
+    pending.set(stream.session!, pair);
+    if (headers[':path'] === '/down') pair.down = stream;
+    else pair.up = stream;
+    if (!pair.down || !pair.up) return;
+    const { down, up } = pair;
+    downs.add(down);
+    down.on('close', () => downs.delete(down));
+    down.on('data', () => undefined); // the client's acknowledgements
+    const enc = new FrameEncoder(4096);
+    const decoder = new FrameDecoder((_type, payload) => {
+      decode(payload);
+      counters.received++;
+      enc.frame(FrameType.VALUE, encode(task()));
+      counters.sent++;
+    });
+    up.on('data', (chunk: Buffer) => {
+      decoder.push(chunk);
+      const out = enc.take();
+      if (out) down.write(out);
+      up.write(ACK_FRAME);
+    });
+  });
+  return {
+    port: await listenLoopback(server),
+    connections: () => downs.size,
+    go: () => framedGo(downs),
   };
 }
 
@@ -306,6 +356,46 @@ function rawH2Client(port: number): Promise<void> {
   });
 }
 
+function rawH2PairClient(port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const session = http2.connect(`https://127.0.0.1:${port}`, {
+      createConnection: () => {
+        const socket = tls.connect({ host: '127.0.0.1', port, secureContext, ALPNProtocols: ['h2'], minVersion: 'TLSv1.3' });
+        socket.setNoDelay(true);
+        return socket;
+      },
+      settings: { initialWindowSize: 1024 * 1024 },
+    });
+    session.once('error', reject);
+    const up = session.request({ ':method': 'POST', ':path': '/up' });
+    const down = session.request({ ':method': 'POST', ':path': '/down' });
+    let answered = 0;
+    for (const stream of [up, down]) {
+      stream.once('error', reject);
+      stream.once('response', () => {
+        if (++answered < 2) return;
+        session.off('error', reject);
+        session.on('error', () => undefined);
+        for (const s2 of [up, down]) {
+          s2.off('error', reject);
+          s2.on('error', () => undefined);
+        }
+        held.push(session, up, down);
+        resolve();
+      });
+    }
+    up.on('data', () => undefined); // the server's acknowledgements
+    const enc = new FrameEncoder(4096);
+    const decoder = new FrameDecoder((_type, payload) => enc.frame(FrameType.VALUE, encode(decode(payload))));
+    down.on('data', (chunk: Buffer) => {
+      decoder.push(chunk);
+      const out = enc.take();
+      if (out) up.write(out);
+      down.write(ACK_FRAME);
+    });
+  });
+}
+
 function wsClient(port: number): Promise<void> {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(`wss://127.0.0.1:${port}/`, { secureContext, perMessageDeflate: false } as WebSocket.ClientOptions);
@@ -364,6 +454,7 @@ const servers: Record<string, () => Promise<EchoServer>> = {
   netchan: netchanServer,
   'raw-tls': rawTlsServer,
   'raw-h2': rawH2Server,
+  'raw-h2-pair': rawH2PairServer,
   ws: wsServer,
   grpc: grpcServer,
   'socket.io': socketIoServer,
@@ -372,6 +463,7 @@ const clients: Record<string, (port: number) => Promise<void>> = {
   netchan: netchanClient,
   'raw-tls': rawTlsClient,
   'raw-h2': rawH2Client,
+  'raw-h2-pair': rawH2PairClient,
   ws: wsClient,
   grpc: grpcClient,
   'socket.io': socketIoClientOpen,

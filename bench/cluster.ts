@@ -27,17 +27,18 @@
  *
  *   npm run bench:cluster
  *   BENCH_CLIENTS=100,1000 BENCH_PEERS=netchan,raw-tls npm run bench:cluster
- *   BENCH_CPU_PROF_DIR=.scratch/prof BENCH_PEERS=netchan npm run bench:cluster   # server profiles
+ *   BENCH_CPU_PROF_DIR=.scratch/prof BENCH_PEERS=netchan npm run bench:cluster   # server and client profiles
  */
 import os from 'node:os';
 import { generateCertificates } from '../lib/devcert.js';
 import { Child, killAll, rate, table, type Message } from './children.js';
 
-const ALL_PEERS = ['netchan', 'raw-tls', 'raw-h2', 'ws', 'grpc', 'socket.io'];
+const ALL_PEERS = ['netchan', 'raw-tls', 'raw-h2', 'raw-h2-pair', 'ws', 'grpc', 'socket.io'];
 const LABELS: Record<string, string> = {
   netchan: 'netchan (`listen`/`dial`)',
   'raw-tls': 'raw TLS, same codec + framing',
   'raw-h2': 'raw HTTP/2 stream over TLS, same codec + framing',
+  'raw-h2-pair': 'two raw HTTP/2 streams per client as netchan, acks back',
   ws: 'ws over TLS, same codec',
   grpc: '@grpc/grpc-js bidi stream, same codec',
   'socket.io': 'socket.io over TLS (websocket)',
@@ -92,7 +93,8 @@ async function runCell(peer: string, clients: number): Promise<Cell> {
   try {
     const { port } = (await server.next('ready', 30_000)) as Message & { port: number };
     const nprocs = Math.min(CLIENT_PROCS, clients);
-    for (let i = 0; i < nprocs; i++) procs.push(new Child(`${peer} clients-${i}`, script, ['clients', peer], env));
+    const clientProf = PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}/${peer}-${clients}-clients`] : [];
+    for (let i = 0; i < nprocs; i++) procs.push(new Child(`${peer} clients-${i}`, script, ['clients', peer], env, clientProf));
     await Promise.all(procs.map((p) => p.next('ready', 30_000)));
     const per = Math.floor(clients / nprocs);
     const started = Date.now();
@@ -138,7 +140,7 @@ async function runCell(peer: string, clients: number): Promise<Cell> {
     return cell;
   } finally {
     // a profiled server writes its profile as it exits
-    await Promise.all([server.stop(PROFILE_DIR ? 30_000 : 1000), ...procs.map((c) => c.stop(1000))]);
+    await Promise.all([server.stop(PROFILE_DIR ? 30_000 : 1000), ...procs.map((c) => c.stop(PROFILE_DIR ? 30_000 : 1000))]);
   }
 }
 
