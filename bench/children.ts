@@ -1,5 +1,5 @@
 /**
- * Benchmark processes: forks a bench module (run through tsx, with `--expose-gc`) with an IPC
+ * Benchmark processes: forks a bench module (through tsx when it is TypeScript; with `--expose-gc`) with an IPC
  * channel, waits for its typed messages, and makes sure every child dies with the parent (normal
  * exit, an error, SIGINT or SIGTERM). A child exits by itself when the parent goes (IPC disconnect).
  */
@@ -40,7 +40,8 @@ export class Child {
     execArgv: string[] = [],
   ) {
     this.process = fork(fileURLToPath(script), args, {
-      execArgv: ['--import', 'tsx', '--expose-gc', ...execArgv],
+      // a compiled module (the tsc build, as a user runs netchan) needs no tsx
+      execArgv: [...(script.pathname.endsWith('.ts') ? ['--import', 'tsx'] : []), '--expose-gc', ...execArgv],
       env: { ...process.env, ...env },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });

@@ -61,7 +61,8 @@ const MB = (b: number) => (b / 1024 / 1024).toFixed(1);
 
 const certs = await generateCertificates({ hosts: ['localhost', '127.0.0.1'] });
 const env = { BENCH_KEY: certs.key, BENCH_CERT: certs.cert, BENCH_CA: certs.caCert, BENCH_CAPACITY: args.capacity! };
-const script = new URL('./scale-peer.ts', import.meta.url);
+// run from the tsc build by `npm run bench:scale`, from source under tsx otherwise
+const script = new URL(import.meta.url.endsWith('.ts') ? './scale-peer.ts' : './scale-peer.js', import.meta.url);
 
 const server = new Child('server', script, ['server'], env);
 const { port } = (await server.next('ready', 30_000)) as Message & { port: number };
