@@ -85,10 +85,14 @@ async function netchanServer(): Promise<EchoServer> {
   };
 }
 
-/** The server side of the framed echo on any byte stream: one write per chunk read. */
-function framedEcho(wire: Duplex, wires: Set<Duplex>): void {
-  wires.add(wire);
-  wire.on('close', () => wires.delete(wire));
+/**
+ * The server side of the framed echo on any byte stream: reads echoes from `wire` and answers
+ * with one write per chunk read on `reply` (the same stream, or the tasks stream of a two-stream
+ * client, which then also gets an acknowledgement frame back on `wire` after every chunk).
+ */
+function framedEcho(wire: Duplex, wires: Set<Duplex>, reply: Duplex = wire): void {
+  wires.add(reply);
+  reply.on('close', () => wires.delete(reply));
   wire.on('error', () => undefined);
   const enc = new FrameEncoder(4096);
   const decoder = new FrameDecoder((_type, payload) => {
@@ -100,7 +104,8 @@ function framedEcho(wire: Duplex, wires: Set<Duplex>): void {
   wire.on('data', (chunk: Buffer) => {
     decoder.push(chunk);
     const out = enc.take();
-    if (out) wire.write(out);
+    if (out) reply.write(out);
+    if (reply !== wire) wire.write(ACK_FRAME);
   });
 }
 
@@ -133,11 +138,17 @@ async function rawTlsServer(): Promise<EchoServer> {
   };
 }
 
+/** Node's HTTP/2 over TLS as the raw HTTP/2 peers use it: netchan's stream window, no Nagle. */
+function rawH2SecureServer(): http2.Http2SecureServer {
+  const server = http2.createSecureServer({ key, cert, minVersion: 'TLSv1.3', settings: { initialWindowSize: 1024 * 1024 } });
+  server.on('connection', (socket: tls.TLSSocket) => socket.setNoDelay(true));
+  return server;
+}
+
 /** The same frames on one raw HTTP/2 stream per client (Node's http2, TLS): what HTTP/2 costs. */
 async function rawH2Server(): Promise<EchoServer> {
   const streams = new Set<Duplex>();
-  const server = http2.createSecureServer({ key, cert, minVersion: 'TLSv1.3', settings: { initialWindowSize: 1024 * 1024 } });
-  server.on('connection', (socket: tls.TLSSocket) => socket.setNoDelay(true));
+  const server = rawH2SecureServer();
   server.on('stream', (stream) => {
     stream.respond({ ':status': 200 });
     framedEcho(stream, streams);
@@ -158,8 +169,7 @@ async function rawH2Server(): Promise<EchoServer> {
 async function rawH2PairServer(): Promise<EchoServer> {
   const downs = new Set<Duplex>();
   const pending = new WeakMap<object, { down?: Duplex; up?: Duplex }>();
-  const server = http2.createSecureServer({ key, cert, minVersion: 'TLSv1.3', settings: { initialWindowSize: 1024 * 1024 } });
-  server.on('connection', (socket: tls.TLSSocket) => socket.setNoDelay(true));
+  const server = rawH2SecureServer();
   server.on('stream', (stream, headers) => {
     stream.respond({ ':status': 200 });
     stream.on('error', () => undefined);
@@ -168,23 +178,8 @@ async function rawH2PairServer(): Promise<EchoServer> {
     if (headers[':path'] === '/down') pair.down = stream;
     else pair.up = stream;
     if (!pair.down || !pair.up) return;
-    const { down, up } = pair;
-    downs.add(down);
-    down.on('close', () => downs.delete(down));
-    down.on('data', () => undefined); // the client's acknowledgements
-    const enc = new FrameEncoder(4096);
-    const decoder = new FrameDecoder((_type, payload) => {
-      decode(payload);
-      counters.received++;
-      enc.frame(FrameType.VALUE, encode(task()));
-      counters.sent++;
-    });
-    up.on('data', (chunk: Buffer) => {
-      decoder.push(chunk);
-      const out = enc.take();
-      if (out) down.write(out);
-      up.write(ACK_FRAME);
-    });
+    pair.down.on('data', () => undefined); // the client's acknowledgements
+    framedEcho(pair.up, downs, pair.down);
   });
   return {
     port: await listenLoopback(server),
@@ -306,14 +301,18 @@ async function netchanClient(port: number): Promise<void> {
   })().catch(() => undefined);
 }
 
-/** The client side of the framed echo: one write per chunk read. */
-function framedEchoClient(wire: Duplex): void {
+/**
+ * The client side of the framed echo: one write per chunk read, on `reply` (the same stream, or
+ * the echoes stream of a two-stream client, which then also acknowledges every chunk on `wire`).
+ */
+function framedEchoClient(wire: Duplex, reply: Duplex = wire): void {
   const enc = new FrameEncoder(4096);
   const decoder = new FrameDecoder((_type, payload) => enc.frame(FrameType.VALUE, encode(decode(payload))));
   wire.on('data', (chunk: Buffer) => {
     decoder.push(chunk);
     const out = enc.take();
-    if (out) wire.write(out);
+    if (out) reply.write(out);
+    if (reply !== wire) wire.write(ACK_FRAME);
   });
 }
 
@@ -331,69 +330,51 @@ function rawTlsClient(port: number): Promise<void> {
   });
 }
 
-function rawH2Client(port: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const session = http2.connect(`https://127.0.0.1:${port}`, {
-      createConnection: () => {
-        const socket = tls.connect({ host: '127.0.0.1', port, secureContext, ALPNProtocols: ['h2'], minVersion: 'TLSv1.3' });
-        socket.setNoDelay(true);
-        return socket;
-      },
-      settings: { initialWindowSize: 1024 * 1024 },
-    });
-    session.once('error', reject);
-    const stream = session.request({ ':method': 'POST', ':path': '/' });
-    stream.once('error', reject);
-    stream.once('response', () => {
-      session.off('error', reject);
-      stream.off('error', reject);
-      session.on('error', () => undefined);
-      stream.on('error', () => undefined);
-      held.push(session, stream);
-      resolve();
-    });
-    framedEchoClient(stream);
+/** An HTTP/2 session over TLS to the raw HTTP/2 peers, with their window and no Nagle. */
+function rawH2Connect(port: number): http2.ClientHttp2Session {
+  return http2.connect(`https://127.0.0.1:${port}`, {
+    createConnection: () => {
+      const socket = tls.connect({ host: '127.0.0.1', port, secureContext, ALPNProtocols: ['h2'], minVersion: 'TLSv1.3' });
+      socket.setNoDelay(true);
+      return socket;
+    },
+    settings: { initialWindowSize: 1024 * 1024 },
   });
 }
 
-function rawH2PairClient(port: number): Promise<void> {
+/** Opens `paths` as POST streams on a new session; resolves once every one is answered. */
+function rawH2Streams(port: number, paths: string[]): Promise<http2.ClientHttp2Stream[]> {
   return new Promise((resolve, reject) => {
-    const session = http2.connect(`https://127.0.0.1:${port}`, {
-      createConnection: () => {
-        const socket = tls.connect({ host: '127.0.0.1', port, secureContext, ALPNProtocols: ['h2'], minVersion: 'TLSv1.3' });
-        socket.setNoDelay(true);
-        return socket;
-      },
-      settings: { initialWindowSize: 1024 * 1024 },
-    });
+    const session = rawH2Connect(port);
     session.once('error', reject);
-    const up = session.request({ ':method': 'POST', ':path': '/up' });
-    const down = session.request({ ':method': 'POST', ':path': '/down' });
+    const streams = paths.map((path) => session.request({ ':method': 'POST', ':path': path }));
     let answered = 0;
-    for (const stream of [up, down]) {
+    for (const stream of streams) {
       stream.once('error', reject);
       stream.once('response', () => {
-        if (++answered < 2) return;
+        if (++answered < streams.length) return;
         session.off('error', reject);
         session.on('error', () => undefined);
-        for (const s2 of [up, down]) {
+        for (const s2 of streams) {
           s2.off('error', reject);
           s2.on('error', () => undefined);
         }
-        held.push(session, up, down);
-        resolve();
+        held.push(session, ...streams);
+        resolve(streams);
       });
     }
-    up.on('data', () => undefined); // the server's acknowledgements
-    const enc = new FrameEncoder(4096);
-    const decoder = new FrameDecoder((_type, payload) => enc.frame(FrameType.VALUE, encode(decode(payload))));
-    down.on('data', (chunk: Buffer) => {
-      decoder.push(chunk);
-      const out = enc.take();
-      if (out) up.write(out);
-      down.write(ACK_FRAME);
-    });
   });
+}
+
+async function rawH2Client(port: number): Promise<void> {
+  const [stream] = await rawH2Streams(port, ['/']);
+  framedEchoClient(stream!);
+}
+
+async function rawH2PairClient(port: number): Promise<void> {
+  const [up, down] = await rawH2Streams(port, ['/up', '/down']);
+  up!.on('data', () => undefined); // the server's acknowledgements
+  framedEchoClient(down!, up);
 }
 
 function wsClient(port: number): Promise<void> {
