@@ -292,6 +292,22 @@ for (const transport of ['h2', 'ws'] as const) describe(`channels over ${transpo
    */
   const CUT_OFF = ['ERR_STREAM_RESET', 'ERR_CONNECTION_LOST', 'ERR_STREAM_PREMATURE_CLOSE'];
 
+  /**
+   * Writes 100,000 bytes into `source` and nothing more (idle, not ended), waits until `data`, its
+   * other end, has them all, calls `cut`, and expects `data` to fail as cut off, not to end.
+   */
+  async function expectCutOff(source: PassThrough, data: Readable, cut: () => Promise<void>): Promise<void> {
+    source.write(randomBytes(100_000));
+    const progress = { bytes: 0 };
+    const outcome = outcomeOf(data, progress);
+    await until(() => progress.bytes === 100_000);
+    await cut();
+    const { how, bytes, error } = await outcome;
+    expect(how).to.equal('error');
+    expect((error as NetchanError).code).to.be.oneOf(CUT_OFF);
+    expect(bytes).to.equal(100_000);
+  }
+
   /** A source that gives 1 MiB and then fails: the receiver must not see a clean (truncated) end. */
   function failingSource(): Readable {
     let sent = 0;
@@ -345,15 +361,7 @@ for (const transport of ['h2', 'ws'] as const) describe(`channels over ${transpo
     const source = new PassThrough();
     await downloads.send(source);
     const data = await remote.receive();
-    source.write(randomBytes(100_000)); // and then nothing more: the source is idle, not ended
-    const progress = { bytes: 0 };
-    const outcome = outcomeOf(data, progress);
-    await until(() => progress.bytes === 100_000);
-    await server.close(); // ends every session at once: its streams are reset
-    const { how, bytes, error } = await outcome;
-    expect(how).to.equal('error');
-    expect((error as NetchanError).code).to.be.oneOf(CUT_OFF);
-    expect(bytes).to.equal(100_000);
+    await expectCutOff(source, data, () => server.close()); // ends every session at once: its streams are reset
   });
 
   it('a byte stream cut off by a graceful session.close errors at the receiver instead of ending cleanly', async () => {
@@ -363,15 +371,7 @@ for (const transport of ['h2', 'ws'] as const) describe(`channels over ${transpo
     const source = new PassThrough();
     await session.channel<Readable>('open-uploads').send(source);
     const data = await uploads.receive();
-    source.write(randomBytes(100_000)); // and then nothing more: the source is idle, not ended
-    const progress = { bytes: 0 };
-    const outcome = outcomeOf(data, progress);
-    await until(() => progress.bytes === 100_000);
-    await session.close();
-    const { how, bytes, error } = await outcome;
-    expect(how).to.equal('error');
-    expect((error as NetchanError).code).to.be.oneOf(CUT_OFF);
-    expect(bytes).to.equal(100_000);
+    await expectCutOff(source, data, () => session.close());
   });
 
   it('a channel from a second copy of the module fails that send with ERR_ENCODE (not delivered); the channel lives on', async () => {
