@@ -65,6 +65,17 @@ function localConnect(port: number): Promise<net.Socket> {
   });
 }
 
+/** A server whose gateway allows `target`, a client session, and a local socket through its `forward` to it. */
+async function forwardedTo(target: string) {
+  const { server, client } = await startServer();
+  server.gateway({ allow: [target] });
+  const session = await client();
+  const fw = await session.forward({ target });
+  onTeardown(() => fw.close());
+  const local = await localConnect(fw.address.port);
+  return { server, session, local };
+}
+
 async function freePort(): Promise<number> {
   const s = net.createServer();
   await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
@@ -351,12 +362,7 @@ for (const transport of ['h2', 'ws'] as const) describe(`TCP gateway over ${tran
       targetSocket = socket;
       socket.write(Buffer.alloc(4 * MiB, 1)); // and stays open
     });
-    const { server, client } = await startServer();
-    server.gateway({ allow: [target] });
-    const session = await client();
-    const fw = await session.forward({ target });
-    onTeardown(() => fw.close());
-    const local = await localConnect(fw.address.port);
+    const { server, session, local } = await forwardedTo(target);
     let got = 0;
     local.on('data', (c: Buffer) => (got += c.length));
     local.write(Buffer.alloc(1000, 2));
@@ -439,12 +445,7 @@ for (const transport of ['h2', 'ws'] as const) describe(`TCP gateway over ${tran
 
   it('a reset by the target resets the local socket (not a clean end)', async () => {
     const { target } = await tcpServer((socket) => socket.once('data', () => socket.resetAndDestroy()));
-    const { server, client } = await startServer();
-    server.gateway({ allow: [target] });
-    const session = await client();
-    const fw = await session.forward({ target });
-    onTeardown(() => fw.close());
-    const local = await localConnect(fw.address.port);
+    const { local } = await forwardedTo(target);
     const outcome = new Promise<string>((resolve) => {
       local.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
       local.once('end', () => resolve('end'));
