@@ -363,14 +363,26 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
   receive(options?: OperationOptions): Promise<T> {
     const signal = options?.signal;
     if (signal?.aborted) return Promise.reject(netchanError(ErrorCodes.ABORTED, 'receive aborted', { cause: signal.reason }));
+    return this.nextValue(false, signal) as Promise<T>;
+  }
+
+  /**
+   * The next value for `receive`, or, `iterating`, the next `for await` step: resolved with the
+   * iterator result itself (one promise per value, no `then` in between), and the end of the
+   * iteration (or the close error thrown) where `receive` rejects with ERR_CHANNEL_CLOSED.
+   */
+  private nextValue(iterating: boolean, signal?: AbortSignal): Promise<unknown> {
     if (this.inbox.length > 0) {
       const value = this.inbox.shift();
       this.consumed();
-      return Promise.resolve(value);
+      return Promise.resolve(iterating ? { value, done: false } : value);
     }
     if (this.failure) return Promise.reject(this.failure);
-    if (this.ended || this.released) return Promise.reject(closedError(this.closeError));
-    const op = new PendingReceive();
+    if (this.ended || this.released) {
+      if (!iterating) return Promise.reject(closedError(this.closeError));
+      return this.closeError ? Promise.reject(this.closeError) : Promise.resolve({ value: undefined, done: true });
+    }
+    const op = new PendingReceive(iterating);
     this.receivers.push(op);
     if (signal) {
       op.signal = signal;
@@ -386,7 +398,7 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
     }
     this.prefetch = true;
     this.topUpDemand();
-    return op.promise as Promise<T>;
+    return op.promise;
   }
 
   tryReceive(): TryReceiveResult<T> {
@@ -451,23 +463,7 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
   }
 
   [Symbol.asyncIterator](): AsyncIterator<T> {
-    // as Channel's: one promise per value, resolved with the iterator result itself
-    return {
-      next: (): Promise<IteratorResult<T>> => {
-        if (this.inbox.length > 0) {
-          const value = this.inbox.shift();
-          this.consumed();
-          return Promise.resolve({ value, done: false });
-        }
-        if (this.failure) return Promise.reject(this.failure);
-        if (this.ended || this.released) return this.closeError ? Promise.reject(this.closeError) : Promise.resolve({ value: undefined, done: true });
-        const op = new PendingReceive(true);
-        this.receivers.push(op);
-        this.prefetch = true;
-        this.topUpDemand();
-        return op.promise as Promise<IteratorResult<T>>;
-      },
-    };
+    return { next: () => this.nextValue(true) as Promise<IteratorResult<T>> };
   }
 
   // ---- frames from the owner ----
