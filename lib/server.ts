@@ -136,6 +136,8 @@ export class ServerSession extends SessionCore {
   private readonly unclaimed = new Map<string, Unclaimed>();
   /** Exported streams refused over a limit (the most recent 1024), with why. */
   private readonly refused = new Map<string, string>();
+  /** Stream ids of this session's streams open now (docs/PROTOCOL.md §4: unique in the session). */
+  private readonly openSids = new Set<string>();
   private control: FramedStream | null = null;
   private idleTimer: NodeJS.Timeout | null = null;
   private leaseTimer: NodeJS.Timeout | null = null;
@@ -272,11 +274,23 @@ export class ServerSession extends SessionCore {
     const kind = header(headers, Headers.kind);
     const sid = header(headers, Headers.stream);
     if (!sid || sid.length > 64) return refuse(stream, 400, ErrorCodes.PROTOCOL, 'missing or bad netchan-stream header');
-    if (kind === 'channel') return this.handleChannel(stream, headers, sid);
     if (kind === 'resume') return this.handleResume(stream, headers, sid);
+    if (this.inUse(sid)) return refuse(stream, 400, ErrorCodes.PROTOCOL, `stream id ${sid} reused in this session`);
+    this.openSids.add(sid);
+    stream.once('close', () => this.openSids.delete(sid));
+    if (kind === 'channel') return this.handleChannel(stream, headers, sid);
     if (kind === 'bytes') return this.handleBytes(stream, headers, sid);
     if (kind === 'tcp') return this.handleTcp(stream, headers);
     refuse(stream, 400, ErrorCodes.PROTOCOL, `unknown netchan-kind ${String(kind)}`);
+  }
+
+  /**
+   * Whether a stream id of this session is taken: its stream is open, its export waits for the
+   * value that names it, or its channel stream is suspended for a resumption. Ids of streams long
+   * gone are not remembered, so that a long session's memory does not grow with every stream.
+   */
+  private inUse(sid: string): boolean {
+    return this.openSids.has(sid) || this.unclaimed.has(sid) || this.framedBySid.has(sid) || this.exporters.has(sid);
   }
 
   private handleChannel(stream: ServerStream, headers: StreamHeaders, sid: string): void {
