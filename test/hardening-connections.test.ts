@@ -8,10 +8,13 @@
 import http2 from 'node:http2';
 import net from 'node:net';
 import tls from 'node:tls';
+import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
+import express, { type NextFunction, type Request, type Response } from 'express';
 import { WebSocket } from 'ws';
-import { connect, type Session } from '../lib/index.js';
+import { NetchanError, connect, createServer, type ConnectOptions, type ServerOptions, type Session } from '../lib/index.js';
 import { WsMux, WS_SUBPROTOCOL } from '../lib/ws-mux.js';
+import { attach, netchan, type NetchanMiddlewareOptions } from '../middleware/express.js';
 import { rejection } from './helpers/assert.js';
 import { testCertificates } from './helpers/certs.js';
 import { onTeardown, startServer, teardown, until, type Started } from './helpers/net.js';
@@ -106,12 +109,65 @@ async function untilConnections(server: net.Server, n: number, timeoutMs: number
 }
 
 /** An honest client: a session whose values get through. */
-async function honest(s: Started, transport: Transport, name = 'jobs'): Promise<Session> {
-  const session = await s.client({ transport });
+async function honest(s: Started, transport: Transport, name = 'jobs', options: ConnectOptions = {}): Promise<Session> {
+  const session = await s.client({ transport, ...options });
   const jobs = s.server.channel<number>(name, 1);
   await session.channel<number>(name).send(7);
   expect(await jobs.receive()).to.equal(7);
   return session;
+}
+
+interface App extends Started {
+  httpServer: http2.Http2SecureServer;
+  /** Errors the app's error handler saw. */
+  errors: unknown[];
+}
+
+/**
+ * An Express app on `node:http2` (HTTP/1.1 alongside) with netchan at /netchan behind the app's
+ * auth: `user(token)` is what the auth puts in `req.user` for a bearer token (undefined: 401).
+ */
+async function startApp(
+  options: ServerOptions & { user?: (token: string) => unknown; locals?: (token: string) => unknown; middleware?: NetchanMiddlewareOptions } = {},
+): Promise<App> {
+  const certs = await testCertificates();
+  const server = createServer(options);
+  const app = express();
+  const errors: unknown[] = [];
+  app.get('/hello', (_req, res) => void res.send('hello'));
+  const auth = (req: Request, res: Response, next: NextFunction): void => {
+    const token = /^Bearer (.+)$/.exec(req.get('authorization') ?? '')?.[1];
+    if (token === undefined) return void res.status(401).send('who are you?');
+    if (options.user) (req as Request & { user?: unknown }).user = options.user(token);
+    if (options.locals) (res.locals as Record<string, unknown>).principal = options.locals(token);
+    next();
+  };
+  app.use('/netchan', auth, netchan(server, options.middleware));
+  app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+    errors.push(err);
+    res.status((err as { status?: number }).status ?? 500).type('text/plain').send('app error\n');
+  });
+  const httpServer = http2.createSecureServer({ key: certs.key, cert: certs.cert, allowHTTP1: true, minVersion: 'TLSv1.3' }, app as never);
+  attach(httpServer, app);
+  await new Promise<void>((resolve) => httpServer.listen(0, '127.0.0.1', resolve));
+  const { port } = httpServer.address() as AddressInfo;
+  onTeardown(async () => {
+    await server.close();
+    await new Promise<void>((resolve) => httpServer.close(() => resolve()));
+  });
+  const url = `https://localhost:${port}/netchan`;
+  return {
+    server,
+    url,
+    port,
+    httpServer,
+    errors,
+    async client(clientOptions = {}) {
+      const session = await connect(url, { ca: certs.caCert, ...clientOptions });
+      onTeardown(() => session.close());
+      return session;
+    },
+  };
 }
 
 describe('hardening: connections, sessions and principals', function () {
@@ -170,9 +226,80 @@ describe('hardening: connections, sessions and principals', function () {
   });
 });
 
+describe('hardening: principals under Express', function () {
+  this.timeout(20_000);
+  afterEach(teardown);
+  const numberIds: Record<string, number> = { 'token-42': 42, 'token-43': 43 };
+
+  for (const transport of ['h2', 'ws'] as const) {
+    describe(`over ${transport}`, () => {
+      it("regression: req.user = { id: 42 } was the anonymous principal '', so user 43 could open streams in user 42's session; now 42 is '42' and 43 is refused (403)", async () => {
+        const seen: string[] = [];
+        const app = await startApp({
+          user: (token) => ({ id: numberIds[token] }),
+          authorize: ({ principal }) => (seen.push(principal), true),
+        });
+        const jobs = app.server.channel<number>('jobs', 4);
+        const alice = await app.client({ token: 'token-42', transport });
+        await alice.channel<number>('jobs').send(1);
+        expect(await jobs.receive()).to.equal(1);
+        expect(seen).to.deep.equal(['42']);
+        // user 43 names user 42's session
+        const bob = await rawConnection(app, transport, { authorization: 'Bearer token-43' });
+        const stream = bob.request({ 'netchan-kind': 'channel', 'netchan-session': alice.id, 'netchan-stream': 'c99', 'netchan-name': 'jobs' });
+        const h = await stream.response;
+        expect([h[':status'], h['netchan-error']]).to.deep.equal([403, 'ERR_UNAUTHORIZED']);
+        // user 42's session is unharmed, and user 43 has a session of its own
+        await alice.channel<number>('jobs').send(2);
+        expect(await jobs.receive()).to.equal(2);
+        const own = await app.client({ token: 'token-43', transport });
+        await own.channel<number>('jobs').send(3);
+        expect(await jobs.receive()).to.equal(3);
+        expect(seen).to.deep.equal(['42', '42', '43']);
+      });
+
+      it('regression: a number as req.user or res.locals.principal was anonymous; it is its string', async () => {
+        for (const where of ['user', 'locals'] as const) {
+          const seen: string[] = [];
+          const app = await startApp({ [where]: (token: string) => numberIds[token], authorize: ({ principal }) => (seen.push(principal), true) });
+          app.server.channel<number>('jobs', 4);
+          const session = await app.client({ token: 'token-43', transport });
+          await session.channel<number>('jobs').send(1);
+          expect(seen, where).to.deep.equal(['43']);
+        }
+      });
+
+      it('regression: a principal that is neither string nor number (req.user without id, an object from principal()) was silently anonymous; the request is refused with a NetchanError', async () => {
+        const cases: Parameters<typeof startApp>[0][] = [
+          { user: () => ({ name: 'no id here' }) },
+          { user: () => ({ id: { nested: true } }) },
+          { user: () => true },
+          { locals: () => ({ id: 42 }) },
+          { user: () => 'someone', middleware: { principal: () => ({ id: 42 }) as never } },
+        ];
+        for (const options of cases) {
+          const app = await startApp(options);
+          app.server.channel<number>('jobs', 4);
+          const err = await rejection(app.client({ token: 'token-42', transport }));
+          expect(err.code, JSON.stringify(options)).to.equal('ERR_INVALID_ARGUMENT');
+          expect(err.message).to.match(/not a string or number/);
+          expect(app.errors).to.have.length(1);
+          expect(app.errors[0]).to.be.instanceOf(NetchanError).with.property('code', 'ERR_INVALID_ARGUMENT');
+          expect(app.server.stats().sessions).to.equal(0);
+        }
+        // the app's own traffic is unaffected
+        const app = await startApp({ user: () => 'alice' });
+        await honest(app, transport, 'jobs', { token: 'token-alice' });
+      });
+    });
+  }
+
+  it('a principal option that is not a function is a NetchanError at setup', () => {
+    expect(() => netchan(createServer(), { principal: 'alice' as never })).to.throw(NetchanError).with.property('code', 'ERR_INVALID_ARGUMENT');
+  });
+});
+
 // used by later suites
-void connect;
-void rejection;
 void tls;
 void untilConnections;
 void until;
