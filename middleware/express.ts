@@ -19,6 +19,12 @@
  * Anything else the app put there (an object without an `id`, a boolean) is never taken for
  * anonymous: the request goes to the app's error handling (`next(err)`) with a
  * `NetchanError` `ERR_INVALID_ARGUMENT` (status 500), and the client gets that code.
+ *
+ * Connection timeouts: the app's server owns a connection's TLS handshake and first request
+ * (set `handshakeTimeout`, `headersTimeout`, `requestTimeout` on it). Of netchan's own, only
+ * `noSessionTimeoutMs` applies, and only to connections that are netchan's: WebSocket ones
+ * after their upgrade, and HTTP/2 ones whose every stream was a netchan stream. An HTTP/2
+ * connection that carries any request of the app's is never closed by netchan.
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type https from 'node:https';

@@ -108,14 +108,76 @@ async function untilConnections(server: net.Server, n: number, timeoutMs: number
   }
 }
 
-/** An honest client: a session whose values get through. */
-async function honest(s: Started, transport: Transport, name = 'jobs', options: ConnectOptions = {}): Promise<Session> {
+/** Awaits `p`, failing after `ms` with what it waited for. */
+async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const bound = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms)));
+  try {
+    return await Promise.race([p, bound]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** An honest client: a session whose values get through, and that can show it again later. */
+async function honest(s: Started, transport: Transport, name = 'jobs', options: ConnectOptions = {}): Promise<Session & { served(): Promise<void> }> {
   const session = await s.client({ transport, ...options });
   const jobs = s.server.channel<number>(name, 1);
-  await session.channel<number>(name).send(7);
-  expect(await jobs.receive()).to.equal(7);
-  return session;
+  const handle = session.channel<number>(name);
+  const disconnects: unknown[] = [];
+  session.on('disconnect', (err) => disconnects.push(err));
+  const served = async () => {
+    await handle.send(7);
+    expect(await jobs.receive()).to.equal(7);
+    expect(session.closed, 'honest session closed').to.equal(false);
+    expect(disconnects, 'honest session lost its connection').to.deep.equal([]);
+  };
+  await served();
+  return Object.assign(session, { served });
 }
+
+const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
+
+/** A plaintext server (h2c and ws: on one port), as `startServer` gives a TLS one. */
+async function startInsecure(options: ServerOptions = {}): Promise<Started> {
+  const server = createServer({ insecure: true, ...options });
+  const { port } = await server.listen(0, '127.0.0.1');
+  onTeardown(() => server.close());
+  const url = `http://127.0.0.1:${port}/`;
+  return {
+    server,
+    url,
+    port,
+    async client(clientOptions: ConnectOptions = {}) {
+      const session = await connect(url, { insecure: true, ...clientOptions });
+      onTeardown(() => session.close());
+      return session;
+    },
+  };
+}
+
+/** Opens `n` TCP connections to `port`, each once `setup` ran on it; resolves to them and to their closing. */
+async function sockets(port: number, n: number, setup: (port: number) => Promise<net.Socket>): Promise<{ all: net.Socket[]; closed: Promise<void> }> {
+  const all = await Promise.all(range(n).map(() => setup(port)));
+  for (const socket of all) onTeardown(() => void socket.destroy());
+  return { all, closed: Promise.all(all.map((socket) => new Promise<void>((resolve) => (socket.destroyed ? resolve() : socket.once('close', () => resolve()))))).then(() => undefined) };
+}
+
+const tcp = (port: number): Promise<net.Socket> =>
+  new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1', () => resolve(socket));
+    socket.on('error', () => undefined);
+    socket.once('error', reject);
+  });
+
+const tlsHttp1 = async (port: number): Promise<net.Socket> => {
+  const { caCert } = await testCertificates();
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ port, host: '127.0.0.1', servername: 'localhost', ca: caCert, ALPNProtocols: ['http/1.1'] }, () => resolve(socket));
+    socket.on('error', () => undefined);
+    socket.once('error', reject);
+  });
+};
 
 interface App extends Started {
   httpServer: http2.Http2SecureServer;
@@ -226,6 +288,200 @@ describe('hardening: connections, sessions and principals', function () {
   });
 });
 
+describe('hardening: connection timeouts', function () {
+  this.timeout(20_000);
+  afterEach(teardown);
+
+  it('regression: a TLS connection that never sends a byte is closed after handshakeTimeoutMs', async () => {
+    const s = await startServer({ handshakeTimeoutMs: 300 });
+    const listener = s.server.listener!;
+    const good = [await honest(s, 'h2'), await honest(s, 'ws', 'jobs-ws')];
+    const base = await openConnections(listener);
+    const silent = await sockets(s.port, 50, tcp);
+    await until(() => silent.all.every((socket) => !socket.connecting), 3000, 'silent sockets connected');
+    await untilConnections(listener, base, 5000, 'silent TLS connections closed');
+    await within(silent.closed, 3000, 'the silent sockets to see their close');
+    for (const g of good) await g.served();
+  });
+
+  it('regression: an HTTP/2 connection that never opens a stream, or an HTTP/1.1 one that sends no request, is closed after firstRequestTimeoutMs', async () => {
+    const s = await startServer({ firstRequestTimeoutMs: 300 });
+    const listener = s.server.listener!;
+    const good = [await honest(s, 'h2'), await honest(s, 'ws', 'jobs-ws')];
+    const base = await openConnections(listener);
+    const { caCert } = await testCertificates();
+    const quiet = await Promise.all(
+      range(20).map(async () => {
+        const h2 = http2.connect(s.url, { ca: caCert });
+        h2.on('error', () => undefined);
+        onTeardown(() => void h2.destroy());
+        await new Promise<void>((resolve, reject) => h2.once('connect', () => resolve()).once('error', reject));
+        return new Promise<void>((resolve) => h2.once('close', () => resolve()));
+      }),
+    );
+    const http1 = await sockets(s.port, 20, tlsHttp1);
+    await untilConnections(listener, base, 5000, 'quiet connections closed');
+    await within(Promise.all([...quiet, http1.closed]), 3000, 'the quiet clients to see their close');
+    for (const g of good) await g.served();
+  });
+
+  it('regression: an h2c socket that says nothing, or only part of the HTTP/2 preface, is closed after firstRequestTimeoutMs', async () => {
+    const s = await startInsecure({ firstRequestTimeoutMs: 300 });
+    const listener = s.server.listener!;
+    const good = [await honest(s, 'h2'), await honest(s, 'ws', 'jobs-ws')];
+    const base = await openConnections(listener);
+    const silent = await sockets(s.port, 20, tcp);
+    const partial = await sockets(s.port, 20, async (port) => {
+      const socket = await tcp(port);
+      socket.write('PRI * HT');
+      return socket;
+    });
+    const http1 = await sockets(s.port, 20, async (port) => {
+      const socket = await tcp(port);
+      socket.write('GET / HTTP/1.1\r\nhost: x\r\n'); // headers never finished
+      return socket;
+    });
+    await until(() => [...silent.all, ...partial.all, ...http1.all].every((socket) => !socket.connecting), 3000, 'sockets connected');
+    await untilConnections(listener, base, 5000, 'h2c sockets closed');
+    await within(Promise.all([silent.closed, partial.closed, http1.closed]), 3000, 'the sockets to see their close');
+    for (const g of good) await g.served();
+  });
+
+  for (const transport of ['h2', 'ws'] as const) {
+    it(`regression: a connection whose session timed out, ended, or was never opened stayed open; it is closed after noSessionTimeoutMs (${transport})`, async () => {
+      const s = await startServer({ idleTimeoutMs: 300, heartbeatIntervalMs: 100, noSessionTimeoutMs: 300 });
+      const listener = s.server.listener!;
+      const good = await honest(s, transport);
+      const base = await openConnections(listener);
+      // a session that never sends a heartbeat, so the server times it out
+      const timedOut = await rawConnection(s, transport);
+      expect((await rawSession(timedOut)).status).to.equal(200);
+      // a session the client ends, keeping the connection
+      const ended = await rawConnection(s, transport);
+      const { control, status } = await rawSession(ended);
+      expect(status).to.equal(200);
+      control.end();
+      // a first stream that is refused: no session at all
+      const refused = await rawConnection(s, transport);
+      const answer = await refused.request({ 'netchan-kind': 'channel', 'netchan-session': '0'.repeat(32), 'netchan-stream': 'c1', 'netchan-name': 'jobs' }).response;
+      expect(answer[':status']).to.equal(404);
+      await within(Promise.all([timedOut.closed, ended.closed, refused.closed]), 5000, 'the connections without a session to close');
+      await untilConnections(listener, base, 5000, 'connections without a session closed');
+      // the honest session, live all along, kept its connection
+      await good.served();
+      expect(await openConnections(listener)).to.equal(base);
+    });
+  }
+
+  for (const transport of ['h2', 'ws'] as const) {
+    it(`regression: under Express a netchan connection whose session timed out stayed open; it is closed after noSessionTimeoutMs, the app's own HTTP/2 connections are not (${transport})`, async () => {
+      const app = await startApp({ user: () => 'alice', idleTimeoutMs: 300, heartbeatIntervalMs: 100, noSessionTimeoutMs: 300 });
+      const good = await honest(app, transport, 'jobs', { token: 'alice' });
+      const { caCert } = await testCertificates();
+      // the app's own connection: a page load, then a netchan session on the same connection
+      const web = http2.connect(`https://localhost:${app.port}`, { ca: caCert });
+      web.on('error', () => undefined);
+      onTeardown(() => void web.destroy());
+      const get = () =>
+        new Promise<number>((resolve, reject) => {
+          const req = web.request({ ':path': '/hello' });
+          req.once('response', (h) => resolve(Number(h[':status'])));
+          req.once('error', reject);
+          req.resume();
+        });
+      expect(await get()).to.equal(200);
+      const webSession = web.request({ ':method': 'POST', ':path': '/netchan', 'netchan-version': '1', 'netchan-kind': 'session', authorization: 'Bearer alice' });
+      webSession.on('error', () => undefined);
+      webSession.resume();
+      await new Promise((resolve) => webSession.once('response', resolve));
+      await within(new Promise((resolve) => webSession.once('close', resolve)), 5000, 'the heartbeat-less session to time out');
+      const base = await openConnections(app.httpServer as unknown as net.Server);
+      const raw = await rawConnection(app, transport, { authorization: 'Bearer alice' });
+      expect((await rawSession(raw)).status).to.equal(200);
+      await within(raw.closed, 5000, 'the netchan connection to close');
+      await untilConnections(app.httpServer as unknown as net.Server, base, 5000, 'the netchan connection closed');
+      // the app's connection is still open and serves the app
+      expect(web.closed || web.destroyed).to.equal(false);
+      expect(await get()).to.equal(200);
+      await good.served();
+    });
+  }
+});
+
+describe('hardening: anonymous sessions', function () {
+  this.timeout(20_000);
+  afterEach(teardown);
+  const authenticate = ({ headers }: { headers: Record<string, unknown> }) => (headers.authorization === 'Bearer alice' ? 'alice' : '');
+
+  for (const transport of ['h2', 'ws'] as const) {
+    describe(`over ${transport}`, () => {
+      it('regression: 8 connections opened 8,000 anonymous sessions, none refused; unused ones are capped per connection (429 ERR_LIMIT)', async () => {
+        const s = await startServer({ maxUnusedAnonymousSessionsPerConnection: 8 });
+        s.server.channel<number>('named', 1);
+        const conns = await Promise.all(range(4).map(() => rawConnection(s, transport)));
+        const sessions = [];
+        for (const conn of conns) {
+          for (let i = 0; i < 8; i++) {
+            const opened = await rawSession(conn);
+            expect(opened.status).to.equal(200);
+            sessions.push(opened);
+          }
+          const over = await rawSession(conn);
+          expect([over.status, over.headers['netchan-error']]).to.deep.equal([429, 'ERR_LIMIT']);
+          expect(String(over.headers['netchan-message'])).to.match(/this connection has 8 anonymous sessions with no stream open/);
+        }
+        expect(s.server.stats().sessions).to.equal(32);
+        // a session that opens a channel is in use: its connection may open another
+        const first = sessions[0]!;
+        const ch = conns[0]!.request({ 'netchan-kind': 'channel', 'netchan-session': first.id, 'netchan-stream': 'c1', 'netchan-name': 'named' });
+        expect((await ch.response)[':status']).to.equal(200);
+        expect((await rawSession(conns[0]!)).status).to.equal(200);
+        // an honest anonymous client on its own connection is served
+        const good = await honest(s, transport);
+        await good.served();
+      });
+
+      it('regression: anonymous sessions were unbounded on the server; beyond maxAnonymousSessions they are refused (429 ERR_LIMIT), authenticated principals still served', async () => {
+        const s = await startServer({ maxAnonymousSessions: 20, authenticate });
+        const conns = await Promise.all(range(3).map(() => rawConnection(s, transport)));
+        const statuses: number[] = [];
+        const opened = [];
+        for (const conn of conns) {
+          for (let i = 0; i < 7; i++) {
+            const o = await rawSession(conn);
+            statuses.push(o.status);
+            if (o.status === 200) opened.push(o);
+            else expect(String(o.headers['netchan-message'])).to.match(/20 anonymous sessions open, the limit/);
+          }
+        }
+        expect(statuses.filter((x) => x === 200)).to.have.length(20);
+        expect(statuses.at(-1)).to.equal(429);
+        const err = await rejection(s.client({ transport }));
+        expect([err.code, err.status ?? 429]).to.deep.equal(['ERR_LIMIT', 429]);
+        const alice = await honest(s, transport, 'jobs', { token: 'alice' });
+        // an anonymous session ending frees its place
+        opened[0]!.control.end();
+        await until(() => s.server.stats().sessions === 20, 3000, 'an anonymous session ended');
+        const anon = await honest(s, transport, 'jobs-anon');
+        await anon.served();
+        await alice.served();
+      });
+
+      it('regression: an anonymous session with no stream open lived forever; it ends after unusedAnonymousSessionTimeoutMs, busy and authenticated ones live on', async () => {
+        const s = await startServer({ unusedAnonymousSessionTimeoutMs: 300, authenticate });
+        const busy = await honest(s, transport);
+        const alice = await s.client({ transport, token: 'alice' });
+        const idle = await s.client({ transport });
+        await within(new Promise((resolve) => idle.once('close', resolve)), 5000, 'the unused session to end');
+        expect(idle.closed).to.equal(true);
+        expect(s.server.stats().sessions).to.equal(2);
+        await busy.served();
+        expect(alice.closed).to.equal(false);
+      });
+    });
+  }
+});
+
 describe('hardening: principals under Express', function () {
   this.timeout(20_000);
   afterEach(teardown);
@@ -299,7 +555,3 @@ describe('hardening: principals under Express', function () {
   });
 });
 
-// used by later suites
-void tls;
-void untilConnections;
-void until;
