@@ -415,7 +415,7 @@ describe('hardening: anonymous sessions', function () {
 
   for (const transport of ['h2', 'ws'] as const) {
     describe(`over ${transport}`, () => {
-      it('regression: 8 connections opened 8,000 anonymous sessions, none refused; unused ones are capped per connection (429 ERR_LIMIT)', async () => {
+      it('regression: anonymous sessions with no stream open were unbounded per connection; over maxUnusedAnonymousSessionsPerConnection they are refused (429 ERR_LIMIT), and one that opens a channel stops counting', async () => {
         const s = await startServer({ maxUnusedAnonymousSessionsPerConnection: 8 });
         s.server.channel<number>('named', 1);
         const conns = await Promise.all(range(4).map(() => rawConnection(s, transport)));
@@ -441,6 +441,19 @@ describe('hardening: anonymous sessions', function () {
         await good.served();
       });
 
+      it('regression: 8 connections opened 8,000 anonymous sessions, none refused; at the defaults each connection gets 64 unused ones', async () => {
+        const s = await startServer();
+        const conns = await Promise.all(range(8).map(() => rawConnection(s, transport)));
+        const statuses = await Promise.all(conns.map(async (conn) => (await Promise.all(range(80).map(() => rawSession(conn)))).map((o) => o.status)));
+        for (const perConnection of statuses) {
+          expect(perConnection.filter((x) => x === 200)).to.have.length(64);
+          expect(perConnection.filter((x) => x === 429)).to.have.length(16);
+        }
+        expect(s.server.stats().sessions).to.equal(8 * 64);
+        const good = await honest(s, transport);
+        await good.served();
+      });
+
       it('regression: anonymous sessions were unbounded on the server; beyond maxAnonymousSessions they are refused (429 ERR_LIMIT), authenticated principals still served', async () => {
         const s = await startServer({ maxAnonymousSessions: 20, authenticate });
         const conns = await Promise.all(range(3).map(() => rawConnection(s, transport)));
@@ -457,7 +470,7 @@ describe('hardening: anonymous sessions', function () {
         expect(statuses.filter((x) => x === 200)).to.have.length(20);
         expect(statuses.at(-1)).to.equal(429);
         const err = await rejection(s.client({ transport }));
-        expect([err.code, err.status ?? 429]).to.deep.equal(['ERR_LIMIT', 429]);
+        expect([err.code, err.status]).to.deep.equal(['ERR_LIMIT', 429]);
         const alice = await honest(s, transport, 'jobs', { token: 'alice' });
         // an anonymous session ending frees its place
         opened[0]!.control.end();
