@@ -2,13 +2,12 @@
  * Hardening of connections, sessions and principals: connection-level timeouts (TLS handshake,
  * first request, a connection left without a live session), bounded anonymous sessions, the
  * principal an Express app establishes, and stream ids reused in one session. Each test pins one
- * failure, counts the connections open on the server side to show that they close, and shows an
- * honest client on the same server still served.
+ * failure and shows an honest client on the same server still served; the connection tests count
+ * the connections open on the server side to show that they close.
  */
 import http2 from 'node:http2';
-import net from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import tls from 'node:tls';
-import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { WebSocket } from 'ws';
@@ -232,11 +231,11 @@ async function startApp(
   };
 }
 
-describe('hardening: connections, sessions and principals', function () {
+describe('hardening: stream ids', function () {
   this.timeout(20_000);
   afterEach(teardown);
 
-  describe('stream ids', () => {
+  describe('reused in one session', () => {
     for (const transport of ['h2', 'ws'] as const) {
       describe(`over ${transport}`, () => {
         const refusedAs = async (stream: RawStream) => {
