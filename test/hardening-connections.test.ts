@@ -167,6 +167,7 @@ const tcp = (port: number): Promise<net.Socket> =>
     const socket = net.connect(port, '127.0.0.1', () => resolve(socket));
     socket.on('error', () => undefined);
     socket.once('error', reject);
+    socket.once('close', () => resolve(socket));
   });
 
 const tlsHttp1 = async (port: number): Promise<net.Socket> => {
@@ -175,6 +176,7 @@ const tlsHttp1 = async (port: number): Promise<net.Socket> => {
     const socket = tls.connect({ port, host: '127.0.0.1', servername: 'localhost', ca: caCert, ALPNProtocols: ['http/1.1'] }, () => resolve(socket));
     socket.on('error', () => undefined);
     socket.once('error', reject);
+    socket.once('close', () => resolve(socket)); // closed already: what the test waits for
   });
 };
 
@@ -314,8 +316,9 @@ describe('hardening: connection timeouts', function () {
         const h2 = http2.connect(s.url, { ca: caCert });
         h2.on('error', () => undefined);
         onTeardown(() => void h2.destroy());
-        await new Promise<void>((resolve, reject) => h2.once('connect', () => resolve()).once('error', reject));
-        return new Promise<void>((resolve) => h2.once('close', () => resolve()));
+        const closed = new Promise<void>((resolve) => h2.once('close', () => resolve()));
+        await Promise.race([new Promise<void>((resolve, reject) => h2.once('connect', () => resolve()).once('error', reject)), closed]);
+        return closed;
       }),
     );
     const http1 = await sockets(s.port, 20, tlsHttp1);
@@ -348,7 +351,7 @@ describe('hardening: connection timeouts', function () {
 
   for (const transport of ['h2', 'ws'] as const) {
     it(`regression: a connection whose session timed out, ended, or was never opened stayed open; it is closed after noSessionTimeoutMs (${transport})`, async () => {
-      const s = await startServer({ idleTimeoutMs: 300, heartbeatIntervalMs: 100, noSessionTimeoutMs: 300 });
+      const s = await startServer({ idleTimeoutMs: 600, heartbeatIntervalMs: 150, noSessionTimeoutMs: 300 });
       const listener = s.server.listener!;
       const good = await honest(s, transport);
       const base = await openConnections(listener);
@@ -374,7 +377,7 @@ describe('hardening: connection timeouts', function () {
 
   for (const transport of ['h2', 'ws'] as const) {
     it(`regression: under Express a netchan connection whose session timed out stayed open; it is closed after noSessionTimeoutMs, the app's own HTTP/2 connections are not (${transport})`, async () => {
-      const app = await startApp({ user: () => 'alice', idleTimeoutMs: 300, heartbeatIntervalMs: 100, noSessionTimeoutMs: 300 });
+      const app = await startApp({ user: () => 'alice', idleTimeoutMs: 600, heartbeatIntervalMs: 150, noSessionTimeoutMs: 300 });
       const good = await honest(app, transport, 'jobs', { token: 'alice' });
       const { caCert } = await testCertificates();
       // the app's own connection: a page load, then a netchan session on the same connection
@@ -480,11 +483,12 @@ describe('hardening: anonymous sessions', function () {
       });
 
       it('regression: an anonymous session with no stream open lived forever; it ends after unusedAnonymousSessionTimeoutMs, busy and authenticated ones live on', async () => {
-        const s = await startServer({ unusedAnonymousSessionTimeoutMs: 300, authenticate });
+        // long enough for the honest client to open its channel after its session
+        const s = await startServer({ unusedAnonymousSessionTimeoutMs: 1000, authenticate });
         const busy = await honest(s, transport);
         const alice = await s.client({ transport, token: 'alice' });
         const idle = await s.client({ transport });
-        await within(new Promise((resolve) => idle.once('close', resolve)), 5000, 'the unused session to end');
+        await within(new Promise((resolve) => (idle.closed ? resolve(undefined) : idle.once('close', resolve))), 5000, 'the unused session to end');
         expect(idle.closed).to.equal(true);
         expect(s.server.stats().sessions).to.equal(2);
         await busy.served();
