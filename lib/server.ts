@@ -4,6 +4,7 @@
  * used by the Express adapter). The server never opens a stream.
  */
 import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import http from 'node:http';
 import http2 from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
@@ -12,6 +13,7 @@ import tls from 'node:tls';
 import { WebSocketServer } from 'ws';
 import { Channel } from './channel.js';
 import { ChannelExporter, type ExportableChannel } from './channel-stream.js';
+import { ServerConnection } from './connections.js';
 import { ErrorCodes, netchanError, type NetchanError } from './errors.js';
 import { FrameType } from './frames.js';
 import type { FramedStream } from './framed-stream.js';
@@ -19,7 +21,7 @@ import { Gateway, TARGET_HEADER, type GatewayOptions } from './gateway.js';
 import { Headers, PROTOCOL_VERSION, SessionCore, debug, joinBytes, newSessionId, type BytesMode, type SessionOptions } from './session.js';
 import { emptyStats, type Stats } from './stream-context.js';
 import type { ServerStream } from './transport.js';
-import { MUX_MAX_MESSAGE, WS_SUBPROTOCOL, WsMux } from './ws-mux.js';
+import { MUX_MAX_MESSAGE, MuxStream, WS_SUBPROTOCOL, WsMux } from './ws-mux.js';
 
 const {
   HTTP2_HEADER_STATUS,
@@ -60,6 +62,45 @@ export interface ServerOptions extends SessionOptions {
    */
   maxSessionsPerPrincipal?: number;
   /**
+   * Anonymous sessions (principal `''`) the whole server may have open at once; one more is
+   * refused with `429 ERR_LIMIT`. Default 16384.
+   */
+  maxAnonymousSessions?: number;
+  /**
+   * Anonymous sessions on one connection that have no stream open besides their control stream;
+   * a new anonymous session over it is refused with `429 ERR_LIMIT`. Default 64. Counted by
+   * connection but only while unused, so a proxy that multiplexes many users over one upstream
+   * connection is not held to it once their sessions open channels.
+   */
+  maxUnusedAnonymousSessionsPerConnection?: number;
+  /**
+   * An anonymous session that has no stream open besides its control stream this long is ended
+   * (`ERR_TIMEOUT`), in ms. Default 60000; 0 disables. Sessions of an authenticated principal are
+   * bounded by `maxSessionsPerPrincipal` instead and never end for this.
+   */
+  unusedAnonymousSessionTimeoutMs?: number;
+  /**
+   * A TLS connection that has not completed its handshake this long after it was accepted is
+   * closed, in ms. Default 10000; 0 disables. Standalone server (`listen`) only: under Express
+   * the app's own server sets it (`handshakeTimeout` of `http2.createSecureServer`).
+   */
+  handshakeTimeoutMs?: number;
+  /**
+   * A connection that has not sent its first request this long after it was accepted (after the
+   * TLS handshake) is closed, in ms: the HTTP/2 preface (h2c included) and a first stream, or an
+   * HTTP/1.1 request such as the WebSocket upgrade. Default 10000; 0 disables. Standalone server
+   * only: under Express the app's own server's timeouts apply.
+   */
+  firstRequestTimeoutMs?: number;
+  /**
+   * A connection that carries no stream of a live session this long is closed, in ms: one whose
+   * first stream was refused, or whose last session ended or timed out. HTTP/2 connections get a
+   * GOAWAY, WebSocket ones a close, and either is dropped a second later. Default 30000; 0
+   * disables. Under Express it applies to WebSocket connections and to HTTP/2 connections that
+   * carried netchan streams only (any stream of the app's own leaves the connection to the app).
+   */
+  noSessionTimeoutMs?: number;
+  /**
    * The server's policy: whether `principal` may use the exported channel `channel` by name.
    * Default: everyone may. A refusal is `403 ERR_UNAUTHORIZED` on that channel only. The
    * principal is what the app's auth established (Express) or `cert:<CN>` of an mTLS client
@@ -88,7 +129,22 @@ export const DEFAULT_LIMITS = {
   maxChannelsPerSession: 4096,
   maxByteStreamsPerSession: 1024,
   maxSessionsPerPrincipal: 256,
+  maxAnonymousSessions: 16384,
+  maxUnusedAnonymousSessionsPerConnection: 64,
 } as const;
+
+/** Defaults of the connection and anonymous-session timeouts in {@link ServerOptions}, in ms. */
+export const DEFAULT_TIMEOUTS = {
+  handshakeTimeoutMs: 10_000,
+  firstRequestTimeoutMs: 10_000,
+  noSessionTimeoutMs: 30_000,
+  unusedAnonymousSessionTimeoutMs: 60_000,
+} as const;
+
+/** The limits in force on a server: its options, or their defaults. */
+export type Limits = { -readonly [K in keyof typeof DEFAULT_LIMITS]: number };
+/** The timeouts in force on a server: its options, or their defaults. */
+export type Timeouts = { -readonly [K in keyof typeof DEFAULT_TIMEOUTS]: number };
 
 /** Who a stream belongs to, as the app's auth (or mTLS) established it. */
 export interface StreamContextInfo {
@@ -136,10 +192,22 @@ export class ServerSession extends SessionCore {
   private readonly unclaimed = new Map<string, Unclaimed>();
   /** Exported streams refused over a limit (the most recent 1024), with why. */
   private readonly refused = new Map<string, string>();
+  /** Stream ids of this session's streams open now (docs/PROTOCOL.md §4: unique in the session). */
+  private readonly openSids = new Set<string>();
+  /** The stream id each arriving stream names, until it is tracked. */
+  private readonly sidOf = new WeakMap<Duplex, string>();
+  /** What a tracked stream must let go of when it closes. */
+  private readonly closing = new WeakMap<Duplex, { connection: ServerConnection | undefined; sid: string | undefined }>();
   private control: FramedStream | null = null;
   private idleTimer: NodeJS.Timeout | null = null;
   private leaseTimer: NodeJS.Timeout | null = null;
   private lastFrameAt = Date.now();
+  /** The connection that carries the control stream now. */
+  private connection: ServerConnection | undefined;
+  private controlStream: ServerStream | null = null;
+  /** Anonymous, and nothing but the control stream open: counted on the connection, timed. */
+  private unused = false;
+  private unusedTimer: NodeJS.Timeout | null = null;
 
   constructor(
     readonly server: NetchanServer,
@@ -161,6 +229,9 @@ export class ServerSession extends SessionCore {
   attachControl(stream: ServerStream, idleTimeoutMs: number): void {
     const fs = this.framed(stream);
     this.control = fs;
+    this.controlStream = stream;
+    this.setUnused(false);
+    this.connection = ServerConnection.ofStream(stream);
     this.lastFrameAt = Date.now();
     if (this.leaseTimer) clearTimeout(this.leaseTimer);
     this.leaseTimer = null;
@@ -205,6 +276,8 @@ export class ServerSession extends SessionCore {
     if (this.idleTimer) clearInterval(this.idleTimer);
     this.idleTimer = null;
     this.control = null;
+    this.controlStream = null;
+    this.setUnused(false);
     this.leaseTimer = setTimeout(() => {
       this.leaseTimer = null;
       this.end(netchanError(ErrorCodes.CONNECTION_LOST, `session not resumed within its lease of ${this.leaseMs} ms`));
@@ -253,6 +326,7 @@ export class ServerSession extends SessionCore {
   end(error: NetchanError, graceful = false): void {
     if (this.ended) return;
     debug('session %s ends: %s', this.id, error.message);
+    this.setUnused(false);
     if (this.idleTimer) clearInterval(this.idleTimer);
     if (this.leaseTimer) clearTimeout(this.leaseTimer);
     this.leaseTimer = null;
@@ -267,16 +341,70 @@ export class ServerSession extends SessionCore {
     this.server.forgetSession(this);
   }
 
+  /** A stream of this session counts on its connection too: a connection with a live stream stays open. */
+  protected override tracked(stream: Duplex): void {
+    const connection = ServerConnection.ofStream(stream);
+    connection?.streamOpened();
+    const sid = this.sidOf.get(stream);
+    if (sid !== undefined) this.openSids.add(sid);
+    // a closed HTTP/2 stream has let go of its session: remember the connection for untracked()
+    this.closing.set(stream, { connection, sid });
+    this.watchUse();
+  }
+
+  protected override untracked(stream: Duplex): void {
+    const { connection, sid } = this.closing.get(stream) ?? {};
+    connection?.streamClosed();
+    if (sid !== undefined) this.openSids.delete(sid);
+    this.watchUse();
+  }
+
+  /**
+   * An anonymous session with nothing but its control stream open is unused: bounded per
+   * connection (`maxUnusedAnonymousSessionsPerConnection`) and ended after
+   * `unusedAnonymousSessionTimeoutMs` (docs/PROTOCOL.md §4.3).
+   */
+  private watchUse(): void {
+    if (this.principal !== '' || this.ended) return;
+    const control = this.controlStream;
+    const others = this.streams.size - (control && this.streams.has(control) ? 1 : 0);
+    this.setUnused(control !== null && others === 0);
+  }
+
+  private setUnused(unused: boolean): void {
+    if (unused === this.unused) return;
+    this.unused = unused;
+    if (this.connection) this.connection.unusedAnonymousSessions += unused ? 1 : -1;
+    if (this.unusedTimer) clearTimeout(this.unusedTimer);
+    this.unusedTimer = null;
+    const ms = this.server.timeouts.unusedAnonymousSessionTimeoutMs;
+    if (!unused || ms <= 0) return;
+    this.unusedTimer = setTimeout(() => this.end(netchanError(ErrorCodes.TIMEOUT, `anonymous session with no stream open for ${ms} ms`)), ms);
+    this.unusedTimer.unref();
+  }
+
   /** A channel or byte stream stream of this session arrived. */
   handle(stream: ServerStream, headers: StreamHeaders): void {
     const kind = header(headers, Headers.kind);
     const sid = header(headers, Headers.stream);
     if (!sid || sid.length > 64) return refuse(stream, 400, ErrorCodes.PROTOCOL, 'missing or bad netchan-stream header');
-    if (kind === 'channel') return this.handleChannel(stream, headers, sid);
     if (kind === 'resume') return this.handleResume(stream, headers, sid);
+    if (this.inUse(sid)) return refuse(stream, 400, ErrorCodes.PROTOCOL, `stream id ${sid} reused in this session`);
+    // taken once the stream is accepted (tracked); a refused stream leaves its id free
+    this.sidOf.set(stream, sid);
+    if (kind === 'channel') return this.handleChannel(stream, headers, sid);
     if (kind === 'bytes') return this.handleBytes(stream, headers, sid);
     if (kind === 'tcp') return this.handleTcp(stream, headers);
     refuse(stream, 400, ErrorCodes.PROTOCOL, `unknown netchan-kind ${String(kind)}`);
+  }
+
+  /**
+   * Whether a stream id of this session is taken: its stream is open, its export waits for the
+   * value that names it, or its channel stream is suspended for a resumption. Ids of streams long
+   * gone are not remembered, so that a long session's memory does not grow with every stream.
+   */
+  private inUse(sid: string): boolean {
+    return this.openSids.has(sid) || this.unclaimed.has(sid) || this.framedBySid.has(sid) || this.exporters.has(sid);
   }
 
   private handleChannel(stream: ServerStream, headers: StreamHeaders, sid: string): void {
@@ -483,7 +611,9 @@ export class NetchanServer {
   /** @internal */
   readonly pendingReferenceTimeoutMs: number;
   /** The limits in force (the options, or their defaults). */
-  readonly limits: { maxChannelsPerSession: number; maxByteStreamsPerSession: number; maxSessionsPerPrincipal: number };
+  readonly limits: Limits;
+  /** The connection and anonymous-session timeouts in force (the options, or their defaults), in ms. */
+  readonly timeouts: Timeouts;
   private readonly channels = new Map<string, ExportableChannel>();
   private readonly sessions = new Map<string, ServerSession>();
   private readonly sessionsByPrincipal = new Map<string, number>();
@@ -507,6 +637,14 @@ export class NetchanServer {
       maxChannelsPerSession: options.maxChannelsPerSession ?? DEFAULT_LIMITS.maxChannelsPerSession,
       maxByteStreamsPerSession: options.maxByteStreamsPerSession ?? DEFAULT_LIMITS.maxByteStreamsPerSession,
       maxSessionsPerPrincipal: options.maxSessionsPerPrincipal ?? DEFAULT_LIMITS.maxSessionsPerPrincipal,
+      maxAnonymousSessions: options.maxAnonymousSessions ?? DEFAULT_LIMITS.maxAnonymousSessions,
+      maxUnusedAnonymousSessionsPerConnection: options.maxUnusedAnonymousSessionsPerConnection ?? DEFAULT_LIMITS.maxUnusedAnonymousSessionsPerConnection,
+    };
+    this.timeouts = {
+      handshakeTimeoutMs: options.handshakeTimeoutMs ?? DEFAULT_TIMEOUTS.handshakeTimeoutMs,
+      firstRequestTimeoutMs: options.firstRequestTimeoutMs ?? DEFAULT_TIMEOUTS.firstRequestTimeoutMs,
+      noSessionTimeoutMs: options.noSessionTimeoutMs ?? DEFAULT_TIMEOUTS.noSessionTimeoutMs,
+      unusedAnonymousSessionTimeoutMs: options.unusedAnonymousSessionTimeoutMs ?? DEFAULT_TIMEOUTS.unusedAnonymousSessionTimeoutMs,
     };
   }
 
@@ -601,6 +739,7 @@ export class NetchanServer {
    */
   handleStream(stream: ServerStream, headers: StreamHeaders, info: StreamContextInfo = {}): void {
     const principal = info.principal ?? '';
+    const connection = ServerConnection.ofStream(stream) ?? this.adopt(stream);
     if (header(headers, HTTP2_HEADER_METHOD) !== 'POST') return refuse(stream, 405, ErrorCodes.PROTOCOL, 'netchan streams use POST');
     const version = header(headers, Headers.version);
     if (version !== PROTOCOL_VERSION) return refuse(stream, 400, ErrorCodes.PROTOCOL, `unsupported netchan-version ${String(version)}`);
@@ -618,6 +757,13 @@ export class NetchanServer {
       if (principal !== '' && held >= this.limits.maxSessionsPerPrincipal) {
         return refuse(stream, 429, ErrorCodes.LIMIT, `principal has ${held} sessions open, the limit`);
       }
+      if (principal === '' && held >= this.limits.maxAnonymousSessions) {
+        return refuse(stream, 429, ErrorCodes.LIMIT, `the server has ${held} anonymous sessions open, the limit`);
+      }
+      const unused = connection?.unusedAnonymousSessions ?? 0;
+      if (principal === '' && unused >= this.limits.maxUnusedAnonymousSessionsPerConnection) {
+        return refuse(stream, 429, ErrorCodes.LIMIT, `this connection has ${unused} anonymous sessions with no stream open, the limit`);
+      }
       const lease = header(headers, Headers.resumable) === '1' ? this.sessionLeaseMs : 0;
       const session = new ServerSession(this, principal, this.options, lease);
       this.sessions.set(session.id, session);
@@ -633,6 +779,25 @@ export class NetchanServer {
       return refuse(stream, 403, ErrorCodes.UNAUTHORIZED, 'stream presents another principal than its session');
     }
     session.handle(stream, headers);
+  }
+
+  /**
+   * Watches an HTTP/2 connection that reached netchan through another server (the Express
+   * adapter): closed once it carries no live session for `noSessionTimeoutMs`, but only while it
+   * carried netchan streams alone. Its first stream must be netchan's (else earlier streams were
+   * the app's), and any later stream of the app's leaves it to the app for good.
+   */
+  private adopt(stream: ServerStream): ServerConnection | undefined {
+    if (stream instanceof MuxStream) return undefined;
+    const h2 = (stream as Partial<http2.ServerHttp2Stream>).session;
+    const id = (stream as Partial<http2.ServerHttp2Stream>).id;
+    if (!(h2 instanceof EventEmitter) || typeof id !== 'number' || !h2.socket) return undefined;
+    const connection = ServerConnection.adopted(h2.socket, this.timeouts, id === 1);
+    connection.closeWith(h2);
+    h2.on('stream', (_stream: unknown, headers: http2.IncomingHttpHeaders) => {
+      if (headers[Headers.version] === undefined) connection.disown();
+    });
+    return connection;
   }
 
   /**
@@ -660,6 +825,10 @@ export class NetchanServer {
     });
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       const mux = new WsMux(ws, 'server');
+      // from now on the socket is the mux's (an upgrade through Express included)
+      const connection = ServerConnection.of(socket) ?? ServerConnection.adopted(socket, this.timeouts, true);
+      connection.closeWith(mux);
+      connection.request();
       this.muxes.add(mux);
       mux.on('close', () => this.muxes.delete(mux));
       mux.on('error', (err: Error) => debug('WebSocket mux error: %s', err.message));
@@ -702,6 +871,7 @@ export class NetchanServer {
     const h2 = http2.createServer({ settings: { initialWindowSize: 1024 * 1024, maxConcurrentStreams: 10_000 } });
     this.http2Server = h2;
     h2.on('session', (s) => {
+      ServerConnection.of(s.socket)?.closeWith(s);
       this.h2Sessions.add(s);
       s.once('close', () => this.h2Sessions.delete(s));
       s.on('error', (err) => debug('http2 session error: %s', err.message));
@@ -709,6 +879,7 @@ export class NetchanServer {
     });
     h2.on('stream', (stream, headers) => {
       stream.on('error', (err) => debug('stream error: %s', err.message));
+      ServerConnection.ofStream(stream)?.request();
       if (!this.isOurPath(header(headers, HTTP2_HEADER_PATH))) return refuse(stream, 404, ErrorCodes.NOT_FOUND, 'not a netchan endpoint');
       const principal = this.authenticated(headers, stream.session?.socket);
       if (principal === undefined) return refuse(stream, 401, ErrorCodes.UNAUTHORIZED, 'not authenticated');
@@ -716,6 +887,7 @@ export class NetchanServer {
     });
     // HTTP/1.1 connections: only the WebSocket upgrade is served
     const h1 = http.createServer((req, res) => {
+      ServerConnection.of(req.socket)?.request();
       const ours = this.isOurPath(req.url) && req.headers[Headers.version] !== undefined;
       const [status, code, message] = ours
         ? [426, ErrorCodes.PROTOCOL, 'netchan over HTTP/1.1 needs a WebSocket upgrade']
@@ -725,6 +897,7 @@ export class NetchanServer {
     });
     h1.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
       socket.on('error', (err) => debug('upgrade socket error: %s', err.message));
+      ServerConnection.of(socket)?.request();
       if (!this.isOurPath(req.url)) {
         socket.end(`HTTP/1.1 404 Not Found\r\nconnection: close\r\n${Headers.error}: ${ErrorCodes.NOT_FOUND}\r\n\r\n`);
         return;
@@ -751,6 +924,8 @@ export class NetchanServer {
       // h2c with prior knowledge starts with the HTTP/2 preface; anything else is HTTP/1.1
       listener = net.createServer((socket) => {
         socket.on('error', (err) => debug('socket error: %s', err.message));
+        // the sniffing below waits for bytes: the first-request timeout covers it
+        ServerConnection.accepted(socket, this.timeouts);
         sniffPreface(socket, (isH2) => route(socket, isH2));
       });
     } else {
@@ -763,10 +938,19 @@ export class NetchanServer {
           rejectUnauthorized: requestCert ?? false,
           minVersion: 'TLSv1.3',
           ALPNProtocols: ['h2', 'http/1.1'],
+          // Node's own default is 120 s; 0 would mean that default, so "disabled" is the longest timer
+          handshakeTimeout: this.timeouts.handshakeTimeoutMs > 0 ? this.timeouts.handshakeTimeoutMs : 2 ** 31 - 1,
         },
-        (socket) => route(socket, socket.alpnProtocol === 'h2'),
+        (socket) => {
+          ServerConnection.accepted(socket, this.timeouts);
+          route(socket, socket.alpnProtocol === 'h2');
+        },
       );
-      listener.on('tlsClientError', (err) => debug('TLS client error: %s', err.message));
+      // A handshake that timed out is reported here but its socket is left open: close it.
+      listener.on('tlsClientError', (err, socket) => {
+        debug('TLS client error: %s', err.message);
+        socket.destroy();
+      });
     }
     this.listener = listener;
     return new Promise((resolve, reject) => {

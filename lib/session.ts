@@ -192,11 +192,19 @@ export abstract class SessionCore extends EventEmitter implements StreamContext,
   protected track(stream: Duplex): void {
     this.streams.add(stream);
     this.counters.streams++;
+    this.tracked(stream);
     stream.once('close', () => {
       this.streams.delete(stream);
       this.counters.streams--;
+      this.untracked(stream);
     });
   }
+
+  /** For subclasses: a stream of this session opened (it is counted in `streams`). */
+  protected tracked(_stream: Duplex): void {}
+
+  /** For subclasses: a stream of this session closed (it is no longer in `streams`). */
+  protected untracked(_stream: Duplex): void {}
 
   protected trackBytes(stream: Duplex): void {
     this.counters.byteStreams++;

@@ -136,7 +136,7 @@ function openWebSocket(u: URL, socket: net.Socket, options: TransportOptions): P
       const code = pick(res.headers['netchan-error']) ?? (status === 401 || status === 403 ? ErrorCodes.UNAUTHORIZED : ErrorCodes.CONNECT);
       const message = pick(res.headers['netchan-message']) ?? `server answered ${status} to the WebSocket upgrade`;
       res.resume();
-      fail(netchanError(code, message));
+      fail(netchanError(code, message, { status }));
     });
     ws.once('error', (err) => fail(fromNodeError(err, ErrorCodes.CONNECT)));
     ws.once('open', () => {

@@ -14,6 +14,17 @@
  * Every netchan stream of a session is one HTTP request through the app's middleware chain, so
  * authentication runs per stream; the principal the app established (see {@link NetchanMiddlewareOptions.principal})
  * binds the session, and a stream naming a session with another principal is refused.
+ *
+ * A principal is a string; a number becomes its string (`req.user = { id: 42 }` is `'42'`).
+ * Anything else the app put there (an object without an `id`, a boolean) is never taken for
+ * anonymous: the request goes to the app's error handling (`next(err)`) with a
+ * `NetchanError` `ERR_INVALID_ARGUMENT` (status 500), and the client gets that code.
+ *
+ * Connection timeouts: the app's server owns a connection's TLS handshake and first request
+ * (set `handshakeTimeout`, `headersTimeout`, `requestTimeout` on it). Of netchan's own, only
+ * `noSessionTimeoutMs` applies, and only to connections that are netchan's: WebSocket ones
+ * after their upgrade, and HTTP/2 ones whose every stream was a netchan stream. An HTTP/2
+ * connection that carries any request of the app's is never closed by netchan.
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type https from 'node:https';
@@ -21,17 +32,20 @@ import http2 from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Express, NextFunction, Request, Response } from 'express';
-import { ErrorCodes } from '../lib/errors.js';
+import { ErrorCodes, netchanError, type NetchanError } from '../lib/errors.js';
 import type { NetchanServer } from '../lib/server.js';
 
 /** Options of {@link netchan}. */
 export interface NetchanMiddlewareOptions {
   /**
-   * Who the request is, as the app established it. Default: `res.locals.principal`, else
-   * `req.user.id`, else `req.user` when it is a string, else the mTLS client certificate's
-   * subject CN, else `''` (anonymous). Return `undefined` to use that default.
+   * Who the request is, as the app established it: a string, or a number (which becomes its
+   * string). Return `undefined` to use the default: `res.locals.principal` when set, else
+   * `req.user.id` when `req.user` is an object, else `req.user` when set, else `cert:<CN>` of
+   * the mTLS client certificate, else `''` (anonymous). Any of these that is set but neither a
+   * string nor a finite number refuses the request (`next(err)` with a `NetchanError`
+   * `ERR_INVALID_ARGUMENT`, status 500): a principal the app meant is never taken for anonymous.
    */
-  principal?: (req: Request, res: Response) => string | undefined;
+  principal?: (req: Request, res: Response) => string | number | undefined;
 }
 
 /** The header every netchan stream carries; requests without it are not netchan's. */
@@ -41,12 +55,24 @@ const VERSION_HEADER = 'netchan-version';
 const UPGRADE = Symbol('netchan.upgrade');
 type UpgradeRequest = IncomingMessage & { [UPGRADE]?: { socket: Duplex; head: Buffer } };
 
-function defaultPrincipal(req: Request, res: Response): string {
+/** A principal as the app gave it: a string stays, a finite number becomes its string. */
+function asPrincipal(value: unknown, where: string): string {
+  if (typeof value === 'string') return value;
+  if (typeof value === 'number' && Number.isFinite(value)) return String(value);
+  const what = value === null ? 'null' : Array.isArray(value) ? 'an array' : typeof value === 'object' ? 'an object' : `a ${typeof value}`;
+  throw netchanError(ErrorCodes.INVALID_ARGUMENT, `the principal (${where}) is ${what}, not a string or number`, { status: 500 });
+}
+
+/** Who the request is (see {@link NetchanMiddlewareOptions.principal}); throws when the app's answer is no principal. */
+function principalOf(req: Request, res: Response, options: NetchanMiddlewareOptions): string {
+  const chosen = options.principal?.(req, res);
+  if (chosen !== undefined) return asPrincipal(chosen, 'the principal option');
   const local = (res.locals as Record<string, unknown>).principal;
-  if (typeof local === 'string') return local;
+  if (local !== undefined && local !== null) return asPrincipal(local, 'res.locals.principal');
   const user = (req as Request & { user?: unknown }).user;
-  if (typeof user === 'string') return user;
-  if (user && typeof user === 'object' && typeof (user as { id?: unknown }).id === 'string') return (user as { id: string }).id;
+  if (user !== undefined && user !== null) {
+    return typeof user === 'object' && !Array.isArray(user) ? asPrincipal((user as { id?: unknown }).id, 'req.user.id') : asPrincipal(user, 'req.user');
+  }
   const socket = req.socket as { getPeerCertificate?: () => { subject?: { CN?: string } } | null; authorized?: boolean };
   if (socket?.authorized && typeof socket.getPeerCertificate === 'function') {
     const cn = socket.getPeerCertificate()?.subject?.CN;
@@ -63,11 +89,22 @@ function defaultPrincipal(req: Request, res: Response): string {
  * netchan request is answered `426`.
  */
 export function netchan(server: NetchanServer, options: NetchanMiddlewareOptions = {}) {
+  if (options.principal !== undefined && typeof options.principal !== 'function') {
+    throw netchanError(ErrorCodes.INVALID_ARGUMENT, 'the principal option must be a function (req, res) => string | number | undefined');
+  }
   return function netchanMiddleware(req: Request, res: Response, next: NextFunction): void {
     if (req.headers[VERSION_HEADER] === undefined) return next();
+    let principal: string;
+    try {
+      principal = principalOf(req, res, options);
+    } catch (err) {
+      // the app's error handling sees the misconfiguration; the client sees the code
+      const { code, message } = err as NetchanError;
+      res.set({ 'netchan-error': code, 'netchan-message': message });
+      return next(err);
+    }
     const upgrade = (req as unknown as UpgradeRequest)[UPGRADE];
     if (upgrade) {
-      const principal = options.principal?.(req, res) ?? defaultPrincipal(req, res);
       // the socket leaves the response's hands: the WebSocket handshake writes to it directly
       (res as unknown as ServerResponse).detachSocket(upgrade.socket as Socket);
       server.handleUpgrade(req, upgrade.socket, upgrade.head, { principal });
@@ -79,7 +116,6 @@ export function netchan(server: NetchanServer, options: NetchanMiddlewareOptions
       res.status(426).set({ 'netchan-error': ErrorCodes.PROTOCOL, 'netchan-message': message, upgrade: 'websocket' }).type('text/plain').send(`${ErrorCodes.PROTOCOL}: ${message}\n`);
       return;
     }
-    const principal = options.principal?.(req, res) ?? defaultPrincipal(req, res);
     // The stream goes to netchan as it is: its headers (":path" included) are the originals.
     server.handleStream(stream, req.headers as http2.IncomingHttpHeaders, { principal });
   };

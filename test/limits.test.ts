@@ -5,7 +5,7 @@
  */
 import { PassThrough } from 'node:stream';
 import { expect } from 'chai';
-import { DEFAULT_LIMITS, connect, createServer } from '../lib/index.js';
+import { DEFAULT_LIMITS, DEFAULT_TIMEOUTS, connect, createServer } from '../lib/index.js';
 import { rejection } from './helpers/assert.js';
 import { testCertificates } from './helpers/certs.js';
 import { startServer, teardown, until, useTransport } from './helpers/net.js';
@@ -15,8 +15,16 @@ describe('limits', function () {
   afterEach(teardown);
 
   it('have documented defaults', () => {
-    expect(DEFAULT_LIMITS).to.deep.equal({ maxChannelsPerSession: 4096, maxByteStreamsPerSession: 1024, maxSessionsPerPrincipal: 256 });
+    expect(DEFAULT_LIMITS).to.deep.equal({
+      maxChannelsPerSession: 4096,
+      maxByteStreamsPerSession: 1024,
+      maxSessionsPerPrincipal: 256,
+      maxAnonymousSessions: 16384,
+      maxUnusedAnonymousSessionsPerConnection: 64,
+    });
     expect(createServer({}).limits).to.deep.equal(DEFAULT_LIMITS);
+    expect(DEFAULT_TIMEOUTS).to.deep.equal({ handshakeTimeoutMs: 10_000, firstRequestTimeoutMs: 10_000, noSessionTimeoutMs: 30_000, unusedAnonymousSessionTimeoutMs: 60_000 });
+    expect(createServer({}).timeouts).to.deep.equal(DEFAULT_TIMEOUTS);
   });
 
   for (const transport of ['h2', 'ws'] as const) {
