@@ -5,8 +5,14 @@
  * stack to exhaust), and rejects anything msgpackr must never see: truncation, trailing bytes, the
  * unused byte 0xc1, lengths larger than what is left of the input (a "4-billion-element array" in
  * ten bytes), nesting deeper than `maxDepth`, extension types outside the list below, map keys that
- * are not strings or integers, and the key `__proto__`. Only then does msgpackr build the value,
- * with records, structured cloning and its other peer-defined structures switched off.
+ * are not strings or integers, the key `__proto__` in any string form, and timestamps outside
+ * what a Date holds. Only then does msgpackr build the value, with records, structured cloning and
+ * its other peer-defined structures switched off; building refuses an Error without a string
+ * `name` and `message`.
+ *
+ * What decodes must encode again (docs/PROTOCOL.md §3.1): a value accepted into a channel is sent
+ * on to every remote receiver, and one the encoder refuses would fail each of them in turn, going
+ * back to the head of the channel every time. So every refusal the encoder makes has its twin here.
  *
  * Encoding walks the value first ({@link Codec.encode}): it enforces the same depth limit, turns
  * Map, Set, Error, BigInt and channel/byte-stream references into extension values, and leaves
@@ -102,6 +108,9 @@ class ChannelRefBox extends Box {}
 class BytesRefBox extends Box {}
 
 const packOptions = {
+  // prepare() calls a class instance's toJSON itself; msgpackr would call a plain object's own
+  // `toJSON` property (one that decoded from `{constructor: 0, toJSON: 1}`, say) and throw.
+  useToJSON: false,
   useRecords: false,
   moreTypes: false,
   structuredClone: false,
@@ -280,6 +289,7 @@ const unpackr = new Unpackr({
 
 let decodeHooks: ReferenceHooks | undefined;
 
+
 /**
  * Small values are copied here and decoded from offset 0. msgpackr caches a DataView on the
  * buffer it reads (a new property, i.e. a hidden-class change, on every fresh subarray) and uses
@@ -317,9 +327,14 @@ function decodeNested(type: number, payload: unknown): unknown {
 }
 
 function errorFromFields(fields: Record<string, unknown>): Error {
-  const err = new Error(typeof fields.message === 'string' ? fields.message : '');
+  // The encoder always writes both as strings; any other name would be sent on as String(name),
+  // which may throw (a map with a `toString` key) or change the value.
+  if (typeof fields.name !== 'string' || typeof fields.message !== 'string') {
+    throw decodeError('an Error extension needs a string "name" and a string "message"');
+  }
+  const err = new Error(fields.message);
   // A local stack would show the decoder, not where the error happened; the peer's is never sent.
-  err.stack = `${typeof fields.name === 'string' ? fields.name : 'Error'}: ${err.message}\n    at <remote>`;
+  err.stack = `${fields.name}: ${err.message}\n    at <remote>`;
   for (const key of Object.keys(fields)) {
     if (key === 'message' || key === 'stack') continue;
     Object.defineProperty(err, key, { value: fields[key], writable: true, enumerable: key !== 'name' && key !== 'cause', configurable: true });
@@ -411,12 +426,48 @@ function depthError(maxDepth: number): NetchanError {
   return netchanError(ErrorCodes.DEPTH_LIMIT, `value nests deeper than ${maxDepth} levels`);
 }
 
-/** fixstr "__proto__" at `pos`? */
-function isProtoKey(b: Uint8Array, pos: number): boolean {
+/**
+ * The string "__proto__" at `pos`, as fixstr, str8, str16 or str32 (`first` is `b[pos]`)? msgpackr
+ * would silently rename that key `__proto_`. Its UTF-8 decoder turns overlong forms into U+FFFD,
+ * so these nine ASCII bytes are the only way to spell it.
+ */
+function isProtoKey(b: Uint8Array, pos: number, first: number): boolean {
+  let at: number;
+  if (first === 0xa9) at = pos + 1;
+  else if (first === 0xd9) {
+    if (b[pos + 1] !== 9) return false;
+    at = pos + 2;
+  } else if (first === 0xda) {
+    if (b[pos + 1] !== 0 || b[pos + 2] !== 9) return false;
+    at = pos + 3;
+  } else {
+    if (b[pos + 1] !== 0 || b[pos + 2] !== 0 || b[pos + 3] !== 0 || b[pos + 4] !== 9) return false;
+    at = pos + 5;
+  }
   return (
-    b[pos] === 0xa9 && b[pos + 1] === 0x5f && b[pos + 2] === 0x5f && b[pos + 3] === 0x70 && b[pos + 4] === 0x72 &&
-    b[pos + 5] === 0x6f && b[pos + 6] === 0x74 && b[pos + 7] === 0x6f && b[pos + 8] === 0x5f && b[pos + 9] === 0x5f
+    b[at] === 0x5f && b[at + 1] === 0x5f && b[at + 2] === 0x70 && b[at + 3] === 0x72 && b[at + 4] === 0x6f &&
+    b[at + 5] === 0x74 && b[at + 6] === 0x6f && b[at + 7] === 0x5f && b[at + 8] === 0x5f
   );
+}
+
+/** The range of a JavaScript Date: ±8.64e15 ms around the epoch, here in whole seconds. */
+const MAX_DATE_SECONDS = 8.64e12;
+
+/**
+ * Checks a timestamp payload of 4, 8 or 12 bytes at `pos`: nanoseconds below 10^9, and an instant
+ * a Date can hold (msgpackr would build an Invalid Date, which no encoder sends on).
+ */
+function checkTimestamp(b: Uint8Array, pos: number, length: number): void {
+  if (length === 4) return; // u32 seconds: up to 2106
+  const ns = length === 8 ? b[pos]! * 0x400000 + (b[pos + 1]! << 14) + (b[pos + 2]! << 6) + (b[pos + 3]! >> 2) : readLength(b, pos, 4);
+  if (ns >= 1e9) throw decodeError(`timestamp with ${ns} nanoseconds at offset ${pos}`);
+  if (length === 8) return; // u34 seconds: up to 2514
+  // i64 seconds: the high half is signed; within ±2^53 the sum is exact, and far outside it the
+  // rounding cannot bring the value back into range
+  const seconds = ((b[pos + 4]! << 24) | (b[pos + 5]! << 16) | (b[pos + 6]! << 8) | b[pos + 7]!) * 0x100000000 + readLength(b, pos + 8, 4);
+  if (seconds < -MAX_DATE_SECONDS || seconds > MAX_DATE_SECONDS || (seconds === MAX_DATE_SECONDS && ns !== 0)) {
+    throw decodeError(`timestamp of ${seconds} seconds at offset ${pos} is outside the range of a Date`);
+  }
 }
 
 function readLength(bytes: Uint8Array, pos: number, width: number): number {
@@ -450,7 +501,7 @@ export function validate(bytes: Uint8Array, maxDepth: number = DEFAULT_MAX_DEPTH
     const b = bytes[pos]!;
     if (sp > 0 && kinds[sp - 1] === IN_MAP && (left[sp - 1]! & 1) === 0) {
       if (KEY_OK[b] === 0) throw decodeError(`map key at offset ${pos} is not a string or an integer`);
-      if (b === 0xa9 && isProtoKey(bytes, pos)) throw decodeError(`the key "__proto__" is not accepted (offset ${pos})`);
+      if ((b === 0xa9 || (b >= 0xd9 && b <= 0xdb)) && isProtoKey(bytes, pos, b)) throw decodeError(`the key "__proto__" is not accepted (offset ${pos})`);
     }
     const kind = KIND[b]!;
     let count = -1; // >= 0: this value is an array or map with that many values
@@ -506,9 +557,10 @@ export function validate(bytes: Uint8Array, maxDepth: number = DEFAULT_MAX_DEPTH
       switch (type) {
         case ExtensionTypes.TIMESTAMP:
           if (length !== 4 && length !== 8 && length !== 12) throw decodeError(`timestamp of ${length} bytes at offset ${pos}`);
+          checkTimestamp(bytes, pos, length);
           break;
         case ExtensionTypes.UNDEFINED:
-          if (length !== 1) throw decodeError(`undefined extension of ${length} bytes at offset ${pos}`);
+          if (length !== 1 || bytes[pos] !== 0) throw decodeError(`undefined extension other than the one byte 0x00 at offset ${pos}`);
           break;
         case ExtensionTypes.BIGINT:
           if (length < 1 || length > MAX_BIGINT_BYTES) throw decodeError(`BigInt of ${length} bytes at offset ${pos}`);
@@ -596,13 +648,13 @@ export class Codec {
     // msgpackr reads no further than the length given: the validator checked that exactly
     // `bytes.length` bytes hold one value, so what an earlier value left behind is never read
     const useScratch = !scratchBusy && bytes.length <= SCRATCH_BYTES;
+    let value: unknown;
     try {
       if (useScratch) {
         scratchBusy = true;
         scratch.set(bytes);
-        return unpackr.unpack(scratch, bytes.length);
-      }
-      return unpackr.unpack(bytes);
+        value = unpackr.unpack(scratch, bytes.length);
+      } else value = unpackr.unpack(bytes);
     } catch (err) {
       if (err instanceof HookFailure) throw err.error;
       if (err instanceof NetchanError) throw err;
@@ -611,5 +663,6 @@ export class Codec {
       decodeHooks = outer;
       if (useScratch) scratchBusy = false;
     }
+    return value;
   }
 }
