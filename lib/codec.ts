@@ -289,6 +289,18 @@ const unpackr = new Unpackr({
 
 let decodeHooks: ReferenceHooks | undefined;
 
+/**
+ * How much larger than its input a decoded value's own encoding can be: an empty fixmap (1 byte)
+ * is written back as map 16 (3), an invalid UTF-8 byte as U+FFFD (3), the integer key -32 (1) as
+ * the string "-32" (4). Below `maxValueBytes / 4` no value can outgrow the limit, so only larger
+ * ones are encoded again to be measured.
+ */
+const MAX_REENCODE_GROWTH = 4;
+/** Stands in for a session's hooks when a decoded value is measured: references do not count. */
+const sizingHooks: ReferenceHooks = {
+  encodeReference: () => ({}),
+  decodeReference: () => undefined,
+};
 
 /**
  * Small values are copied here and decoded from offset 0. msgpackr caches a DataView on the
@@ -635,7 +647,8 @@ export class Codec {
 
   /**
    * Decodes one value. Checks the size first, then the structure ({@link validate}), then builds
-   * the value. Throws `ERR_VALUE_TOO_LARGE`, `ERR_DECODE`, `ERR_DEPTH_LIMIT`,
+   * the value; one longer than a quarter of `maxValueBytes` is measured as this codec would encode
+   * it again. Throws `ERR_VALUE_TOO_LARGE`, `ERR_DECODE`, `ERR_DEPTH_LIMIT`,
    * `ERR_UNKNOWN_EXTENSION`, or what `hooks.decodeReference` throws.
    */
   decode(bytes: Uint8Array, hooks?: ReferenceHooks): unknown {
@@ -663,6 +676,25 @@ export class Codec {
       decodeHooks = outer;
       if (useScratch) scratchBusy = false;
     }
+    if (bytes.length * MAX_REENCODE_GROWTH > this.maxValueBytes) this.checkReencodedSize(value, bytes.length);
     return value;
+  }
+
+  /**
+   * Refuses a value whose encoding by this codec would exceed `maxValueBytes`: another peer's
+   * compact forms (fixmap, integer keys, float 32, invalid UTF-8) may grow when written again.
+   * References count as empty maps; their size is the session's business.
+   */
+  private checkReencodedSize(value: unknown, received: number): void {
+    let length: number;
+    try {
+      length = packr.pack(prepare(value, 0, { hooks: sizingHooks, maxDepth: this.maxDepth })).length;
+    } catch (err) {
+      // Whatever decodes must encode: reaching this is a bug in the decoder's rules, not the peer's.
+      throw netchanError(ErrorCodes.DECODE, `the value decodes but cannot be encoded again: ${(err as Error).message}`, { cause: err });
+    }
+    if (length > this.maxValueBytes) {
+      throw netchanError(ErrorCodes.VALUE_TOO_LARGE, `value of ${received} bytes would be ${length} bytes when sent on, limit ${this.maxValueBytes}`);
+    }
   }
 }

@@ -13,7 +13,7 @@ import { expect } from 'chai';
 import fc from 'fast-check';
 import { Codec, type ReferenceHooks } from '../lib/codec.js';
 import { Channel } from '../lib/channel.js';
-import { NetchanError } from '../lib/errors.js';
+import { ErrorCodes, NetchanError, netchanError } from '../lib/errors.js';
 import { FrameDecoder, FrameType, encodeFrame } from '../lib/frames.js';
 import '../lib/session.js'; // registers the channel and stream classes as references
 import { testCertificates } from './helpers/certs.js';
@@ -75,7 +75,7 @@ function normalize(v: unknown): unknown {
 
 /**
  * The closure property for one input: `c.decode` refuses it with a §3.1 code, or returns a value
- * that `c` encodes without throwing, at most 4 times the input's size;
+ * that `c` encodes without throwing, within `c.maxValueBytes`, at most 4 times the input's size;
  * that encoding decodes to an equal value and is a fixed point (encoding that again gives the
  * same bytes). Returns whether the input was accepted.
  */
@@ -406,11 +406,36 @@ describe('codec hardening: what decodes encodes again', () => {
       );
     });
 
-
+    it('regression: a value that grows past maxValueBytes when encoded again is refused with ERR_VALUE_TOO_LARGE (it failed every receiver)', () => {
+      const small = new Codec({ maxValueBytes: 4096 });
+      // 4,093 empty fixmaps (1 byte each) come back as map 16 headers (3 bytes each)
+      const maps = Uint8Array.from([0xdc, ...be(4093n, 2), ...new Array<number>(4093).fill(0x80)]);
+      expect(maps.length).to.equal(4096);
+      expect(codeOf(() => small.decode(maps))).to.equal('ERR_VALUE_TOO_LARGE');
+      // 4,091 bytes of invalid UTF-8 come back as U+FFFD, 3 bytes each
+      const text = Uint8Array.from([0xda, ...be(4091n, 2), ...new Array<number>(4091).fill(0xff), 0xc0, 0xc0]);
+      expect(codeOf(() => small.decode(Uint8Array.from([0x93, ...text.subarray(0, text.length - 2), 0xc0, 0xc0])))).to.equal('ERR_VALUE_TOO_LARGE');
+      // integer keys come back as strings: {-32: nil, -31: nil, ...}
+      const keys = Uint8Array.from([0x8f, ...Array.from({ length: 15 }, (_, i) => [0xe0 + i, 0xc0]).flat()]);
+      expect(codeOf(() => new Codec({ maxValueBytes: keys.length * 2 }).decode(keys))).to.equal('ERR_VALUE_TOO_LARGE');
+      // the same bytes that fit once encoded again are accepted
+      const fits = Uint8Array.from([0xdc, ...be(1364n, 2), ...new Array<number>(1364).fill(0x80)]);
+      expect((small.decode(fits) as unknown[]).length).to.equal(1364);
+      expect(small.encode(small.decode(fits)).length).to.be.at.most(4096);
+    });
   });
 
   describe('property: hostile MessagePack either is refused or encodes again to the same value', () => {
     const tight = new Codec({ maxDepth: 8 });
+    const tiny = new Codec({ maxDepth: 8, maxValueBytes: 96 });
+    // The size rule counts references as empty maps (what a session writes for them is its own
+    // business), so the tiny codec is held to it on values without references.
+    const noRefs: ReferenceHooks = {
+      encodeReference: () => expect.fail('no references here'),
+      decodeReference: () => {
+        throw netchanError(ErrorCodes.DECODE, 'no references here');
+      },
+    };
 
     it('structured hostile values (every string, integer, map and extension form; Invalid Dates, bad Errors, __proto__ keys)', () => {
       let accepted = 0;
@@ -418,6 +443,7 @@ describe('codec hardening: what decodes encodes again', () => {
         fc.property(item, (b) => {
           const input = Uint8Array.from(b);
           if (expectClosed(tight, input, refHooks)) accepted++;
+          expectClosed(tiny, input, noRefs);
         }),
         { numRuns: 4000 },
       );
@@ -480,6 +506,7 @@ describe('codec hardening over the network', function () {
     ['an Error whose message is nil', 'c7 10 04 82 a4 6e616d65 a0 a7 6d657373616765 c0', 'ERR_DECODE'],
     ['the key __proto__ as str8', '81 d9 09 5f5f70726f746f5f5f 81 a8 706f6c6c75746564 c3', 'ERR_DECODE'],
     ['the key __proto__ as str32 inside a Map', 'c7 11 02 92 01 81 db 00000009 5f5f70726f746f5f5f 01', 'ERR_DECODE'],
+    ['8,000 empty fixmaps, 24,000 bytes when sent on', `dc 1f40 ${'80'.repeat(8000)}`, 'ERR_VALUE_TOO_LARGE'],
   ];
 
   it('regression: a poison value sent by a raw client gets ERROR with the codec code on its stream, and the channel keeps delivering the next good values to remote receivers', async () => {
