@@ -292,8 +292,8 @@ let decodeHooks: ReferenceHooks | undefined;
 /**
  * How much larger than its input a decoded value's own encoding can be: an empty fixmap (1 byte)
  * is written back as map 16 (3), an invalid UTF-8 byte as U+FFFD (3), the integer key -32 (1) as
- * the string "-32" (4). Below `maxValueBytes / 4` no value can outgrow the limit, so only larger
- * ones are encoded again to be measured.
+ * the string "-32" (4). Binary contents come back as they are. Only a value whose bound
+ * (binary + 4 * the rest) exceeds `maxValueBytes` is encoded again to be measured.
  */
 const MAX_REENCODE_GROWTH = 4;
 /** Stands in for a session's hooks when a decoded value is measured: references do not count. */
@@ -488,9 +488,10 @@ function readLength(bytes: Uint8Array, pos: number, width: number): number {
 
 /**
  * Checks that `bytes` hold exactly one MessagePack value netchan accepts, without building it and
- * without recursion. Throws `ERR_DECODE`, `ERR_DEPTH_LIMIT` or `ERR_UNKNOWN_EXTENSION`.
+ * without recursion. Throws `ERR_DECODE`, `ERR_DEPTH_LIMIT` or `ERR_UNKNOWN_EXTENSION`. Returns
+ * how many of the bytes are binary (`bin 8/16/32`) contents: those are written back as they are.
  */
-export function validate(bytes: Uint8Array, maxDepth: number = DEFAULT_MAX_DEPTH): void {
+export function validate(bytes: Uint8Array, maxDepth: number = DEFAULT_MAX_DEPTH): number {
   const end = bytes.length;
   if (end === 0) throw decodeError('empty value');
   if (end > 0x7fffffff) throw netchanError(ErrorCodes.VALUE_TOO_LARGE, `value is ${end} bytes, at most 2^31 - 1 can be checked`);
@@ -506,6 +507,7 @@ export function validate(bytes: Uint8Array, maxDepth: number = DEFAULT_MAX_DEPTH
   let depth = 0; // arrays and maps among them
   let expect = EXPECT_ANY;
   let pos = 0;
+  let binary = 0;
 
   for (;;) {
     // ---- one value starts at `pos` ----
@@ -552,6 +554,7 @@ export function validate(bytes: Uint8Array, maxDepth: number = DEFAULT_MAX_DEPTH
       pos += width;
       if (n > end - pos) throw truncated(pos, n, end);
       pos += n;
+      if (b <= 0xc6) binary += n;
     } else if (kind === EXT) {
       if (expect !== EXPECT_ANY) throw decodeError(`malformed extension payload at offset ${pos - 1}`);
       let length: number;
@@ -601,7 +604,7 @@ export function validate(bytes: Uint8Array, maxDepth: number = DEFAULT_MAX_DEPTH
     for (;;) {
       if (sp === 0) {
         if (pos !== end) throw decodeError(`${end - pos} trailing bytes after the value`);
-        return;
+        return binary;
       }
       if (--left[sp - 1]! > 0) break;
       sp--;
@@ -647,15 +650,15 @@ export class Codec {
 
   /**
    * Decodes one value. Checks the size first, then the structure ({@link validate}), then builds
-   * the value; one longer than a quarter of `maxValueBytes` is measured as this codec would encode
-   * it again. Throws `ERR_VALUE_TOO_LARGE`, `ERR_DECODE`, `ERR_DEPTH_LIMIT`,
+   * the value; one that might outgrow `maxValueBytes` when encoded again (see
+   * `MAX_REENCODE_GROWTH`) is measured as this codec would encode it. Throws `ERR_VALUE_TOO_LARGE`, `ERR_DECODE`, `ERR_DEPTH_LIMIT`,
    * `ERR_UNKNOWN_EXTENSION`, or what `hooks.decodeReference` throws.
    */
   decode(bytes: Uint8Array, hooks?: ReferenceHooks): unknown {
     if (bytes.length > this.maxValueBytes) {
       throw netchanError(ErrorCodes.VALUE_TOO_LARGE, `value is ${bytes.length} bytes, limit ${this.maxValueBytes}`);
     }
-    validate(bytes, this.maxDepth);
+    const binary = validate(bytes, this.maxDepth);
     const outer = decodeHooks;
     decodeHooks = hooks;
     // msgpackr reads no further than the length given: the validator checked that exactly
@@ -676,7 +679,7 @@ export class Codec {
       decodeHooks = outer;
       if (useScratch) scratchBusy = false;
     }
-    if (bytes.length * MAX_REENCODE_GROWTH > this.maxValueBytes) this.checkReencodedSize(value, bytes.length);
+    if (binary + MAX_REENCODE_GROWTH * (bytes.length - binary) > this.maxValueBytes) this.checkReencodedSize(value, bytes.length);
     return value;
   }
 
