@@ -5,8 +5,14 @@
  * stack to exhaust), and rejects anything msgpackr must never see: truncation, trailing bytes, the
  * unused byte 0xc1, lengths larger than what is left of the input (a "4-billion-element array" in
  * ten bytes), nesting deeper than `maxDepth`, extension types outside the list below, map keys that
- * are not strings or integers, and the key `__proto__`. Only then does msgpackr build the value,
- * with records, structured cloning and its other peer-defined structures switched off.
+ * are not strings or integers, the key `__proto__` in any string form, and timestamps outside
+ * what a Date holds. Only then does msgpackr build the value, with records, structured cloning and
+ * its other peer-defined structures switched off; building refuses an Error without a string
+ * `name` and `message`.
+ *
+ * What decodes must encode again (docs/PROTOCOL.md §3.1): a value accepted into a channel is sent
+ * on to every remote receiver, and one the encoder refuses would fail each of them in turn, going
+ * back to the head of the channel every time. So every refusal the encoder makes has its twin here.
  *
  * Encoding walks the value first ({@link Codec.encode}): it enforces the same depth limit, turns
  * Map, Set, Error, BigInt and channel/byte-stream references into extension values, and leaves
@@ -102,6 +108,9 @@ class ChannelRefBox extends Box {}
 class BytesRefBox extends Box {}
 
 const packOptions = {
+  // prepare() calls a class instance's toJSON itself; msgpackr would call a plain object's own
+  // `toJSON` property (one that decoded from `{constructor: 0, toJSON: 1}`, say) and throw.
+  useToJSON: false,
   useRecords: false,
   moreTypes: false,
   structuredClone: false,
@@ -281,6 +290,19 @@ const unpackr = new Unpackr({
 let decodeHooks: ReferenceHooks | undefined;
 
 /**
+ * How much larger than its input a decoded value's own encoding can be: an empty fixmap (1 byte)
+ * is written back as map 16 (3), an invalid UTF-8 byte as U+FFFD (3), the integer key -32 (1) as
+ * the string "-32" (4). Binary contents come back as they are. Only a value whose bound
+ * (binary + 4 * the rest) exceeds `maxValueBytes` is encoded again to be measured.
+ */
+const MAX_REENCODE_GROWTH = 4;
+/** Stands in for a session's hooks when a decoded value is measured: references do not count. */
+const sizingHooks: ReferenceHooks = {
+  encodeReference: () => ({}),
+  decodeReference: () => undefined,
+};
+
+/**
  * Small values are copied here and decoded from offset 0. msgpackr caches a DataView on the
  * buffer it reads (a new property, i.e. a hidden-class change, on every fresh subarray) and uses
  * its key cache only for inputs shorter than 180 bytes counted from the buffer's start: decoding
@@ -317,9 +339,14 @@ function decodeNested(type: number, payload: unknown): unknown {
 }
 
 function errorFromFields(fields: Record<string, unknown>): Error {
-  const err = new Error(typeof fields.message === 'string' ? fields.message : '');
+  // The encoder always writes both as strings; any other name would be sent on as String(name),
+  // which may throw (a map with a `toString` key) or change the value.
+  if (typeof fields.name !== 'string' || typeof fields.message !== 'string') {
+    throw decodeError('an Error extension needs a string "name" and a string "message"');
+  }
+  const err = new Error(fields.message);
   // A local stack would show the decoder, not where the error happened; the peer's is never sent.
-  err.stack = `${typeof fields.name === 'string' ? fields.name : 'Error'}: ${err.message}\n    at <remote>`;
+  err.stack = `${fields.name}: ${err.message}\n    at <remote>`;
   for (const key of Object.keys(fields)) {
     if (key === 'message' || key === 'stack') continue;
     Object.defineProperty(err, key, { value: fields[key], writable: true, enumerable: key !== 'name' && key !== 'cause', configurable: true });
@@ -411,12 +438,48 @@ function depthError(maxDepth: number): NetchanError {
   return netchanError(ErrorCodes.DEPTH_LIMIT, `value nests deeper than ${maxDepth} levels`);
 }
 
-/** fixstr "__proto__" at `pos`? */
-function isProtoKey(b: Uint8Array, pos: number): boolean {
+/**
+ * The string "__proto__" at `pos`, as fixstr, str8, str16 or str32 (`first` is `b[pos]`)? msgpackr
+ * would silently rename that key `__proto_`. Its UTF-8 decoder turns overlong forms into U+FFFD,
+ * so these nine ASCII bytes are the only way to spell it.
+ */
+function isProtoKey(b: Uint8Array, pos: number, first: number): boolean {
+  let at: number;
+  if (first === 0xa9) at = pos + 1;
+  else if (first === 0xd9) {
+    if (b[pos + 1] !== 9) return false;
+    at = pos + 2;
+  } else if (first === 0xda) {
+    if (b[pos + 1] !== 0 || b[pos + 2] !== 9) return false;
+    at = pos + 3;
+  } else {
+    if (b[pos + 1] !== 0 || b[pos + 2] !== 0 || b[pos + 3] !== 0 || b[pos + 4] !== 9) return false;
+    at = pos + 5;
+  }
   return (
-    b[pos] === 0xa9 && b[pos + 1] === 0x5f && b[pos + 2] === 0x5f && b[pos + 3] === 0x70 && b[pos + 4] === 0x72 &&
-    b[pos + 5] === 0x6f && b[pos + 6] === 0x74 && b[pos + 7] === 0x6f && b[pos + 8] === 0x5f && b[pos + 9] === 0x5f
+    b[at] === 0x5f && b[at + 1] === 0x5f && b[at + 2] === 0x70 && b[at + 3] === 0x72 && b[at + 4] === 0x6f &&
+    b[at + 5] === 0x74 && b[at + 6] === 0x6f && b[at + 7] === 0x5f && b[at + 8] === 0x5f
   );
+}
+
+/** The range of a JavaScript Date: ±8.64e15 ms around the epoch, here in whole seconds. */
+const MAX_DATE_SECONDS = 8.64e12;
+
+/**
+ * Checks a timestamp payload of 4, 8 or 12 bytes at `pos`: nanoseconds below 10^9, and an instant
+ * a Date can hold (msgpackr would build an Invalid Date, which no encoder sends on).
+ */
+function checkTimestamp(b: Uint8Array, pos: number, length: number): void {
+  if (length === 4) return; // u32 seconds: up to 2106
+  const ns = length === 8 ? b[pos]! * 0x400000 + (b[pos + 1]! << 14) + (b[pos + 2]! << 6) + (b[pos + 3]! >> 2) : readLength(b, pos, 4);
+  if (ns >= 1e9) throw decodeError(`timestamp with ${ns} nanoseconds at offset ${pos}`);
+  if (length === 8) return; // u34 seconds: up to 2514
+  // i64 seconds: the high half is signed; within ±2^53 the sum is exact, and far outside it the
+  // rounding cannot bring the value back into range
+  const seconds = ((b[pos + 4]! << 24) | (b[pos + 5]! << 16) | (b[pos + 6]! << 8) | b[pos + 7]!) * 0x100000000 + readLength(b, pos + 8, 4);
+  if (seconds < -MAX_DATE_SECONDS || seconds > MAX_DATE_SECONDS || (seconds === MAX_DATE_SECONDS && ns !== 0)) {
+    throw decodeError(`timestamp of ${seconds} seconds at offset ${pos} is outside the range of a Date`);
+  }
 }
 
 function readLength(bytes: Uint8Array, pos: number, width: number): number {
@@ -425,9 +488,10 @@ function readLength(bytes: Uint8Array, pos: number, width: number): number {
 
 /**
  * Checks that `bytes` hold exactly one MessagePack value netchan accepts, without building it and
- * without recursion. Throws `ERR_DECODE`, `ERR_DEPTH_LIMIT` or `ERR_UNKNOWN_EXTENSION`.
+ * without recursion. Throws `ERR_DECODE`, `ERR_DEPTH_LIMIT` or `ERR_UNKNOWN_EXTENSION`. Returns
+ * how many of the bytes are binary (`bin 8/16/32`) contents: those are written back as they are.
  */
-export function validate(bytes: Uint8Array, maxDepth: number = DEFAULT_MAX_DEPTH): void {
+export function validate(bytes: Uint8Array, maxDepth: number = DEFAULT_MAX_DEPTH): number {
   const end = bytes.length;
   if (end === 0) throw decodeError('empty value');
   if (end > 0x7fffffff) throw netchanError(ErrorCodes.VALUE_TOO_LARGE, `value is ${end} bytes, at most 2^31 - 1 can be checked`);
@@ -443,6 +507,7 @@ export function validate(bytes: Uint8Array, maxDepth: number = DEFAULT_MAX_DEPTH
   let depth = 0; // arrays and maps among them
   let expect = EXPECT_ANY;
   let pos = 0;
+  let binary = 0;
 
   for (;;) {
     // ---- one value starts at `pos` ----
@@ -450,7 +515,7 @@ export function validate(bytes: Uint8Array, maxDepth: number = DEFAULT_MAX_DEPTH
     const b = bytes[pos]!;
     if (sp > 0 && kinds[sp - 1] === IN_MAP && (left[sp - 1]! & 1) === 0) {
       if (KEY_OK[b] === 0) throw decodeError(`map key at offset ${pos} is not a string or an integer`);
-      if (b === 0xa9 && isProtoKey(bytes, pos)) throw decodeError(`the key "__proto__" is not accepted (offset ${pos})`);
+      if ((b === 0xa9 || (b >= 0xd9 && b <= 0xdb)) && isProtoKey(bytes, pos, b)) throw decodeError(`the key "__proto__" is not accepted (offset ${pos})`);
     }
     const kind = KIND[b]!;
     let count = -1; // >= 0: this value is an array or map with that many values
@@ -489,6 +554,7 @@ export function validate(bytes: Uint8Array, maxDepth: number = DEFAULT_MAX_DEPTH
       pos += width;
       if (n > end - pos) throw truncated(pos, n, end);
       pos += n;
+      if (b <= 0xc6) binary += n;
     } else if (kind === EXT) {
       if (expect !== EXPECT_ANY) throw decodeError(`malformed extension payload at offset ${pos - 1}`);
       let length: number;
@@ -506,9 +572,10 @@ export function validate(bytes: Uint8Array, maxDepth: number = DEFAULT_MAX_DEPTH
       switch (type) {
         case ExtensionTypes.TIMESTAMP:
           if (length !== 4 && length !== 8 && length !== 12) throw decodeError(`timestamp of ${length} bytes at offset ${pos}`);
+          checkTimestamp(bytes, pos, length);
           break;
         case ExtensionTypes.UNDEFINED:
-          if (length !== 1) throw decodeError(`undefined extension of ${length} bytes at offset ${pos}`);
+          if (length !== 1 || bytes[pos] !== 0) throw decodeError(`undefined extension other than the one byte 0x00 at offset ${pos}`);
           break;
         case ExtensionTypes.BIGINT:
           if (length < 1 || length > MAX_BIGINT_BYTES) throw decodeError(`BigInt of ${length} bytes at offset ${pos}`);
@@ -537,7 +604,7 @@ export function validate(bytes: Uint8Array, maxDepth: number = DEFAULT_MAX_DEPTH
     for (;;) {
       if (sp === 0) {
         if (pos !== end) throw decodeError(`${end - pos} trailing bytes after the value`);
-        return;
+        return binary;
       }
       if (--left[sp - 1]! > 0) break;
       sp--;
@@ -583,26 +650,27 @@ export class Codec {
 
   /**
    * Decodes one value. Checks the size first, then the structure ({@link validate}), then builds
-   * the value. Throws `ERR_VALUE_TOO_LARGE`, `ERR_DECODE`, `ERR_DEPTH_LIMIT`,
+   * the value; one that might outgrow `maxValueBytes` when encoded again (see
+   * `MAX_REENCODE_GROWTH`) is measured as this codec would encode it. Throws `ERR_VALUE_TOO_LARGE`, `ERR_DECODE`, `ERR_DEPTH_LIMIT`,
    * `ERR_UNKNOWN_EXTENSION`, or what `hooks.decodeReference` throws.
    */
   decode(bytes: Uint8Array, hooks?: ReferenceHooks): unknown {
     if (bytes.length > this.maxValueBytes) {
       throw netchanError(ErrorCodes.VALUE_TOO_LARGE, `value is ${bytes.length} bytes, limit ${this.maxValueBytes}`);
     }
-    validate(bytes, this.maxDepth);
+    const binary = validate(bytes, this.maxDepth);
     const outer = decodeHooks;
     decodeHooks = hooks;
     // msgpackr reads no further than the length given: the validator checked that exactly
     // `bytes.length` bytes hold one value, so what an earlier value left behind is never read
     const useScratch = !scratchBusy && bytes.length <= SCRATCH_BYTES;
+    let value: unknown;
     try {
       if (useScratch) {
         scratchBusy = true;
         scratch.set(bytes);
-        return unpackr.unpack(scratch, bytes.length);
-      }
-      return unpackr.unpack(bytes);
+        value = unpackr.unpack(scratch, bytes.length);
+      } else value = unpackr.unpack(bytes);
     } catch (err) {
       if (err instanceof HookFailure) throw err.error;
       if (err instanceof NetchanError) throw err;
@@ -610,6 +678,26 @@ export class Codec {
     } finally {
       decodeHooks = outer;
       if (useScratch) scratchBusy = false;
+    }
+    if (binary + MAX_REENCODE_GROWTH * (bytes.length - binary) > this.maxValueBytes) this.checkReencodedSize(value, bytes.length);
+    return value;
+  }
+
+  /**
+   * Refuses a value whose encoding by this codec would exceed `maxValueBytes`: another peer's
+   * compact forms (fixmap, integer keys, float 32, invalid UTF-8) may grow when written again.
+   * References count as empty maps; their size is the session's business.
+   */
+  private checkReencodedSize(value: unknown, received: number): void {
+    let length: number;
+    try {
+      length = packr.pack(prepare(value, 0, { hooks: sizingHooks, maxDepth: this.maxDepth })).length;
+    } catch (err) {
+      // Whatever decodes must encode: reaching this is a bug in the decoder's rules, not the peer's.
+      throw netchanError(ErrorCodes.DECODE, `the value decodes but cannot be encoded again: ${(err as Error).message}`, { cause: err });
+    }
+    if (length > this.maxValueBytes) {
+      throw netchanError(ErrorCodes.VALUE_TOO_LARGE, `value of ${received} bytes would be ${length} bytes when sent on, limit ${this.maxValueBytes}`);
     }
   }
 }
