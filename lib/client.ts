@@ -13,7 +13,8 @@ import { ErrorCodes, NetchanError, fromNodeError, netchanError } from './errors.
 import { FrameType } from './frames.js';
 import type { FramedStream } from './framed-stream.js';
 import { TARGET_HEADER, dialTcp, forward, type DialTcpOptions, type ForwardOptions, type Forwarder, type TcpOpener } from './gateway.js';
-import { Headers, PROTOCOL_VERSION, SessionCore, debug, joinBytes, type BytesMode, type SessionOptions } from './session.js';
+import type { ReferenceKind } from './codec.js';
+import { Headers, PROTOCOL_VERSION, SessionCore, debug, joinBytes, type BytesMode, type ParsedReference, type SessionOptions } from './session.js';
 import { emptyStats, type Stats } from './stream-context.js';
 import type { ClientTlsOptions } from './tls.js';
 import { openTransport, type ClientStream, type ClientTransport, type ResponseHeaders, type TransportChoice } from './transport.js';
@@ -410,6 +411,13 @@ export class Session extends SessionCore {
     entry.answer(headers);
   }
 
+  /** Streams open only on a live connection. */
+  private assertCanOpen(): void {
+    if (this.reconnecting) {
+      throw netchanError(ErrorCodes.CONNECTION_LOST, 'the connection is lost and the session is being resumed: new channels and byte streams can be opened once it is back', { mayHaveBeenDelivered: false });
+    }
+  }
+
   protected exportChannel(ch: ExportableChannel): Record<string, unknown> {
     const sid = this.newStreamId();
     const kindHeaders = {
@@ -433,6 +441,17 @@ export class Session extends SessionCore {
     this.trackBytes(stream);
     joinBytes(obj, stream, mode);
     return { o: 'c', id: sid, m: mode };
+  }
+
+  protected referencePresent(_kind: ReferenceKind, ref: ParsedReference): boolean {
+    // the server never opens a stream: everything a value from it names is here or never will be
+    if (ref.back !== undefined) {
+      if (!this.exporters.has(ref.back)) throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, `no channel stream ${ref.back} in this session`);
+      return true;
+    }
+    if (ref.owner !== 's') throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, 'the server cannot name a client-owned reference');
+    this.assertCanOpen();
+    return true;
   }
 
   protected importChannel(owner: 'c' | 's', id: string): unknown {
