@@ -17,7 +17,7 @@ import { FrameType } from './frames.js';
 import type { FramedStream } from './framed-stream.js';
 import { Gateway, TARGET_HEADER, type GatewayOptions } from './gateway.js';
 import type { ReferenceKind } from './codec.js';
-import { Headers, PROTOCOL_VERSION, SessionCore, debug, joinBytes, newSessionId, type BytesMode, type ParsedReference, type SessionOptions } from './session.js';
+import { Headers, PROTOCOL_VERSION, SessionCore, debug, joinBytes, newSessionId, type BytesMode, type ExportPlan, type ParsedReference, type SessionOptions } from './session.js';
 import { emptyStats, type Stats } from './stream-context.js';
 import type { ServerStream } from './transport.js';
 import { MUX_MAX_MESSAGE, WS_SUBPROTOCOL, WsMux } from './ws-mux.js';
@@ -447,8 +447,7 @@ export class ServerSession extends SessionCore {
     return p;
   }
 
-  private addPending(kind: 'channel' | 'bytes', obj: object, mode?: BytesMode): string {
-    const id = `s${this.nextRef++}`;
+  private addPending(id: string, kind: 'channel' | 'bytes', obj: object, mode?: BytesMode): void {
     const timer = setTimeout(() => {
       if (this.pendingExports.delete(id)) {
         this.counters.pendingReferences--;
@@ -459,15 +458,16 @@ export class ServerSession extends SessionCore {
     timer.unref();
     this.pendingExports.set(id, { kind, obj, mode, timer });
     this.counters.pendingReferences++;
-    return id;
   }
 
-  protected exportChannel(ch: ExportableChannel): Record<string, unknown> {
-    return { o: 's', id: this.addPending('channel', ch) };
+  protected exportChannel(ch: ExportableChannel): ExportPlan {
+    const id = `s${this.nextRef++}`;
+    return { ref: { o: 's', id }, open: () => this.addPending(id, 'channel', ch) };
   }
 
-  protected exportBytes(obj: object, mode: BytesMode): Record<string, unknown> {
-    return { o: 's', id: this.addPending('bytes', obj, mode), m: mode };
+  protected exportBytes(obj: object, mode: BytesMode): ExportPlan {
+    const id = `s${this.nextRef++}`;
+    return { ref: { o: 's', id, m: mode }, open: () => this.addPending(id, 'bytes', obj, mode) };
   }
 
   protected importChannel(_owner: 'c' | 's', id: string): unknown {

@@ -92,6 +92,21 @@ export function joinBytes(local: object, wire: Duplex, mode: BytesMode, side: 'c
   else wire.resume();
 }
 
+/**
+ * Opens the exports of one value, then starts them: if one cannot open, those opened before it
+ * are taken back before anything flowed, and the error is thrown (the value is not sent).
+ */
+function openExports(plans: ExportPlan[]): void {
+  let opened = 0;
+  try {
+    for (; opened < plans.length; opened++) plans[opened]!.open?.();
+  } catch (err) {
+    for (let i = 0; i < opened; i++) plans[i]!.undo?.();
+    throw fromNodeError(err);
+  }
+  for (const plan of plans) plan.start?.();
+}
+
 /** A value waiting for the streams of its references: woken once every one of them arrived. */
 interface PendingWait {
   missing: Set<string>;
@@ -120,6 +135,22 @@ function parseReference(kind: ReferenceKind, data: Record<string, unknown>): Par
 }
 
 /**
+ * What encoding one channel or byte stream commits the session to. Nothing of it happens while
+ * the value is encoded: only once the whole value is known to be sendable (encoded, within the
+ * size limits) are the exports opened, and only once all of them opened do bytes start to flow.
+ */
+export interface ExportPlan {
+  /** The reference the value carries. */
+  ref: Record<string, unknown>;
+  /** Opens what the reference needs (its stream, its pending entry); nothing flows yet. */
+  open?(): void;
+  /** Takes `open` back when a later export of the same value could not open. */
+  undo?(): void;
+  /** Starts the flow (a byte stream's pipeline), once every export of the value opened. */
+  start?(): void;
+}
+
+/**
  * The transport-independent half of a session. Subclasses open or accept streams; this class
  * turns streams into channel endpoints and values into references and back.
  */
@@ -136,6 +167,8 @@ export abstract class SessionCore extends EventEmitter implements StreamContext,
   protected readonly streams = new Set<Duplex>();
   /** Values waiting for referenced streams, by the stream id each still misses. */
   private readonly waits = new Map<string, Set<PendingWait>>();
+  /** The exports planned by the encode in progress (see {@link ExportPlan}). */
+  private plans: ExportPlan[] | null = null;
   /**
    * Most stream ids the session's values may wait for at once; a value that would wait for more
    * fails with ERR_LIMIT. Infinity unless a subclass bounds it.
@@ -168,11 +201,26 @@ export abstract class SessionCore extends EventEmitter implements StreamContext,
     this.codec = new Codec({ maxValueBytes: this.maxFrameBytes, maxDepth: options.maxDepth ?? 64 });
   }
 
+  /**
+   * Encodes a value for the peer. Refused (thrown) means nothing happened: the channels and byte
+   * streams inside are exported only after the value encoded within both sides' size limits, so
+   * a refused value opened no stream and read nothing from a Readable, and can be sent again.
+   */
   encode(value: unknown): Uint8Array {
-    const bytes = this.codec.encode(value, this);
-    if (bytes.length > this.peerMaxFrameBytes) {
-      throw netchanError(ErrorCodes.VALUE_TOO_LARGE, `encoded value is ${bytes.length} bytes, the peer accepts at most ${this.peerMaxFrameBytes}`);
+    this.plans = null;
+    let bytes: Uint8Array;
+    try {
+      bytes = this.codec.encode(value, this);
+      if (bytes.length > this.peerMaxFrameBytes) {
+        throw netchanError(ErrorCodes.VALUE_TOO_LARGE, `encoded value is ${bytes.length} bytes, the peer accepts at most ${this.peerMaxFrameBytes}`);
+      }
+    } catch (err) {
+      this.plans = null;
+      throw err;
     }
+    const plans = this.plans as ExportPlan[] | null;
+    this.plans = null;
+    if (plans) openExports(plans);
     return bytes;
   }
 
@@ -184,11 +232,10 @@ export abstract class SessionCore extends EventEmitter implements StreamContext,
 
   encodeReference(kind: ReferenceKind, obj: object): Record<string, unknown> {
     if (this.ended) throw netchanError(ErrorCodes.SESSION_CLOSED, 'session is closed');
-    if (kind === 'channel') {
-      if (obj instanceof RemoteChannel && obj.session === this) return { b: obj.streamId };
-      return this.exportChannel(obj as ExportableChannel);
-    }
-    return this.exportBytes(obj, bytesModeOf(obj));
+    if (kind === 'channel' && obj instanceof RemoteChannel && obj.session === this) return { b: obj.streamId };
+    const plan = kind === 'channel' ? this.exportChannel(obj as ExportableChannel) : this.exportBytes(obj, bytesModeOf(obj));
+    (this.plans ??= []).push(plan);
+    return plan.ref;
   }
 
   /**
@@ -222,8 +269,10 @@ export abstract class SessionCore extends EventEmitter implements StreamContext,
     return this.importBytes(ref.owner, ref.id, ref.mode as BytesMode);
   }
 
-  protected abstract exportChannel(ch: ExportableChannel): Record<string, unknown>;
-  protected abstract exportBytes(obj: object, mode: BytesMode): Record<string, unknown>;
+  /** Plans the export of a local channel (no side effect until the plan's `open`). */
+  protected abstract exportChannel(ch: ExportableChannel): ExportPlan;
+  /** Plans the export of a local stream object (no side effect until the plan's `open`). */
+  protected abstract exportBytes(obj: object, mode: BytesMode): ExportPlan;
   /**
    * Whether what `ref` names is here to be taken now (false: its stream may still arrive).
    * Throws for a reference that can never be taken. No side effect.

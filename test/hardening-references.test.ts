@@ -7,15 +7,18 @@
  *    first, one export before and one after it, exports on a second connection, many references
  *    in one value, and several waiting values at once. The server takes a value whole, once every
  *    stream it names is there, or not at all.
+ * 2. A send refused before anything was written (`mayHaveBeenDelivered: false`) did nothing: no
+ *    export opened at the server, no Readable read from, and the same value can be sent again.
  *
  * Each test also shows that the server and an honest client on it carry on.
  */
-import { Readable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { expect } from 'chai';
 import { Channel, type ChannelLike, type Session } from '../lib/index.js';
 import { Codec, type ReferenceHooks } from '../lib/codec.js';
 import { FrameDecoder, FrameType, encodeFrame } from '../lib/frames.js';
 import { openTransport, type ClientStream, type ClientTransport, type ResponseHeaders } from '../lib/transport.js';
+import { rejection } from './helpers/assert.js';
 import { testCertificates } from './helpers/certs.js';
 import { onTeardown, startServer, teardown, until, type Started } from './helpers/net.js';
 import { readAll } from './helpers/streams.js';
@@ -393,6 +396,137 @@ for (const transport of ['h2', 'ws'] as const) {
     });
   });
 
+  describe(`hardening: a refused send leaves nothing behind (${transport === 'h2' ? 'HTTP/2' : 'the WebSocket fallback'})`, function () {
+    this.timeout(30_000);
+    afterEach(teardown);
+
+    /** A Readable holding `text`, never read yet. */
+    function untouched(text: string): Readable {
+      const r = new Readable({ read() {} });
+      r.push(text);
+      r.push(null);
+      return r;
+    }
+
+    function expectUntouched(r: Readable, text: string): void {
+      expect(r.readableFlowing, 'the Readable was never set flowing').to.equal(null);
+      expect(r.destroyed).to.equal(false);
+      expect(r.listenerCount('data')).to.equal(0);
+      expect(r.readableLength).to.equal(Buffer.byteLength(text));
+    }
+
+    const counts = (x: { streams: number; channels: number; byteStreams: number; pendingReferences: number }) => ({
+      streams: x.streams,
+      channels: x.channels,
+      byteStreams: x.byteStreams,
+      pendingReferences: x.pendingReferences,
+    });
+
+    const refusals: [string, (v: Record<string, unknown>) => Record<string, unknown>, string][] = [
+      ['ERR_VALUE_TOO_LARGE: the encoded value exceeds the peer\'s maxFrameBytes', (v) => ({ ...v, blob: Buffer.alloc(100 * 1024) }), 'ERR_VALUE_TOO_LARGE'],
+      ['ERR_ENCODE: an unencodable member after the channel and the byte stream', (v) => ({ ...v, bad: () => 1 }), 'ERR_ENCODE'],
+    ];
+    for (const [what, spoil, code] of refusals) {
+      it(`regression: a send refused with ${what} opens no export, leaves the Readable unread, and the same value sends once it fits`, async () => {
+        const s = await startServer({ maxFrameBytes: 64 * 1024 });
+        const jobs = s.server.channel<Job>('jobs', 4);
+        const hello = s.server.channel<number>('hello', 1);
+        const seen: string[] = [];
+        serveJobs(jobs, seen);
+        const by = await bystander(s, transport);
+        const session = await s.client({ transport });
+        const remote = session.channel<Record<string, unknown>>('jobs');
+        const ping = session.channel<number>('hello');
+        // Streams of one session share its connection, in order: once a value sent after them
+        // arrived, the server has seen every stream opened before it.
+        const roundTrip = async () => {
+          await ping.send(1);
+          expect(await hello.receive()).to.equal(1);
+        };
+        await roundTrip();
+        const server0 = counts(s.server.stats());
+        const client0 = counts(session.stats());
+
+        const reply = new Channel<number>(1);
+        const data = untouched('all of it');
+        const value = { n: 1, reply, data };
+        const err = await rejection(remote.send(spoil(value)));
+        expect(err.code).to.equal(code);
+        expect(err.mayHaveBeenDelivered).to.equal(false);
+
+        expectUntouched(data, 'all of it');
+        expect(counts(session.stats()), 'client').to.deep.equal(client0);
+        await roundTrip();
+        expect(counts(s.server.stats()), 'server').to.deep.equal(server0);
+        expect(reply.closed).to.equal(false);
+
+        // the same value, once it fits
+        await remote.send(value);
+        expect(await reply.receive()).to.equal(10);
+        await until(() => seen.length === 1, 5000, 'the job');
+        expect(seen).to.deep.equal(['1:all of it']);
+        await by.exchange(3);
+      });
+    }
+
+    it('regression: a value the server cannot send (too large, or unencodable after a channel and a Readable) leaves no pending reference, and its Readable unread', async () => {
+      const s = await startServer({ maxFrameBytes: 64 * 1024 });
+      const down = s.server.channel<Record<string, unknown>>('down', 4);
+      const by = await bystander(s, transport);
+      const session = await s.client({ transport });
+      for (const [i, spoil] of [(v: object) => ({ ...v, blob: Buffer.alloc(100 * 1024) }), (v: object) => ({ ...v, bad: () => 1 })].entries()) {
+        const data = untouched(`server data ${i}`);
+        const ch = new Channel<string>(1);
+        await down.send(spoil({ ch, data }));
+        const handle = session.channel<Record<string, unknown>>('down');
+        const err = await rejection(handle.receive());
+        expect(err.code).to.be.oneOf(['ERR_VALUE_TOO_LARGE', 'ERR_ENCODE']);
+        expect(s.server.stats().pendingReferences).to.equal(0);
+        expectUntouched(data, `server data ${i}`);
+        // the value went back to the channel: take it, mend it, send it again
+        const back = down.tryReceive();
+        expect(back.ok).to.equal(true);
+        const mended = { ...((back as { value: Record<string, unknown> }).value) };
+        delete mended.blob;
+        delete mended.bad;
+        await down.send(mended);
+        const got = (await session.channel<{ ch: ChannelLike<string>; data: Readable }>('down').receive());
+        expect((await readAll(got.data)).toString()).to.equal(`server data ${i}`);
+        await got.ch.send('through');
+        expect(await ch.receive()).to.equal('through');
+      }
+      await by.exchange(3);
+    });
+
+    it('regression: a value whose second reference the client cannot take (a back-reference to a stream gone) opens no stream for the first', async () => {
+      const s = await startServer();
+      const up = s.server.channel<{ reply: ChannelLike<number> }>('up', 1);
+      const down = s.server.channel<unknown>('down', 1);
+      const by = await bystander(s, transport);
+      const session = await s.client({ transport });
+      // the server gets a handle on a client channel, whose stream then ends
+      const mine = new Channel<number>(1);
+      await session.channel<{ reply: ChannelLike<number> }>('up').send({ reply: mine });
+      const { reply } = await up.receive();
+      mine.close();
+      await until(() => reply.closed, 5000, 'the handle to see the close');
+      const handle = session.channel<unknown>('down');
+      await handle.send('open'); // the handle's stream is open
+      expect(await down.receive()).to.equal('open');
+      await until(() => session.stats().channels === 2, 5000, 'the exported channel to go');
+      const server0 = counts(s.server.stats());
+      const client0 = counts(session.stats());
+      await down.send({ fresh: new Channel<number>(1), gone: reply });
+      const err = await rejection(handle.receive());
+      expect(err.code).to.equal('ERR_UNKNOWN_REFERENCE');
+      await by.exchange(3);
+      // the fresh channel's reference is still pending: no stream was opened for it
+      expect(s.server.stats().pendingReferences).to.equal(server0.pendingReferences + 1);
+      expect(counts(session.stats()).byteStreams).to.equal(client0.byteStreams);
+      expect(session.stats().channels).to.be.at.most(client0.channels);
+      expect(session.closed).to.equal(false);
+    });
+  });
 }
 
 describe('hardening: the codec shows a session every reference before it takes any', () => {
@@ -438,5 +572,17 @@ describe('hardening: references — the netchan client against itself', function
     }
     expect(seen).to.have.length(500);
     await until(() => s.server.stats().byteStreams === 0 && s.server.stats().pendingReferences === 0, 5000, 'byte streams to close');
+  });
+
+  it('a Writable inside a refused value is not ended', async () => {
+    const s = await startServer({ maxFrameBytes: 1024 });
+    s.server.channel<unknown>('sink', 1);
+    const session = await s.client();
+    const w = new Writable({ write: (_c, _e, cb) => cb() });
+    const err = await rejection(session.channel<unknown>('sink').send({ w, big: 'x'.repeat(4096) }));
+    expect(err.code).to.equal('ERR_VALUE_TOO_LARGE');
+    expect(w.writableEnded).to.equal(false);
+    expect(w.listenerCount('unpipe')).to.equal(0);
+    expect(session.stats().byteStreams).to.equal(0);
   });
 });
