@@ -411,7 +411,7 @@ export class Session extends SessionCore {
     entry.answer(headers);
   }
 
-  /** The stream of an export is opened only once the value is known to be sendable (ExportPlan). */
+  /** No stream opens while the session is being resumed: a value needing one is refused at once, not sent. */
   private assertCanOpen(): void {
     if (this.reconnecting) {
       throw netchanError(ErrorCodes.CONNECTION_LOST, 'the connection is lost and the session is being resumed: new channels and byte streams can be opened once it is back', { mayHaveBeenDelivered: false });
