@@ -13,7 +13,8 @@ import { ErrorCodes, NetchanError, fromNodeError, netchanError } from './errors.
 import { FrameType } from './frames.js';
 import type { FramedStream } from './framed-stream.js';
 import { TARGET_HEADER, dialTcp, forward, type DialTcpOptions, type ForwardOptions, type Forwarder, type TcpOpener } from './gateway.js';
-import { Headers, PROTOCOL_VERSION, SessionCore, debug, joinBytes, type BytesMode, type SessionOptions } from './session.js';
+import type { ReferenceKind } from './codec.js';
+import { Headers, PROTOCOL_VERSION, SessionCore, debug, joinBytes, type BytesMode, type ExportPlan, type ParsedReference, type SessionOptions } from './session.js';
 import { emptyStats, type Stats } from './stream-context.js';
 import type { ClientTlsOptions } from './tls.js';
 import { openTransport, type ClientStream, type ClientTransport, type ResponseHeaders, type TransportChoice } from './transport.js';
@@ -410,7 +411,15 @@ export class Session extends SessionCore {
     entry.answer(headers);
   }
 
-  protected exportChannel(ch: ExportableChannel): Record<string, unknown> {
+  /** No stream opens while the session is being resumed: a value needing one is refused at once, not sent. */
+  private assertCanOpen(): void {
+    if (this.reconnecting) {
+      throw netchanError(ErrorCodes.CONNECTION_LOST, 'the connection is lost and the session is being resumed: new channels and byte streams can be opened once it is back', { mayHaveBeenDelivered: false });
+    }
+  }
+
+  protected exportChannel(ch: ExportableChannel): ExportPlan {
+    this.assertCanOpen();
     const sid = this.newStreamId();
     const kindHeaders = {
       [Headers.kind]: 'channel',
@@ -418,21 +427,47 @@ export class Session extends SessionCore {
       [Headers.capacity]: String(ch.capacity),
       [Headers.credit]: String(ChannelExporter.initialCredits(ch)),
     };
-    const stream = this.open(kindHeaders, sid);
-    const fs = this.framed(stream);
-    this.attachExporter(fs, ch, sid);
-    this.awaitAnswer(stream, sid, kindHeaders, (headers) => {
-      if (Number(headers[HTTP2_HEADER_STATUS]) !== 200) fs.destroy(refusal(headers));
-    });
-    return { o: 'c', id: sid };
+    let fs: FramedStream | undefined;
+    return {
+      ref: { o: 'c', id: sid },
+      open: () => {
+        const stream = this.open(kindHeaders, sid);
+        const opened = this.framed(stream);
+        fs = opened;
+        this.attachExporter(opened, ch, sid);
+        this.awaitAnswer(stream, sid, kindHeaders, (headers) => {
+          if (Number(headers[HTTP2_HEADER_STATUS]) !== 200) opened.destroy(refusal(headers));
+        });
+      },
+      undo: () => fs?.destroy(netchanError(ErrorCodes.STREAM_RESET, 'the value naming this channel was not sent')),
+    };
   }
 
-  protected exportBytes(obj: object, mode: BytesMode): Record<string, unknown> {
+  protected exportBytes(obj: object, mode: BytesMode): ExportPlan {
+    this.assertCanOpen();
     const sid = this.newStreamId();
-    const stream = this.open({ [Headers.kind]: 'bytes', [Headers.exportRef]: sid, [Headers.mode]: mode }, sid);
-    this.trackBytes(stream);
-    joinBytes(obj, stream, mode);
-    return { o: 'c', id: sid, m: mode };
+    let stream: ClientStream | undefined;
+    return {
+      ref: { o: 'c', id: sid, m: mode },
+      open: () => {
+        stream = this.open({ [Headers.kind]: 'bytes', [Headers.exportRef]: sid, [Headers.mode]: mode }, sid);
+        this.trackBytes(stream);
+      },
+      // not joined yet: the program's stream object is untouched
+      undo: () => stream?.destroy(),
+      start: () => joinBytes(obj, stream as ClientStream, mode),
+    };
+  }
+
+  protected referencePresent(_kind: ReferenceKind, ref: ParsedReference): boolean {
+    // the server never opens a stream: everything a value from it names is here or never will be
+    if (ref.back !== undefined) {
+      if (!this.exporters.has(ref.back)) throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, `no channel stream ${ref.back} in this session`);
+      return true;
+    }
+    if (ref.owner !== 's') throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, 'the server cannot name a client-owned reference');
+    this.assertCanOpen();
+    return true;
   }
 
   protected importChannel(owner: 'c' | 's', id: string): unknown {

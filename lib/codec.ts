@@ -49,13 +49,26 @@ export const ExtensionTypes = {
 /** What a reference stands for: a channel, or a byte stream. */
 export type ReferenceKind = 'channel' | 'bytes';
 
+/** One reference inside a value, as {@link ReferenceHooks.checkReferences} sees it. */
+export interface FoundReference {
+  kind: ReferenceKind;
+  /** The reference's payload map (any reference nested inside it reads as `null` here). */
+  data: Record<string, unknown>;
+}
+
 /**
  * How a session turns channels and byte streams into references and back. `encodeReference`
  * is called while a value is encoded, once per channel or stream in it; `decodeReference` while
  * a value is decoded, once per reference in it. Either may throw a {@link NetchanError}.
+ *
+ * `checkReferences`, when present, is called once per value that holds references, before the
+ * value is built and before any `decodeReference`, with every reference in it: a session checks
+ * them all there and throws (an error, or to wait for streams) while nothing has been taken yet,
+ * so that `decodeReference` only takes what `checkReferences` found.
  */
 export interface ReferenceHooks {
   encodeReference(kind: ReferenceKind, obj: object): Record<string, unknown>;
+  checkReferences?(refs: readonly FoundReference[]): void;
   decodeReference(kind: ReferenceKind, data: Record<string, unknown>): unknown;
 }
 
@@ -288,6 +301,8 @@ const unpackr = new Unpackr({
 });
 
 let decodeHooks: ReferenceHooks | undefined;
+/** Set while reference payloads are read for `checkReferences`: nested references read as null. */
+let readingReferences = false;
 
 /**
  * How much larger than its input a decoded value's own encoding can be: an empty fixmap (1 byte)
@@ -326,6 +341,7 @@ function decodeNested(type: number, payload: unknown): unknown {
     case ExtensionTypes.ERROR:
       return errorFromFields(payload as Record<string, unknown>);
     default: {
+      if (readingReferences) return null;
       const hooks = decodeHooks;
       const kind: ReferenceKind = type === ExtensionTypes.CHANNEL ? 'channel' : 'bytes';
       if (!hooks) throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, `a ${kind} reference can only be decoded by a session`);
@@ -488,10 +504,12 @@ function readLength(bytes: Uint8Array, pos: number, width: number): number {
 
 /**
  * Checks that `bytes` hold exactly one MessagePack value netchan accepts, without building it and
- * without recursion. Throws `ERR_DECODE`, `ERR_DEPTH_LIMIT` or `ERR_UNKNOWN_EXTENSION`. Returns
- * how many of the bytes are binary (`bin 8/16/32`) contents: those are written back as they are.
+ * without recursion. Throws `ERR_DECODE`, `ERR_DEPTH_LIMIT` or `ERR_UNKNOWN_EXTENSION`. With
+ * `references`, appends `type, start, end` of every channel and byte-stream reference payload.
+ * Returns how many of the bytes are binary (`bin 8/16/32`) contents: those are written back as
+ * they are.
  */
-export function validate(bytes: Uint8Array, maxDepth: number = DEFAULT_MAX_DEPTH): number {
+export function validate(bytes: Uint8Array, maxDepth: number = DEFAULT_MAX_DEPTH, references?: number[]): number {
   const end = bytes.length;
   if (end === 0) throw decodeError('empty value');
   if (end > 0x7fffffff) throw netchanError(ErrorCodes.VALUE_TOO_LARGE, `value is ${end} bytes, at most 2^31 - 1 can be checked`);
@@ -586,6 +604,7 @@ export function validate(bytes: Uint8Array, maxDepth: number = DEFAULT_MAX_DEPTH
         case ExtensionTypes.CHANNEL:
         case ExtensionTypes.BYTES:
           // The payload is exactly one nested value of a given shape, ending at the payload's end.
+          if (references && (type === ExtensionTypes.CHANNEL || type === ExtensionTypes.BYTES)) references.push(type, pos, pos + length);
           kinds[sp] = IN_PAYLOAD;
           left[sp] = 1;
           ends[sp] = pos + length;
@@ -613,6 +632,29 @@ export function validate(bytes: Uint8Array, maxDepth: number = DEFAULT_MAX_DEPTH
       } else depth--;
     }
   }
+}
+
+/** `type, start, end` triples from {@link validate}, reused across decodes. */
+const foundOffsets: number[] = [];
+
+/** The payloads of the references `validate` found, read on their own (no hooks involved). */
+function readReferences(bytes: Uint8Array, offsets: number[]): FoundReference[] {
+  const out: FoundReference[] = [];
+  const outer = readingReferences;
+  readingReferences = true;
+  try {
+    for (let i = 0; i < offsets.length; i += 3) {
+      const data = unpackr.unpack(bytes.subarray(offsets[i + 1]!, offsets[i + 2]!)) as Record<string, unknown>;
+      out.push({ kind: offsets[i] === ExtensionTypes.CHANNEL ? 'channel' : 'bytes', data });
+    }
+  } catch (err) {
+    if (err instanceof NetchanError) throw err;
+    throw netchanError(ErrorCodes.DECODE, `cannot decode reference: ${(err as Error).message}`, { cause: err });
+  } finally {
+    readingReferences = outer;
+    offsets.length = 0;
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -649,16 +691,20 @@ export class Codec {
   }
 
   /**
-   * Decodes one value. Checks the size first, then the structure ({@link validate}), then builds
-   * the value; one that might outgrow `maxValueBytes` when encoded again (see
-   * `MAX_REENCODE_GROWTH`) is measured as this codec would encode it. Throws `ERR_VALUE_TOO_LARGE`, `ERR_DECODE`, `ERR_DEPTH_LIMIT`,
-   * `ERR_UNKNOWN_EXTENSION`, or what `hooks.decodeReference` throws.
+   * Decodes one value. Checks the size first, then the structure ({@link validate}), then hands
+   * every reference to `hooks.checkReferences`, then builds the value; one that might outgrow
+   * `maxValueBytes` when encoded again (see `MAX_REENCODE_GROWTH`) is measured as this codec
+   * would encode it. Throws `ERR_VALUE_TOO_LARGE`, `ERR_DECODE`, `ERR_DEPTH_LIMIT`,
+   * `ERR_UNKNOWN_EXTENSION`, or what the hooks throw.
    */
   decode(bytes: Uint8Array, hooks?: ReferenceHooks): unknown {
     if (bytes.length > this.maxValueBytes) {
       throw netchanError(ErrorCodes.VALUE_TOO_LARGE, `value is ${bytes.length} bytes, limit ${this.maxValueBytes}`);
     }
-    const binary = validate(bytes, this.maxDepth);
+    const refs = hooks?.checkReferences ? foundOffsets : undefined;
+    if (refs) refs.length = 0;
+    const binary = validate(bytes, this.maxDepth, refs);
+    if (refs && refs.length > 0) hooks!.checkReferences!(readReferences(bytes, refs));
     const outer = decodeHooks;
     decodeHooks = hooks;
     // msgpackr reads no further than the length given: the validator checked that exactly

@@ -31,6 +31,8 @@ export const ErrorCodes = {
   UNKNOWN_CHANNEL: 'ERR_UNKNOWN_CHANNEL',
   /** A value named a channel or byte-stream reference this session does not hold. */
   UNKNOWN_REFERENCE: 'ERR_UNKNOWN_REFERENCE',
+  /** A value names the same exported stream twice (each is taken once, by one reference). */
+  DUPLICATE_REFERENCE: 'ERR_DUPLICATE_REFERENCE',
   /** The peer broke the wire protocol (bad headers, unexpected frame, frame on a closed stream). */
   PROTOCOL: 'ERR_PROTOCOL',
   /** The connection to the peer was lost; in-flight operations may or may not have completed. */

@@ -18,7 +18,8 @@ import { ErrorCodes, netchanError, type NetchanError } from './errors.js';
 import { FrameType } from './frames.js';
 import type { FramedStream } from './framed-stream.js';
 import { Gateway, TARGET_HEADER, type GatewayOptions } from './gateway.js';
-import { Headers, PROTOCOL_VERSION, SessionCore, debug, joinBytes, newSessionId, type BytesMode, type SessionOptions } from './session.js';
+import type { ReferenceKind } from './codec.js';
+import { Headers, PROTOCOL_VERSION, SessionCore, debug, joinBytes, newSessionId, type BytesMode, type ExportPlan, type ParsedReference, type SessionOptions } from './session.js';
 import { emptyStats, type Stats } from './stream-context.js';
 import type { ServerStream } from './transport.js';
 import { MUX_MAX_MESSAGE, MuxStream, WS_SUBPROTOCOL, WsMux } from './ws-mux.js';
@@ -218,6 +219,8 @@ export class ServerSession extends SessionCore {
   ) {
     super(newSessionId(), server.statsRef, options);
     this.resumable = leaseMs > 0;
+    // no more streams than the session may have open can ever arrive for its values
+    this.maxWaitingReferences = server.limits.maxChannelsPerSession + server.limits.maxByteStreamsPerSession;
   }
 
   /** True while the session waits for its client to resume it. */
@@ -456,6 +459,8 @@ export class ServerSession extends SessionCore {
     // The client waits for this answer (capacity, credits) before it sends; an ACK of 0 puts
     // data right behind it for proxies that hold HEADERS until DATA follows (§5.2).
     fs.countFrame(FrameType.ACK, 0);
+    // a value that sends this handle back ({b: sid}) may have arrived first, on another connection
+    this.announce(sid);
   }
 
   private handleBytes(stream: ServerStream, headers: StreamHeaders, sid: string): void {
@@ -509,7 +514,7 @@ export class ServerSession extends SessionCore {
     refuse(stream, 429, ErrorCodes.LIMIT, message);
     if (this.refused.size >= 1024) this.refused.delete(this.refused.keys().next().value as string);
     this.refused.set(sid, message);
-    this.announce(sid);
+    this.announce(sid, true);
   }
 
   /**
@@ -529,20 +534,28 @@ export class ServerSession extends SessionCore {
     this.unclaimed.set(sid, { kind, obj, mode, timer });
   }
 
-  private claim(id: string, kind: 'channel' | 'bytes', mode?: BytesMode): object | undefined {
-    const u = this.unclaimed.get(id);
+  protected referencePresent(kind: ReferenceKind, ref: ParsedReference): boolean {
+    // a handle of the client's on one of our channels: its stream may still be on its way
+    if (ref.back !== undefined) return this.exporters.has(ref.back);
+    if (ref.owner !== 'c') throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, 'a client cannot name a server-owned reference');
+    const u = this.unclaimed.get(ref.id);
     if (!u) {
-      const refused = this.refused.get(id);
-      if (refused !== undefined) {
-        this.refused.delete(id);
-        throw netchanError(ErrorCodes.LIMIT, `stream ${id} was refused: ${refused}`);
-      }
-      return undefined;
+      const refused = this.refused.get(ref.id);
+      if (refused !== undefined) throw netchanError(ErrorCodes.LIMIT, `stream ${ref.id} was refused: ${refused}`);
+      return false;
     }
-    if (u.kind !== kind || u.mode !== mode) {
-      throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, `stream ${id} is not a ${kind === 'channel' ? 'channel' : `byte stream of mode ${mode}`}`);
+    if (u.kind !== kind || u.mode !== ref.mode) {
+      throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, `stream ${ref.id} is not a ${kind === 'channel' ? 'channel' : `byte stream of mode ${ref.mode}`}`);
     }
+    return true;
+  }
+
+  /** Takes an exported stream for the value naming it (checked present by referencePresent). */
+  private claim(id: string): object {
+    const u = this.unclaimed.get(id);
+    if (!u) throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, `no exported stream ${id} in this session`);
     this.unclaimed.delete(id);
+    this.refused.delete(id);
     clearTimeout(u.timer);
     return u.obj;
   }
@@ -562,8 +575,7 @@ export class ServerSession extends SessionCore {
     return p;
   }
 
-  private addPending(kind: 'channel' | 'bytes', obj: object, mode?: BytesMode): string {
-    const id = `s${this.nextRef++}`;
+  private addPending(id: string, kind: 'channel' | 'bytes', obj: object, mode?: BytesMode): void {
     const timer = setTimeout(() => {
       if (this.pendingExports.delete(id)) {
         this.counters.pendingReferences--;
@@ -574,25 +586,24 @@ export class ServerSession extends SessionCore {
     timer.unref();
     this.pendingExports.set(id, { kind, obj, mode, timer });
     this.counters.pendingReferences++;
-    return id;
   }
 
-  protected exportChannel(ch: ExportableChannel): Record<string, unknown> {
-    return { o: 's', id: this.addPending('channel', ch) };
+  protected exportChannel(ch: ExportableChannel): ExportPlan {
+    const id = `s${this.nextRef++}`;
+    return { ref: { o: 's', id }, open: () => this.addPending(id, 'channel', ch) };
   }
 
-  protected exportBytes(obj: object, mode: BytesMode): Record<string, unknown> {
-    return { o: 's', id: this.addPending('bytes', obj, mode), m: mode };
+  protected exportBytes(obj: object, mode: BytesMode): ExportPlan {
+    const id = `s${this.nextRef++}`;
+    return { ref: { o: 's', id, m: mode }, open: () => this.addPending(id, 'bytes', obj, mode) };
   }
 
-  protected importChannel(owner: 'c' | 's', id: string): unknown {
-    if (owner !== 'c') throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, 'a client cannot name a server-owned reference');
-    return this.claim(id, 'channel') ?? this.waitFor(id);
+  protected importChannel(_owner: 'c' | 's', id: string): unknown {
+    return this.claim(id);
   }
 
-  protected importBytes(owner: 'c' | 's', id: string, mode: BytesMode): unknown {
-    if (owner !== 'c') throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, 'a client cannot name a server-owned reference');
-    return this.claim(id, 'bytes', mode) ?? this.waitFor(id);
+  protected importBytes(_owner: 'c' | 's', id: string): unknown {
+    return this.claim(id);
   }
 }
 

@@ -10,7 +10,7 @@ import { Duplex, Readable, Stream, Writable, pipeline } from 'node:stream';
 import { debuglog } from 'node:util';
 import { Channel } from './channel.js';
 import { ChannelExporter, RemoteChannel, type ExportableChannel } from './channel-stream.js';
-import { Codec, registerReferenceClass, type ReferenceHooks, type ReferenceKind } from './codec.js';
+import { Codec, registerReferenceClass, type FoundReference, type ReferenceHooks, type ReferenceKind } from './codec.js';
 import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from './errors.js';
 import { Flusher, FramedStream } from './framed-stream.js';
 import { PendingReferences, type Stats, type StreamContext } from './stream-context.js';
@@ -92,10 +92,62 @@ export function joinBytes(local: object, wire: Duplex, mode: BytesMode, side: 'c
   else wire.resume();
 }
 
+/**
+ * Opens the exports of one value, then starts them: if one cannot open, those opened before it
+ * are taken back before anything flowed, and the error is thrown (the value is not sent).
+ */
+function openExports(plans: ExportPlan[]): void {
+  let opened = 0;
+  try {
+    for (; opened < plans.length; opened++) plans[opened]!.open?.();
+  } catch (err) {
+    for (let i = 0; i < opened; i++) plans[i]!.undo?.();
+    throw fromNodeError(err);
+  }
+  for (const plan of plans) plan.start?.();
+}
+
+/** A value waiting for the streams of its references: woken once every one of them arrived. */
 interface PendingWait {
+  missing: Set<string>;
   resolve: () => void;
   reject: (err: NetchanError) => void;
   timer: NodeJS.Timeout;
+}
+
+/** A reference as a value carries it (docs/PROTOCOL.md §5.1, §6.1). */
+export type ParsedReference =
+  | { back: string }
+  | { back?: undefined; owner: 'c' | 's'; id: string; mode?: BytesMode };
+
+/** Reads a reference's payload, or throws ERR_DECODE. */
+function parseReference(kind: ReferenceKind, data: Record<string, unknown>): ParsedReference {
+  if (kind === 'channel' && typeof data.b === 'string') return { back: data.b };
+  const id = data.id;
+  const owner = data.o;
+  if (typeof id !== 'string' || id.length === 0 || id.length > 64 || (owner !== 'c' && owner !== 's')) {
+    throw netchanError(ErrorCodes.DECODE, 'malformed reference');
+  }
+  if (kind === 'channel') return { owner, id };
+  const mode = data.m;
+  if (mode !== 'r' && mode !== 'w' && mode !== 'd') throw netchanError(ErrorCodes.DECODE, 'malformed byte-stream reference mode');
+  return { owner, id, mode };
+}
+
+/**
+ * What encoding one channel or byte stream commits the session to. Nothing of it happens while
+ * the value is encoded: only once the whole value is known to be sendable (encoded, within the
+ * size limits) are the exports opened, and only once all of them opened do bytes start to flow.
+ */
+export interface ExportPlan {
+  /** The reference the value carries. */
+  ref: Record<string, unknown>;
+  /** Opens what the reference needs (its stream, its pending entry); nothing flows yet. */
+  open?(): void;
+  /** Takes `open` back when a later export of the same value could not open. */
+  undo?(): void;
+  /** Starts the flow (a byte stream's pipeline), once every export of the value opened. */
+  start?(): void;
 }
 
 /**
@@ -113,7 +165,15 @@ export abstract class SessionCore extends EventEmitter implements StreamContext,
   protected readonly remotes = new Set<RemoteChannel<unknown>>();
   /** Every netchan stream of this session, for teardown. */
   protected readonly streams = new Set<Duplex>();
-  private readonly waits = new Map<string, PendingWait[]>();
+  /** Values waiting for referenced streams, by the stream id each still misses. */
+  private readonly waits = new Map<string, Set<PendingWait>>();
+  /** The exports planned by the encode in progress (see {@link ExportPlan}). */
+  private plans: ExportPlan[] | null = null;
+  /**
+   * Most stream ids the session's values may wait for at once; a value that would wait for more
+   * fails with ERR_LIMIT. Infinity unless a subclass bounds it.
+   */
+  protected maxWaitingReferences = Infinity;
   protected ended = false;
   /** Byte streams of this session open now. */
   protected openByteStreams = 0;
@@ -141,11 +201,26 @@ export abstract class SessionCore extends EventEmitter implements StreamContext,
     this.codec = new Codec({ maxValueBytes: this.maxFrameBytes, maxDepth: options.maxDepth ?? 64 });
   }
 
+  /**
+   * Encodes a value for the peer. Refused (thrown) means nothing happened: the channels and byte
+   * streams inside are exported only after the value encoded within both sides' size limits, so
+   * a refused value opened no stream and read nothing from a Readable, and can be sent again.
+   */
   encode(value: unknown): Uint8Array {
-    const bytes = this.codec.encode(value, this);
-    if (bytes.length > this.peerMaxFrameBytes) {
-      throw netchanError(ErrorCodes.VALUE_TOO_LARGE, `encoded value is ${bytes.length} bytes, the peer accepts at most ${this.peerMaxFrameBytes}`);
+    this.plans = null;
+    let bytes: Uint8Array;
+    try {
+      bytes = this.codec.encode(value, this);
+      if (bytes.length > this.peerMaxFrameBytes) {
+        throw netchanError(ErrorCodes.VALUE_TOO_LARGE, `encoded value is ${bytes.length} bytes, the peer accepts at most ${this.peerMaxFrameBytes}`);
+      }
+    } catch (err) {
+      this.plans = null;
+      throw err;
     }
+    const plans = this.plans as ExportPlan[] | null;
+    this.plans = null;
+    if (plans) openExports(plans);
     return bytes;
   }
 
@@ -157,32 +232,53 @@ export abstract class SessionCore extends EventEmitter implements StreamContext,
 
   encodeReference(kind: ReferenceKind, obj: object): Record<string, unknown> {
     if (this.ended) throw netchanError(ErrorCodes.SESSION_CLOSED, 'session is closed');
-    if (kind === 'channel') {
-      if (obj instanceof RemoteChannel && obj.session === this) return { b: obj.streamId };
-      return this.exportChannel(obj as ExportableChannel);
+    if (kind === 'channel' && obj instanceof RemoteChannel && obj.session === this) return { b: obj.streamId };
+    const plan = kind === 'channel' ? this.exportChannel(obj as ExportableChannel) : this.exportBytes(obj, bytesModeOf(obj));
+    (this.plans ??= []).push(plan);
+    return plan.ref;
+  }
+
+  /**
+   * Sees every reference of a value before any is taken: throws for one that can never be
+   * taken, and, when streams of some have not arrived yet, makes the decode wait for all of
+   * them at once (docs/PROTOCOL.md §4.2). So a value is taken whole or not at all.
+   */
+  checkReferences(refs: readonly FoundReference[]): void {
+    let missing: string[] | undefined;
+    let named: Set<string> | undefined;
+    for (const { kind, data } of refs) {
+      const ref = parseReference(kind, data);
+      if (ref.back === undefined) {
+        named ??= new Set();
+        if (named.has(ref.id)) throw netchanError(ErrorCodes.DUPLICATE_REFERENCE, `the value names stream ${ref.id} twice`);
+        named.add(ref.id);
+      }
+      if (!this.referencePresent(kind, ref)) (missing ??= []).push(ref.back ?? ref.id);
     }
-    return this.exportBytes(obj, bytesModeOf(obj));
+    if (missing) this.waitFor(missing);
   }
 
   decodeReference(kind: ReferenceKind, data: Record<string, unknown>): unknown {
-    if (kind === 'channel' && typeof data.b === 'string') {
-      const ex = this.exporters.get(data.b);
-      if (!ex) throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, `no channel stream ${data.b} in this session`);
+    const ref = parseReference(kind, data);
+    if (ref.back !== undefined) {
+      const ex = this.exporters.get(ref.back);
+      if (!ex) throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, `no channel stream ${ref.back} in this session`);
       return ex.channel;
     }
-    const id = data.id;
-    const owner = data.o;
-    if (typeof id !== 'string' || id.length === 0 || id.length > 64 || (owner !== 'c' && owner !== 's')) {
-      throw netchanError(ErrorCodes.DECODE, 'malformed reference');
-    }
-    if (kind === 'channel') return this.importChannel(owner, id);
-    const mode = data.m;
-    if (mode !== 'r' && mode !== 'w' && mode !== 'd') throw netchanError(ErrorCodes.DECODE, 'malformed byte-stream reference mode');
-    return this.importBytes(owner, id, mode);
+    if (kind === 'channel') return this.importChannel(ref.owner, ref.id);
+    return this.importBytes(ref.owner, ref.id, ref.mode as BytesMode);
   }
 
-  protected abstract exportChannel(ch: ExportableChannel): Record<string, unknown>;
-  protected abstract exportBytes(obj: object, mode: BytesMode): Record<string, unknown>;
+  /** Plans the export of a local channel (no side effect until the plan's `open`). */
+  protected abstract exportChannel(ch: ExportableChannel): ExportPlan;
+  /** Plans the export of a local stream object (no side effect until the plan's `open`). */
+  protected abstract exportBytes(obj: object, mode: BytesMode): ExportPlan;
+  /**
+   * Whether what `ref` names is here to be taken now (false: its stream may still arrive).
+   * Throws for a reference that can never be taken. No side effect.
+   */
+  protected abstract referencePresent(kind: ReferenceKind, ref: ParsedReference): boolean;
+  /** Takes what a reference names; only called after {@link referencePresent} said it is there. */
   protected abstract importChannel(owner: 'c' | 's', id: string): unknown;
   protected abstract importBytes(owner: 'c' | 's', id: string, mode: BytesMode): unknown;
 
@@ -280,33 +376,51 @@ export abstract class SessionCore extends EventEmitter implements StreamContext,
     return rc;
   }
 
-  /** Makes a decode wait (then retry) until `key` is announced, or fail after the timeout. */
-  protected waitFor(key: string): never {
-    let list = this.waits.get(key);
-    if (!list) this.waits.set(key, (list = []));
+  /**
+   * Makes a decode wait (then retry) until every one of `keys` is announced, or fail with
+   * ERR_UNKNOWN_REFERENCE after the reference timeout.
+   */
+  protected waitFor(keys: readonly string[]): never {
+    let fresh = 0;
+    for (const key of keys) if (!this.waits.has(key)) fresh++;
+    if (this.waits.size + fresh > this.maxWaitingReferences) {
+      throw netchanError(ErrorCodes.LIMIT, `values of this session would wait for more than ${this.maxWaitingReferences} streams at once`);
+    }
     const ready = new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        const l = this.waits.get(key);
-        if (l) {
-          const i = l.indexOf(entry);
-          if (i >= 0) l.splice(i, 1);
-          if (l.length === 0) this.waits.delete(key);
-        }
-        reject(netchanError(ErrorCodes.UNKNOWN_REFERENCE, `referenced stream ${key} did not arrive within ${this.referenceTimeoutMs} ms`));
+      const wait: PendingWait = { missing: new Set(keys), resolve, reject, timer: undefined as unknown as NodeJS.Timeout };
+      wait.timer = setTimeout(() => {
+        for (const key of wait.missing) this.unwait(key, wait);
+        reject(netchanError(ErrorCodes.UNKNOWN_REFERENCE, `referenced stream${wait.missing.size > 1 ? 's' : ''} ${[...wait.missing].join(', ')} did not arrive within ${this.referenceTimeoutMs} ms`));
       }, this.referenceTimeoutMs);
-      timer.unref();
-      const entry: PendingWait = { resolve, reject, timer };
-      list.push(entry);
+      wait.timer.unref();
+      for (const key of wait.missing) {
+        let set = this.waits.get(key);
+        if (!set) this.waits.set(key, (set = new Set()));
+        set.add(wait);
+      }
     });
     throw new PendingReferences(ready);
   }
 
-  /** Wakes the decodes waiting for `key`. */
-  protected announce(key: string): void {
-    const list = this.waits.get(key);
-    if (!list) return;
+  private unwait(key: string, wait: PendingWait): void {
+    const set = this.waits.get(key);
+    if (!set) return;
+    set.delete(wait);
+    if (set.size === 0) this.waits.delete(key);
+  }
+
+  /**
+   * The stream `key` arrived: wakes the decodes that waited for it and nothing else. `refused`:
+   * it was refused, so they are woken at once, to fail (with the refusal) instead of waiting.
+   */
+  protected announce(key: string, refused = false): void {
+    const set = this.waits.get(key);
+    if (!set) return;
     this.waits.delete(key);
-    for (const w of list) {
+    for (const w of set) {
+      w.missing.delete(key);
+      if (w.missing.size > 0 && !refused) continue;
+      for (const other of w.missing) this.unwait(other, w);
       clearTimeout(w.timer);
       w.resolve();
     }
@@ -321,13 +435,13 @@ export abstract class SessionCore extends EventEmitter implements StreamContext,
   protected teardown(error: NetchanError, graceful = false): void {
     if (this.ended) return;
     this.ended = true;
-    for (const [, list] of this.waits) {
-      for (const w of list) {
-        clearTimeout(w.timer);
-        w.reject(error);
-      }
-    }
+    const waiting = new Set<PendingWait>();
+    for (const set of this.waits.values()) for (const w of set) waiting.add(w);
     this.waits.clear();
+    for (const w of waiting) {
+      clearTimeout(w.timer);
+      w.reject(error);
+    }
     // streams cut off with a connection, waiting for a resumption that will not come
     for (const fs of [...this.framedBySid.values()]) fs.abandon(error);
     if (graceful) {

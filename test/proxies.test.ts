@@ -2,18 +2,23 @@
  * netchan behind real reverse proxies (issue 4): nginx (HTTP/2 end to end with grpc_pass, and
  * HTTP/1.1 only with a WebSocket upgrade), HAProxy (HTTP/2 to the backend) and Caddy, each a
  * real process started from the templates in test/fixtures/proxies/, in front
- * of a standalone netchan server with TLS. The same channel scenarios run through each; a session
- * resumes across an nginx restart; and the configurations docs/proxies.md shows are checked
- * against the templates, so the docs cannot drift from what is tested.
+ * of a standalone netchan server with TLS. The same channel scenarios run through each, and the
+ * reference scenarios (values carrying several channels and byte streams, whose streams a proxy
+ * may deliver before or after the value) also with netchan mounted on an Express app behind
+ * nginx; a session resumes across an nginx restart; and the configurations docs/proxies.md shows
+ * are checked against the templates, so the docs cannot drift from what is tested.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
+import http2 from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { expect } from 'chai';
+import express, { type NextFunction, type Request, type Response } from 'express';
 import { Channel, connect, createServer, type ChannelLike, type ConnectOptions, type NetchanServer, type Session } from '../lib/index.js';
+import { attach, netchan } from '../middleware/express.js';
 import { rejection } from './helpers/assert.js';
 import { digestOf, httpGet, readAll } from './helpers/streams.js';
 import { testCertificates } from './helpers/certs.js';
@@ -60,6 +65,150 @@ async function startBackend(plaintext = false): Promise<Backend> {
   });
   const { port } = await server.listen(0, '127.0.0.1');
   return { server, port, seen };
+}
+
+/** The same server mounted at /netchan on an Express 5 app (HTTP/2 with TLS), behind the app's own token check. */
+async function startExpressBackend(): Promise<Backend & { close(): Promise<void> }> {
+  const certs = await testCertificates();
+  const seen: Record<string, unknown>[] = [];
+  const server = createServer();
+  const app = express();
+  const requireToken = (req: Request, res: Response, next: NextFunction): void => {
+    seen.push({ ...req.headers });
+    if (req.get('authorization') !== `Bearer ${TOKEN}`) {
+      res.status(401).type('text/plain').send('who are you?');
+      return;
+    }
+    res.locals.principal = 'token:proxy-test';
+    next();
+  };
+  app.use('/netchan', requireToken, netchan(server));
+  const httpServer = http2.createSecureServer({ key: certs.key, cert: certs.cert, allowHTTP1: true, minVersion: 'TLSv1.3' }, app as never);
+  attach(httpServer, app);
+  await new Promise<void>((resolve) => httpServer.listen(0, '127.0.0.1', resolve));
+  const { port } = httpServer.address() as AddressInfo;
+  return {
+    server,
+    port,
+    seen,
+    async close() {
+      await server.close();
+      await new Promise<void>((resolve) => httpServer.close(() => resolve()));
+    },
+  };
+}
+
+type Job = { n: number; reply: ChannelLike<number>; data: Readable };
+
+/**
+ * The reference scenarios of the hardening issue, through whatever `client()` goes through: values
+ * carrying several channels and byte streams at once, both ways, and many request/replies on one
+ * session with a fresh reply channel and byte stream each. Each stream of such a value may reach
+ * the server on an upstream connection of its own, before or after the value (docs/PROTOCOL.md §4.2).
+ */
+function referenceScenarios(server: () => NetchanServer, client: () => Promise<Session>, prefix: string): void {
+  it('regression: a value with a reply channel and a byte stream gets through (client → server references)', async () => {
+    const jobs = server().channel<Job>(`${prefix}-one-job`, 1);
+    const session = await client();
+    const reply = new Channel<number>();
+    await session.channel<Job>(`${prefix}-one-job`).send({ n: 3, reply, data: Readable.from([Buffer.from('three')]) });
+    const job = await jobs.receive();
+    expect((await readAll(job.data)).toString()).to.equal('three');
+    const sent = job.reply.send(job.n * 2);
+    expect(await reply.receive()).to.equal(6);
+    await sent;
+  });
+
+  it('regression: a value carrying 4 channels and 3 byte streams (Readables and a Writable) at once, client → server', async () => {
+    type Bundle = { replies: ChannelLike<string>[]; uploads: Readable[]; sink: Writable };
+    const bundles = server().channel<Bundle>(`${prefix}-bundle-up`, 1);
+    const session = await client();
+    const replies = Array.from({ length: 4 }, () => new Channel<string>(1));
+    const parts = ['alpha', 'beta', randomBytes(256 * 1024).toString('hex')];
+    const received: Buffer[] = [];
+    const sinkDone = new Promise<void>((resolve) => {
+      const sink = new Writable({
+        write(chunk: Buffer, _e, cb) {
+          received.push(chunk);
+          cb();
+        },
+        final(cb) {
+          resolve();
+          cb();
+        },
+      });
+      void session.channel<Bundle>(`${prefix}-bundle-up`).send({ replies, uploads: parts.map((p) => Readable.from([Buffer.from(p)])), sink });
+    });
+    const bundle = await bundles.receive();
+    expect(bundle.replies).to.have.length(4);
+    const texts = await Promise.all(bundle.uploads.map(async (u) => (await readAll(u)).toString()));
+    expect(texts).to.deep.equal(parts);
+    await Promise.all(bundle.replies.map((r, i) => r.send(`reply ${i}`)));
+    bundle.sink.end('written by the server');
+    for (let i = 0; i < 4; i++) expect(await replies[i]!.receive()).to.equal(`reply ${i}`);
+    await sinkDone;
+    expect(Buffer.concat(received).toString()).to.equal('written by the server');
+  });
+
+  it('regression: a value carrying 4 channels and 3 byte streams at once, server → client', async () => {
+    type Bundle = { chans: ChannelLike<string>[]; downloads: Readable[]; sink: Writable };
+    const out = server().channel<Bundle>(`${prefix}-bundle-down`, 1);
+    const chans = Array.from({ length: 4 }, () => new Channel<string>(1));
+    const parts = ['one', 'two', randomBytes(256 * 1024).toString('hex')];
+    const received: Buffer[] = [];
+    const sinkDone = new Promise<void>((resolve) => {
+      const sink = new Writable({
+        write(chunk: Buffer, _e, cb) {
+          received.push(chunk);
+          cb();
+        },
+        final(cb) {
+          resolve();
+          cb();
+        },
+      });
+      void out.send({ chans, downloads: parts.map((p) => Readable.from([Buffer.from(p)])), sink });
+    });
+    const session = await client();
+    const bundle = await session.channel<Bundle>(`${prefix}-bundle-down`).receive();
+    const texts = await Promise.all(bundle.downloads.map(async (d) => (await readAll(d)).toString()));
+    expect(texts).to.deep.equal(parts);
+    await Promise.all(bundle.chans.map((c, i) => c.send(`from the client ${i}`)));
+    for (let i = 0; i < 4; i++) expect(await chans[i]!.receive()).to.equal(`from the client ${i}`);
+    bundle.sink.end('written by the client');
+    await sinkDone;
+    expect(Buffer.concat(received).toString()).to.equal('written by the client');
+  });
+
+  it('regression: 500 request/replies on one session, each value with a fresh reply channel and a byte stream', async () => {
+    const N = 500;
+    const jobs = server().channel<Job>(`${prefix}-many-jobs`, 8);
+    const serving = (async () => {
+      for (let i = 0; i < N; i++) {
+        const { n, reply, data } = await jobs.receive();
+        const text = (await readAll(data)).toString();
+        await reply.send(text === `data ${n}` ? n + 1 : -1);
+        // a reply channel nobody closes keeps its stream (HAProxy allows 100 at once, Caddy 250)
+        reply.close();
+      }
+    })();
+    const session = await client();
+    const remote = session.channel<Job>(`${prefix}-many-jobs`);
+    for (let n = 0; n < N; n++) {
+      const reply = new Channel<number>();
+      await remote.send({ n, reply, data: Readable.from([Buffer.from(`data ${n}`)]) });
+      const got = await reply.receive();
+      if (got !== n + 1) expect.fail(`request ${n} got ${got}`);
+      await until(() => reply.closed, 5000, 'the reply channel to close');
+    }
+    await serving;
+    // and the server is fine: another honest session carries on
+    const other = await client();
+    const hello = server().channel<string>(`${prefix}-after`, 1);
+    await other.channel<string>(`${prefix}-after`).send('still here');
+    expect(await hello.receive()).to.equal('still here');
+    await until(() => server().stats().pendingReferences === 0, 5000, 'no pending reference left');
+  });
 }
 
 async function proxyFor(template: TemplateName, backendPort: number, port?: number): Promise<RunningProxy> {
@@ -263,6 +412,10 @@ for (const route of routes) {
       expect(inbox.length).to.equal(0);
     });
 
+    describe('references inside values (hardening)', () => {
+      referenceScenarios(() => backend.server, () => client(), 'refs');
+    });
+
     describe('the TCP gateway through it (issue 6)', () => {
       let web: http.Server;
       let echo: net.Server;
@@ -311,6 +464,42 @@ for (const route of routes) {
         expect((await readAll(greeted)).toString()).to.equal('bye\n');
       });
     });
+  });
+}
+
+for (const template of ['nginx-h2.conf', 'nginx-ws.conf'] as const) {
+  describe(`behind nginx (${template}), netchan mounted on an Express app`, function () {
+    this.timeout(60_000);
+    let backend: Backend & { close(): Promise<void> };
+    let proxy: RunningProxy;
+    const client = async (): Promise<Session> => {
+      const { caCert } = await testCertificates();
+      const session = await connect(`https://localhost:${proxy.port}/netchan`, { ca: caCert, token: TOKEN, connectTimeoutMs: 5000 });
+      onTeardown(() => session.close());
+      return session;
+    };
+    before(async () => {
+      backend = await startExpressBackend();
+      proxy = await proxyFor(template, backend.port);
+    });
+    after(async () => {
+      await proxy?.stop();
+      await backend?.close();
+    });
+    afterEach(teardown);
+
+    it('the session runs through nginx to the mounted endpoint; the app\'s token check saw every stream', async () => {
+      backend.seen.length = 0;
+      const session = await client();
+      expect(session.transport).to.equal(template === 'nginx-h2.conf' ? 'h2' : 'ws');
+      const inbox = backend.server.channel<string>('express-hello', 1);
+      await session.channel<string>('express-hello').send('hi');
+      expect(await inbox.receive()).to.equal('hi');
+      expect(backend.seen.length).to.be.greaterThan(0);
+      for (const h of backend.seen) expect(h.authorization).to.equal(`Bearer ${TOKEN}`);
+    });
+
+    referenceScenarios(() => backend.server, client, 'express');
   });
 }
 
