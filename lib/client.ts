@@ -431,6 +431,10 @@ export class Session extends SessionCore {
     const sid = this.newStreamId();
     const stream = this.open({ [Headers.kind]: 'bytes', [Headers.exportRef]: sid, [Headers.mode]: mode }, sid);
     this.trackBytes(stream);
+    // a refusal's text body is no byte stream: the local stream fails with the refusal's code
+    stream.once('response', (headers: ResponseHeaders) => {
+      if (Number(headers[HTTP2_HEADER_STATUS]) !== 200) stream.destroy(refusal(headers));
+    });
     joinBytes(obj, stream, mode);
     return { o: 'c', id: sid, m: mode };
   }

@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import http2 from 'node:http2';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { Duplex, Readable, Writable } from 'node:stream';
+import { Duplex, PassThrough, Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { expect } from 'chai';
 import { WebSocketServer } from 'ws';
@@ -287,6 +287,36 @@ describe('regression: a byte stream whose peer ends it without the end proof fai
         expect(error).to.equal(null);
         expect(got).to.equal('hello');
       });
+    });
+  }
+});
+
+describe('regression: a refused byte-stream export fails its local stream with the refusal, not with its text body read as frames', function () {
+  this.timeout(30_000);
+  afterEach(teardown);
+
+  for (const transport of transports) {
+    it(`over ${transport}: a client Writable over the server's byte-stream limit fails with ERR_LIMIT and gets no bytes`, async () => {
+      const started = await startServer({ maxByteStreamsPerSession: 1 });
+      const jobs = started.server.channel<unknown>('jobs', 4);
+      const session = await started.client({ transport });
+      const held = new PassThrough();
+      await session.channel<unknown>('jobs').send(held); // the one byte stream this session may have
+      let written = 0;
+      const local = new Writable({
+        write(chunk: Buffer, _enc, cb) {
+          written += chunk.length;
+          cb();
+        },
+      });
+      const failed = once(local, 'error');
+      void session.channel<unknown>('jobs').send(local).catch(() => undefined);
+      void jobs.receive();
+      void jobs.receive().catch(() => undefined);
+      const [err] = (await failed) as [{ code: string }];
+      expect(err.code).to.equal('ERR_LIMIT');
+      expect(written).to.equal(0);
+      held.end();
     });
   }
 });
