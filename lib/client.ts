@@ -452,6 +452,11 @@ export class Session extends SessionCore {
       open: () => {
         stream = this.open({ [Headers.kind]: 'bytes', [Headers.exportRef]: sid, [Headers.mode]: mode }, sid);
         this.trackBytes(stream);
+        // a refusal's text body is no byte stream: the local stream fails with the refusal's code
+        const opened = stream;
+        opened.once('response', (headers: ResponseHeaders) => {
+          if (Number(headers[HTTP2_HEADER_STATUS]) !== 200) opened.destroy(refusal(headers));
+        });
       },
       // not joined yet: the program's stream object is untouched
       undo: () => stream?.destroy(),

@@ -43,6 +43,8 @@ export const ErrorCodes = {
   UNKNOWN_SESSION: 'ERR_UNKNOWN_SESSION',
   /** The peer reset the stream that carried this channel or byte stream. */
   STREAM_RESET: 'ERR_STREAM_RESET',
+  /** A byte stream ended without its end proof, or the proof counts other bytes than arrived: it was cut short. */
+  STREAM_TRUNCATED: 'ERR_STREAM_TRUNCATED',
   /** The handle was released: it no longer refers to the remote channel. */
   RELEASED: 'ERR_RELEASED',
   /** The request was not authenticated or not allowed. */

@@ -476,15 +476,16 @@ export class ServerSession extends SessionCore {
       }
       // the client's Readable arrives as our request body; its Writable is fed by our response
       stream.respond({ [HTTP2_HEADER_STATUS]: 200 });
-      // Nothing flows to a Readable, but the response ends only after the request body: proxies
-      // (nginx grpc_pass, Caddy) stop forwarding a request body once its response is complete.
+      this.track(stream);
+      this.trackBytes(stream);
+      // Nothing flows to a Readable, but the response (its end proof, then END_STREAM) ends only
+      // after the request body: proxies (nginx grpc_pass, Caddy) stop forwarding a request body
+      // once its response is complete.
       if (mode === 'r') stream.once('end', () => stream.end());
       if (mode === 'w') stream.resume();
       // Node dumps a server stream's unread body once both sides have ended, unless it was
       // read from: a short upload can end before its value is decoded.
       else stream.read(0);
-      this.track(stream);
-      this.trackBytes(stream);
       this.addUnclaimed(sid, 'bytes', stream, mode);
       this.announce(sid);
       return;

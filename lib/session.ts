@@ -8,6 +8,7 @@ import { EventEmitter } from 'node:events';
 import http2 from 'node:http2';
 import { Duplex, Readable, Stream, Writable, pipeline } from 'node:stream';
 import { debuglog } from 'node:util';
+import { proveByteStream } from './byte-frames.js';
 import { Channel } from './channel.js';
 import { ChannelExporter, RemoteChannel, type ExportableChannel } from './channel-stream.js';
 import { Codec, registerReferenceClass, type FoundReference, type ReferenceHooks, type ReferenceKind } from './codec.js';
@@ -302,7 +303,14 @@ export abstract class SessionCore extends EventEmitter implements StreamContext,
   /** For subclasses: a stream of this session closed (it is no longer in `streams`). */
   protected untracked(_stream: Duplex): void {}
 
+  /**
+   * Takes a byte stream's wire into the session: counted, framed with its end proof (§6.2: the
+   * program reads and writes plain bytes, and a stream cut short fails instead of ending), and
+   * failing with NetchanErrors. Bytes that arrived before (a server's stream event comes a tick
+   * after the stream's first DATA) are decoded when it is called.
+   */
   protected trackBytes(stream: Duplex): void {
+    proveByteStream(stream);
     this.counters.byteStreams++;
     this.openByteStreams++;
     stream.once('close', () => {

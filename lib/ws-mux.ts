@@ -40,8 +40,11 @@ const RESET_NAMES: Record<number, string> = Object.fromEntries(Object.entries(Re
 
 /** Bytes a stream may send before the receiver grants more (§7.3). */
 export const MUX_INITIAL_WINDOW = 1024 * 1024;
-/** Largest DATA payload a sender puts in one message. */
-export const MUX_MAX_DATA = 64 * 1024;
+/**
+ * Largest DATA payload a sender puts in one message: 64 KiB and the 5-byte `BYTES` header of a
+ * byte stream (§6.2), so that a 64 KiB write goes out as one message, not as 64 KiB and 5 bytes.
+ */
+export const MUX_MAX_DATA = 64 * 1024 + 5;
 /** Largest HEADERS payload accepted. */
 export const MUX_MAX_HEADERS = 16 * 1024;
 /** Largest WebSocket message accepted: a 5-byte mux header plus the largest payload. */

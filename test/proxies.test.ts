@@ -13,7 +13,7 @@ import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
-import { Readable, Writable } from 'node:stream';
+import { Duplex, PassThrough, Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { expect } from 'chai';
 import express, { type NextFunction, type Request, type Response } from 'express';
@@ -373,6 +373,37 @@ for (const route of routes) {
       await finished;
       expect(bytes).to.equal(STREAM_BYTES);
       expect(hash.digest('hex')).to.equal(digest());
+    });
+
+    it('8 MiB each way at once on one byte stream (a Duplex) arrive with their digests and end cleanly, each end proven (§6.2)', async () => {
+      const pipes = backend.server.channel<Duplex>('pipes', 1);
+      const toServer = randomSource(STREAM_BYTES);
+      const toClient = randomSource(STREAM_BYTES);
+      // the server's side ends after the client's: nginx grpc_pass and Caddy stop forwarding a
+      // request body once the response is complete (docs/proxies.md)
+      const serverData = new PassThrough();
+      toClient.stream.pipe(serverData, { end: false });
+      // the server's Duplex: its data for the client, and a sink that hashes what the client writes
+      const hash = createHash('sha256');
+      let received = 0;
+      const sink = new Writable({
+        write(chunk: Buffer, _enc, cb) {
+          hash.update(chunk);
+          received += chunk.length;
+          cb();
+        },
+      });
+      const sinkFinished = new Promise<void>((resolve, reject) => sink.once('finish', resolve).once('error', reject));
+      void Promise.all([sinkFinished, new Promise((resolve) => toClient.stream.once('end', resolve))]).then(() => serverData.end());
+      await pipes.send(Duplex.from({ readable: serverData, writable: sink }));
+      const session = await client();
+      const wire = await session.channel<Duplex>('pipes').receive();
+      // a stream without its end proof (or with a wrong count) would fail here with ERR_STREAM_TRUNCATED
+      const [down] = await Promise.all([digestOf(wire), pipeline(toServer.stream, wire)]);
+      await sinkFinished;
+      expect(down).to.deep.equal({ hex: toClient.digest(), bytes: STREAM_BYTES });
+      expect({ hex: hash.digest('hex'), bytes: received }).to.deep.equal({ hex: toServer.digest(), bytes: STREAM_BYTES });
+      await until(() => backend.server.stats().byteStreams === 0, 5000, 'the byte stream to close on the server');
     });
 
     it('capacity 0 is a rendezvous: a send resolves only once the far side took the value', async () => {

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
 import { WebSocket } from 'ws';
+import { bytesHeader } from '../lib/byte-frames.js';
 import { Channel, connect, createServer, type NetchanServer } from '../lib/index.js';
 import {
   MUX_INITIAL_WINDOW,
@@ -176,7 +177,10 @@ describe('WebSocket fallback (docs/PROTOCOL.md §7)', function () {
       expect(session[':status']).to.equal('200');
       // an exported byte stream no value names yet: the server holds its bytes unread
       ws.send(encodeMuxFrame(MuxType.HEADERS, 3, encodeHeaders({ ...base, 'netchan-kind': 'bytes', 'netchan-session': session['netchan-session']!, 'netchan-stream': 'c1', 'netchan-export': 'c1', 'netchan-mode': 'r' })));
-      for (let sent = 0; sent < MUX_INITIAL_WINDOW; sent += 64 * 1024) ws.send(encodeMuxFrame(MuxType.DATA, 3, Buffer.alloc(64 * 1024, 1)));
+      // its data as a byte stream carries it (§6.2): one BYTES frame, filling the window exactly
+      const first = Buffer.concat([bytesHeader(2 * MUX_INITIAL_WINDOW), Buffer.alloc(64 * 1024 - 5, 1)]);
+      ws.send(encodeMuxFrame(MuxType.DATA, 3, first));
+      for (let sent = first.length; sent < MUX_INITIAL_WINDOW; sent += 64 * 1024) ws.send(encodeMuxFrame(MuxType.DATA, 3, Buffer.alloc(64 * 1024, 1)));
       ws.send(encodeMuxFrame(MuxType.DATA, 3, Buffer.from('one byte too many')));
       await until(() => messages.some((m) => m[0] === MuxType.RESET && m.readUInt32BE(1) === 3), 3000, 'RESET of stream 3');
       const reset = messages.find((m) => m[0] === MuxType.RESET && m.readUInt32BE(1) === 3)!;
