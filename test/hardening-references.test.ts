@@ -15,6 +15,7 @@
 import { Readable, Writable } from 'node:stream';
 import { expect } from 'chai';
 import { Channel, type ChannelLike, type Session } from '../lib/index.js';
+import { bytesEnd, bytesHeader } from '../lib/byte-frames.js';
 import { Codec, type ReferenceHooks } from '../lib/codec.js';
 import { FrameDecoder, FrameType, encodeFrame } from '../lib/frames.js';
 import { openTransport, type ClientStream, type ClientTransport, type ResponseHeaders } from '../lib/transport.js';
@@ -125,10 +126,11 @@ class RawSession {
     return this.stream(sid, { 'netchan-kind': 'channel', 'netchan-export': sid, 'netchan-capacity': '0', 'netchan-credit': '1' }, conn);
   }
 
-  /** Exports a Readable on `sid` that gives `data`. */
+  /** Exports a Readable on `sid` that gives `data` (one BYTES frame and its end proof, §6.2). */
   exportReadable(sid: string, data: string, conn = 0): RawStream {
     const rs = this.stream(sid, { 'netchan-kind': 'bytes', 'netchan-export': sid, 'netchan-mode': 'r' }, conn);
-    rs.stream.end(data);
+    const payload = Buffer.from(data);
+    rs.stream.end(Buffer.concat([bytesHeader(payload.length), payload, bytesEnd(payload.length)]));
     return rs;
   }
 }
