@@ -132,7 +132,8 @@ export class Session extends SessionCore {
     fs.setSink({
       onFrame: (type, payload) => {
         this.lastFrameAt = Date.now();
-        if (type === FrameType.PING) fs.frame(FrameType.PONG, payload);
+        // unanswered while the write buffer is full, as on the server: PONGs never pile up
+        if (type === FrameType.PING && !fs.congested) fs.frame(FrameType.PONG, payload);
       },
       onStreamEnd: () => {
         if (current()) this.fail(netchanError(ErrorCodes.SESSION_CLOSED, 'server ended the session'));

@@ -244,7 +244,9 @@ export class ServerSession extends SessionCore {
     fs.setSink({
       onFrame: (type, payload) => {
         this.lastFrameAt = Date.now();
-        if (type === FrameType.PING) fs.frame(FrameType.PONG, payload);
+        // A peer that sends PINGs and reads nothing would have its PONGs pile up here without
+        // end: while the stream's write buffer is full, a PING counts as life but gets no answer.
+        if (type === FrameType.PING && !fs.congested) fs.frame(FrameType.PONG, payload);
       },
       onStreamEnd: () => {
         if (current()) this.end(netchanError(ErrorCodes.SESSION_CLOSED, 'client closed the session'), true);
