@@ -341,6 +341,8 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
     const op = new PendingSend(value);
     this.sendQueue.push(op);
     op.watch(signal, (o) => this.abortSend(o, signal as AbortSignal));
+    // queued behind congestion with credit left: nothing else would wake the queue up
+    if (this.opened && this.credits > 0) this.pumpSends();
     return op.promise;
   }
 
@@ -670,6 +672,7 @@ export type ExportableChannel = Channel<unknown> | RemoteChannel<unknown>;
  * serves the remote's receive demand from it, and propagates close both ways.
  */
 export class ChannelExporter extends OrderedEndpoint {
+  private waitingDrain = false;
   private demand = 0;
   private ackPending = 0;
   private readonly ackEagerly: number;
@@ -804,11 +807,21 @@ export class ChannelExporter extends OrderedEndpoint {
     );
   }
 
+  /**
+   * Serves the remote's demand from the channel until it is met, the channel is empty or the
+   * stream is congested. Congested, it waits for the stream to drain (or the turn to end)
+   * instead of taking more: a producer that sends as fast as this takes would otherwise keep
+   * it going synchronously without end.
+   */
   private pump(): void {
-    if (this.done || this.receiveWaiter || this.genericWaiting) return;
+    if (this.done || this.receiveWaiter || this.genericWaiting || this.waitingDrain) return;
+    if (this.demand > 0 && this.fs.congested) return this.awaitDrain();
     const ch = this.channel;
     if (ch instanceof Channel) {
-      while (this.demand > 0 && ch.canTake()) this.sendValue(ch.take());
+      while (this.demand > 0 && ch.canTake()) {
+        this.sendValue(ch.take());
+        if (this.demand > 0 && this.fs.congested) return this.awaitDrain();
+      }
       if (this.demand === 0) return;
       if (ch.closed) {
         this.drained();
@@ -832,6 +845,15 @@ export class ChannelExporter extends OrderedEndpoint {
         if (err instanceof NetchanError && err.code === ErrorCodes.CHANNEL_CLOSED) this.drained();
       },
     );
+  }
+
+  private awaitDrain(): void {
+    if (this.waitingDrain) return;
+    this.waitingDrain = true;
+    this.fs.onceDrain(() => {
+      this.waitingDrain = false;
+      this.pump();
+    });
   }
 
   private sendValue(value: unknown): void {
