@@ -1,15 +1,23 @@
 /**
- * Pumps that honour write backpressure (docs/PROTOCOL.md §5.2): one channel stream on an
- * in-memory byte stream, turn by turn.
+ * Credits and acknowledgements enforced on receipt (docs/PROTOCOL.md §5.2), and pumps that honour
+ * write backpressure. A hostile peer here is a real netchan session whose own frame writer is
+ * made to write what the netchan client never would, on its real stream: over HTTP/2 and over
+ * the WebSocket fallback alike. Each test shows the offending stream failing with ERR_PROTOCOL,
+ * an honest session on the same server still served, the server's event loop responsive and
+ * what the server holds bounded by the windows it granted.
  */
 import { Duplex } from 'node:stream';
+import { performance } from 'node:perf_hooks';
 import { expect } from 'chai';
-import { Channel } from '../lib/index.js';
-import { ChannelExporter, RemoteChannel } from '../lib/channel-stream.js';
+import { Channel, connect, listen, type ChannelLike, type Session } from '../lib/index.js';
+import { ChannelExporter, RemoteChannel, receiveWindow } from '../lib/channel-stream.js';
 import { Codec } from '../lib/codec.js';
 import { FramedStream, Flusher, TURN_BYTES } from '../lib/framed-stream.js';
-import { FrameDecoder, FrameType } from '../lib/frames.js';
+import { FrameDecoder, FrameType, encodeFrame } from '../lib/frames.js';
 import { emptyStats, type StreamContext } from '../lib/stream-context.js';
+import { rejection } from './helpers/assert.js';
+import { testCertificates } from './helpers/certs.js';
+import { onTeardown, startServer, teardown, until, useTransport, type Started } from './helpers/net.js';
 
 const codec = new Codec();
 const u32 = (n: number): Buffer => {
@@ -17,6 +25,225 @@ const u32 = (n: number): Buffer => {
   b.writeUInt32BE(n >>> 0);
   return b;
 };
+
+/** The frame writer under a channel endpoint (a RemoteChannel handle or a ChannelExporter). */
+function framesOf(endpoint: object): FramedStream {
+  return (endpoint as unknown as { fs: FramedStream }).fs;
+}
+
+/** Resolves once the owner has answered the handle's stream (credits known). */
+async function opened(handle: ChannelLike<unknown>): Promise<void> {
+  await until(() => (handle as unknown as { opened: boolean }).opened, 5000, 'the channel stream to open');
+}
+
+/** The client's exporter of one of its channels (made when a value carrying it was sent). */
+function exporterOf(session: Session, ch: Channel<unknown>): ChannelExporter {
+  const exporters = (session as unknown as { exporters: Map<string, ChannelExporter> }).exporters;
+  const ex = [...exporters.values()].find((e) => e.channel === ch);
+  expect(ex, 'the client exports the channel').to.not.equal(undefined);
+  return ex as ChannelExporter;
+}
+
+/** The largest gap between ticks of a 10 ms interval: how long the event loop was blocked. */
+function watchLoop(): { maxGapMs(): number } {
+  let last = performance.now();
+  let max = 0;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    max = Math.max(max, now - last);
+    last = now;
+  }, 10);
+  onTeardown(() => clearInterval(timer));
+  return { maxGapMs: () => Math.max(max, performance.now() - last) };
+}
+
+/** Samples `measure` every 5 ms (and on demand): the largest value it returned. */
+function watchMax(measure: () => number): { max(): number } {
+  let max = measure();
+  const timer = setInterval(() => (max = Math.max(max, measure())), 5);
+  onTeardown(() => clearInterval(timer));
+  return { max: () => (max = Math.max(max, measure())) };
+}
+
+/** An honest session on the same server exchanges `n` values each way on channels of its own. */
+async function honestExchange(s: Started, n = 200): Promise<void> {
+  const up = s.server.channel<number>('honest-up', 4);
+  const down = s.server.channel<number>('honest-down', 4);
+  const session = await s.client();
+  const upHandle = session.channel<number>('honest-up');
+  const downHandle = session.channel<number>('honest-down');
+  const values = Array.from({ length: n }, (_, i) => i);
+  const atServer: number[] = [];
+  const atClient: number[] = [];
+  await Promise.all([
+    (async () => {
+      for (const v of values) await upHandle.send(v);
+    })(),
+    (async () => {
+      for (let i = 0; i < n; i++) atServer.push(await up.receive());
+    })(),
+    (async () => {
+      for (const v of values) await down.send(v);
+    })(),
+    (async () => {
+      for (let i = 0; i < n; i++) atClient.push(await downHandle.receive());
+    })(),
+  ]);
+  expect(atServer).to.deep.equal(values);
+  expect(atClient).to.deep.equal(values);
+}
+
+/** `count` VALUE frames of small numbers, back to back in one buffer. */
+function valueFlood(count: number): Buffer {
+  const frames: Buffer[] = [];
+  for (let i = 0; i < count; i++) frames.push(encodeFrame(FrameType.VALUE, codec.encode(i)));
+  return Buffer.concat(frames);
+}
+
+/** Writes bytes straight onto the byte stream under `fs`, as a raw peer would. */
+function writeRaw(fs: FramedStream, bytes: Buffer): void {
+  fs.stream.write(bytes);
+}
+
+for (const transport of ['h2', 'ws'] as const) describe(`credits and acks enforced, over ${transport === 'h2' ? 'HTTP/2' : 'the WebSocket fallback'} (docs/PROTOCOL.md §5.2)`, function () {
+  this.timeout(30_000);
+  before(() => useTransport(transport));
+  after(() => useTransport('h2'));
+  afterEach(teardown);
+
+  it('regression: a CREDIT of 0xffffffff on netchan.out does not freeze a listen() server running a producer loop', async () => {
+    const { key, cert, caCert } = await testCertificates();
+    const capacity = 16;
+    const l = await listen<number>('127.0.0.1:0', { key, cert, capacity });
+    onTeardown(() => l.close());
+    const url = `https://localhost:${l.port}/`;
+    let produced = 0;
+    let stop = false;
+    onTeardown(() => {
+      stop = true;
+    });
+    const producer = (async () => {
+      for (let i = 0; i < 200_000 && !stop; i++) {
+        await l.send.send(i);
+        produced++;
+      }
+    })().catch(() => undefined);
+    const loop = watchLoop();
+
+    const hostile = await connect(url, { ca: caCert, transport });
+    onTeardown(() => hostile.close());
+    const out = hostile.channel<number>('netchan.out');
+    await opened(out);
+    framesOf(out).frame(FrameType.CREDIT, u32(0xffffffff));
+    const err = await rejection(out.receive());
+    expect(err.code).to.equal('ERR_PROTOCOL');
+    expect(err.message).to.match(/CREDIT/);
+
+    // another client of the same server is served
+    const honest = await connect(url, { ca: caCert, transport });
+    onTeardown(() => honest.close());
+    const h = honest.channel<number>('netchan.out');
+    const got: number[] = [];
+    for (let i = 0; i < 50; i++) got.push(await h.receive());
+    expect(got).to.deep.equal([...got].sort((a, b) => a - b));
+    expect(new Set(got).size).to.equal(50);
+
+    expect(loop.maxGapMs(), 'largest event-loop gap, ms').to.be.below(500);
+    // the producer ran only as far as the honest demand and the buffer took it
+    expect(produced, 'values taken from the producer').to.be.at.most(capacity + receiveWindow(capacity) + 2);
+    stop = true;
+    l.send.close();
+    await producer;
+  });
+
+  it('regression: a remote granted 1 send credit that writes 100,000 VALUEs fails with ERR_PROTOCOL; the server holds at most 1', async () => {
+    const s = await startServer();
+    const sink = s.server.channel<number>('sink', 0); // capacity 0: one send credit
+    const held = watchMax(() => sink.length + sink.waitingSenders);
+    const valuesIn = s.server.stats().valuesIn;
+
+    // not resumable: the raw bytes bypass the receipts (RCVD) a resumable stream keeps
+    const hostile = await s.client({ reconnect: false });
+    const handle = hostile.channel<number>('sink');
+    await opened(handle);
+    const flood = valueFlood(100_000);
+    const loop = watchLoop();
+    writeRaw(framesOf(handle), flood);
+    const err = await rejection(handle.receive());
+    expect(err.code).to.equal('ERR_PROTOCOL');
+    expect(err.message).to.match(/send credit/);
+
+    expect(s.server.stats().valuesIn - valuesIn, 'values the server decoded').to.be.at.most(1);
+    await honestExchange(s);
+    expect(held.max(), 'values the server held for the offender').to.be.at.most(1);
+    expect(sink.waitingSenders, 'nothing left parked once the stream is gone').to.equal(0);
+    expect(loop.maxGapMs(), 'largest event-loop gap, ms').to.be.below(500);
+  });
+
+  it('regression: an owner that writes 100,000 VALUEs nobody asked for (no CREDIT) fails the handle with ERR_PROTOCOL; its inbox stays empty', async () => {
+    const s = await startServer();
+    const mailbox = s.server.channel<Channel<number>>('mailbox', 1);
+    const hostile = await s.client({ reconnect: false });
+    const mine = new Channel<number>(0);
+    await hostile.channel<Channel<number>>('mailbox').send(mine);
+    const handle = (await mailbox.receive()) as unknown as RemoteChannel<number>;
+    expect(handle).to.be.instanceOf(RemoteChannel);
+    await opened(handle);
+    const inbox = watchMax(() => handle.length);
+
+    const flood = valueFlood(100_000);
+    const loop = watchLoop();
+    writeRaw(framesOf(exporterOf(hostile, mine as Channel<unknown>)), flood);
+    await until(() => handle.closed, 10_000, 'the handle to fail');
+    const err = await rejection(handle.receive());
+    expect(err.code).to.equal('ERR_PROTOCOL');
+    expect(err.message).to.match(/receive demand/);
+
+    await honestExchange(s);
+    expect(inbox.max(), 'values in the handle inbox').to.equal(0);
+    expect(loop.maxGapMs(), 'largest event-loop gap, ms').to.be.below(500);
+  });
+
+  it('regression: an ACK for values the owner never sent fails the remote with ERR_PROTOCOL', async () => {
+    const s = await startServer();
+    const acked = s.server.channel<number>('acked', 4);
+    const loop = watchLoop();
+    const hostile = await s.client();
+    const handle = hostile.channel<number>('acked');
+    await opened(handle);
+    framesOf(handle).frame(FrameType.ACK, u32(5));
+    await until(() => handle.closed, 5000, 'the handle to fail');
+    const err = await rejection(handle.receive());
+    expect(err.code).to.equal('ERR_PROTOCOL');
+    expect(err.message).to.match(/ACK of 5 with 0/);
+
+    await honestExchange(s);
+    // the channel itself is untouched and serves others
+    expect(acked.trySend(1)).to.equal(true);
+    const other = await s.client();
+    expect(await other.channel<number>('acked').receive()).to.equal(1);
+    expect(loop.maxGapMs(), 'largest event-loop gap, ms').to.be.below(500);
+  });
+
+  it('regression: an ACK for values the remote never sent fails the owner-side handle with ERR_PROTOCOL', async () => {
+    const s = await startServer();
+    const mailbox = s.server.channel<Channel<number>>('mailbox', 1);
+    const loop = watchLoop();
+    const hostile = await s.client();
+    const mine = new Channel<number>(4);
+    await hostile.channel<Channel<number>>('mailbox').send(mine);
+    const handle = (await mailbox.receive()) as unknown as RemoteChannel<number>;
+    await opened(handle);
+    framesOf(exporterOf(hostile, mine as Channel<unknown>)).frame(FrameType.ACK, u32(3));
+    await until(() => handle.closed, 5000, 'the handle to fail');
+    const err = await rejection(handle.send(1));
+    expect(err.code).to.equal('ERR_PROTOCOL');
+    expect(err.message).to.match(/ACK of 3 with 0/);
+
+    await honestExchange(s);
+    expect(loop.maxGapMs(), 'largest event-loop gap, ms').to.be.below(500);
+  });
+});
 
 // ---- one channel stream on an in-memory byte stream: the pumps and the window, turn by turn ----
 
@@ -88,5 +315,31 @@ describe('channel stream pumps and windows, on an in-memory stream', () => {
     await nextTurn();
     const values = framesIn(written()).filter((f) => f.type === FrameType.VALUE).map((f) => codec.decode(f.payload));
     expect(values).to.deep.equal(Array.from({ length: 4096 }, (_, i) => big(i)));
+  });
+
+  it('outstanding receive demand may reach the receive window, not one more', async () => {
+    const { stream, written } = sinkStream();
+    const ctx = memoryContext();
+    const fs = new FramedStream(stream, new Flusher(), placeholder, 1 << 20, ctx.counters);
+    const ch = new Channel<number>(8);
+    const ex = new ChannelExporter(fs, ctx, ch as Channel<unknown>, 'c1', () => undefined);
+    fs.setSink(ex);
+    const window = receiveWindow(8);
+    expect(window).to.equal(8 + 4096);
+    ex.onFrame(FrameType.CREDIT, u32(window - 1));
+    ex.onFrame(FrameType.CREDIT, u32(1));
+    expect(fs.writable, 'exactly the window is fine').to.equal(true);
+    // values sent and acknowledged give their demand back
+    for (let i = 0; i < 3; i++) ch.trySend(i);
+    ex.onFrame(FrameType.ACK, u32(3));
+    ex.onFrame(FrameType.CREDIT, u32(3));
+    expect(fs.writable).to.equal(true);
+    ex.onFrame(FrameType.CREDIT, u32(1));
+    expect(fs.writable, 'one more is a violation').to.equal(false);
+    await nextTurn();
+    const frames = framesIn(written());
+    const last = frames[frames.length - 1]!;
+    expect(last.type).to.equal(FrameType.ERROR);
+    expect((codec.decode(last.payload) as { code: string }).code).to.equal('ERR_PROTOCOL');
   });
 });
