@@ -6,6 +6,7 @@
  * an honest session on the same server still served, the server's event loop responsive and
  * what the server holds bounded by the windows it granted.
  */
+import http2 from 'node:http2';
 import { Duplex } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import { expect } from 'chai';
@@ -242,6 +243,71 @@ for (const transport of ['h2', 'ws'] as const) describe(`credits and acks enforc
 
     await honestExchange(s);
     expect(loop.maxGapMs(), 'largest event-loop gap, ms').to.be.below(500);
+  });
+});
+
+// ---- the finding as reported: a raw HTTP/2 client, no netchan code on its side ----
+
+/** Opens a session and a stream on `netchan.out` with node:http2 alone; returns that stream and what it reads. */
+async function rawClusterStream(url: string, ca: string): Promise<{ stream: http2.ClientHttp2Stream; body: () => Buffer; closed: Promise<void> }> {
+  const h2 = http2.connect(url, { ca });
+  h2.on('error', () => undefined);
+  onTeardown(() => new Promise<void>((resolve) => (h2.destroyed ? resolve() : (h2.once('close', () => resolve()), h2.destroy()))));
+  const open = (headers: Record<string, string>) => {
+    const stream = h2.request({ ':method': 'POST', ':path': '/', 'netchan-version': '1', ...headers }, { endStream: false });
+    stream.on('error', () => undefined);
+    const response = new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
+      stream.once('response', resolve);
+      stream.once('close', () => reject(new Error('stream closed before a response')));
+    });
+    return { stream, response };
+  };
+  const control = open({ 'netchan-kind': 'session' });
+  const session = String((await control.response)['netchan-session']);
+  const out = open({ 'netchan-kind': 'channel', 'netchan-session': session, 'netchan-stream': 'c1', 'netchan-name': 'netchan.out' });
+  expect((await out.response)[':status']).to.equal(200);
+  const chunks: Buffer[] = [];
+  out.stream.on('data', (c: Buffer) => chunks.push(c));
+  const closed = new Promise<void>((resolve) => out.stream.once('close', () => resolve()));
+  return { stream: out.stream, body: () => Buffer.concat(chunks), closed };
+}
+
+describe('credits enforced against a raw HTTP/2 client', function () {
+  this.timeout(30_000);
+  afterEach(teardown);
+
+  it('regression: one CREDIT of 0xffffffff from a raw HTTP/2 client gets ERROR ERR_PROTOCOL and a reset; the listen() server keeps serving', async () => {
+    const { key, cert, caCert } = await testCertificates();
+    const l = await listen<number>('127.0.0.1:0', { key, cert });
+    onTeardown(() => l.close());
+    const url = `https://localhost:${l.port}/`;
+    let stop = false;
+    onTeardown(() => {
+      stop = true;
+    });
+    const producer = (async () => {
+      for (let i = 0; i < 200_000 && !stop; i++) await l.send.send(i);
+    })().catch(() => undefined);
+    const loop = watchLoop();
+
+    const raw = await rawClusterStream(url, caCert);
+    raw.stream.write(encodeFrame(FrameType.CREDIT, u32(0xffffffff)));
+    await raw.closed;
+    const frames = framesIn(raw.body());
+    const last = frames[frames.length - 1];
+    expect(last?.type, 'the last frame').to.equal(FrameType.ERROR);
+    expect((codec.decode(last!.payload) as { code: string }).code).to.equal('ERR_PROTOCOL');
+    expect(frames.filter((f) => f.type === FrameType.VALUE), 'values sent to the offender').to.have.length(0);
+    expect(raw.stream.rstCode).to.equal(http2.constants.NGHTTP2_INTERNAL_ERROR);
+
+    const honest = await connect(url, { ca: caCert });
+    onTeardown(() => honest.close());
+    const h = honest.channel<number>('netchan.out');
+    for (let i = 0; i < 20; i++) expect(await h.receive()).to.be.a('number');
+    expect(loop.maxGapMs(), 'largest event-loop gap, ms').to.be.below(500);
+    stop = true;
+    l.send.close();
+    await producer;
   });
 });
 
