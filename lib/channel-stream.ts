@@ -77,6 +77,8 @@ function closePayload(ctx: StreamContext, error: Error | undefined): Uint8Array 
 
 abstract class OrderedEndpoint implements FrameSink {
   private backlog: [number, Buffer][] | null = null;
+  /** CLOSE and ERROR frames in the backlog. */
+  private backlogEnds = 0;
 
   constructor(
     protected readonly fs: FramedStream,
@@ -93,7 +95,16 @@ abstract class OrderedEndpoint implements FrameSink {
       return;
     }
     if (this.backlog) {
-      this.backlog.push([type, payload]);
+      // Only values and what ends the stream need to keep their place behind the waiting value.
+      // Counts are handled at once, and a CLOSE or ERROR beyond one of each changes nothing:
+      // so the backlog holds no more than the values the windows allow, and two frames.
+      if (type === FrameType.VALUE) this.backlog.push([type, payload]);
+      else if (type === FrameType.CLOSE || type === FrameType.ERROR) {
+        if (this.backlogEnds < 2) {
+          this.backlogEnds++;
+          this.backlog.push([type, payload]);
+        }
+      } else this.dispatch(type, payload);
       return;
     }
     this.dispatch(type, payload);
@@ -120,11 +131,16 @@ abstract class OrderedEndpoint implements FrameSink {
   private resume(): void {
     const backlog = this.backlog;
     this.backlog = null;
+    this.backlogEnds = 0;
     if (!backlog) return;
     for (let i = 0; i < backlog.length; i++) {
       const [type, payload] = backlog[i] as [number, Buffer];
       if (!this.dispatch(type, payload)) {
-        if (this.backlog) (this.backlog as [number, Buffer][]).push(...backlog.slice(i + 1));
+        if (this.backlog) {
+          const rest = backlog.slice(i + 1);
+          (this.backlog as [number, Buffer][]).push(...rest);
+          for (const [t] of rest) if (t !== FrameType.VALUE) this.backlogEnds++;
+        }
         return;
       }
     }

@@ -15,7 +15,7 @@ import { ChannelExporter, RemoteChannel, receiveWindow } from '../lib/channel-st
 import { Codec } from '../lib/codec.js';
 import { FramedStream, Flusher, TURN_BYTES } from '../lib/framed-stream.js';
 import { FrameDecoder, FrameType, encodeFrame } from '../lib/frames.js';
-import { emptyStats, type StreamContext } from '../lib/stream-context.js';
+import { PendingReferences, emptyStats, type StreamContext } from '../lib/stream-context.js';
 import { rejection } from './helpers/assert.js';
 import { testCertificates } from './helpers/certs.js';
 import { onTeardown, startServer, teardown, until, useTransport, type Started } from './helpers/net.js';
@@ -381,6 +381,37 @@ describe('channel stream pumps and windows, on an in-memory stream', () => {
     await nextTurn();
     const values = framesIn(written()).filter((f) => f.type === FrameType.VALUE).map((f) => codec.decode(f.payload));
     expect(values).to.deep.equal(Array.from({ length: 4096 }, (_, i) => big(i)));
+  });
+
+  it('regression: frames behind a value that waits for its references are held within the windows, not without end', () => {
+    const { stream, written } = sinkStream();
+    const never = new Promise<void>(() => undefined);
+    const ctx: StreamContext = {
+      encode: (v) => codec.encode(v),
+      decode: () => {
+        throw new PendingReferences(never);
+      },
+      counters: emptyStats(),
+    };
+    const fs = new FramedStream(stream, new Flusher(), placeholder, 1 << 20, ctx.counters);
+    const ch = new Channel<string>(8); // 8 send credits
+    const ex = new ChannelExporter(fs, ctx, ch as Channel<unknown>, 'c1', () => undefined);
+    fs.setSink(ex);
+    const backlog = () => (ex as unknown as { backlog: unknown[] | null }).backlog?.length ?? 0;
+    for (let v = 0; v < 8; v++) {
+      ex.onFrame(FrameType.VALUE, Buffer.from(codec.encode(`v${v}`)));
+      for (let i = 0; i < 10_000; i++) {
+        ex.onFrame(FrameType.CREDIT, u32(0));
+        ex.onFrame(FrameType.ACK, u32(0));
+        ex.onFrame(FrameType.CLOSE, Buffer.alloc(0));
+      }
+    }
+    expect(backlog(), 'frames waiting').to.be.at.most(8 + 2);
+    expect(fs.writable).to.equal(true);
+    ex.onFrame(FrameType.VALUE, Buffer.from(codec.encode('one too many')));
+    expect(fs.writable, 'a ninth value on 8 credits is a violation').to.equal(false);
+    const frames = framesIn(written());
+    expect((codec.decode(frames[frames.length - 1]!.payload) as { code: string }).code).to.equal('ERR_PROTOCOL');
   });
 
   it('outstanding receive demand may reach the receive window, not one more', async () => {
