@@ -19,6 +19,31 @@ const RESOLVED: Promise<void> = Promise.resolve();
 const EMPTY = new Uint8Array(0);
 /** Most values a remote receiver prefetches, whatever the capacity. */
 export const MAX_PREFETCH = 4096;
+/** Most receives of one remote handle the owner serves at once, beyond the prefetch window. */
+export const MAX_PENDING_RECEIVES = 4096;
+
+/**
+ * Send credits an owner grants at open (`netchan-credit`, docs/PROTOCOL.md §5.2): the capacity,
+ * at least one, at most {@link MAX_PREFETCH}. A remote never has more values unacknowledged.
+ */
+export function sendWindow(capacity: number): number {
+  return Math.max(1, Math.min(capacity, MAX_PREFETCH));
+}
+
+/**
+ * The most receive demand a remote may have outstanding on a channel of this capacity: values
+ * asked for with CREDIT and not yet acknowledged with ACK (docs/PROTOCOL.md §5.2). Room for the
+ * prefetch window and {@link MAX_PENDING_RECEIVES} receives; the owner refuses more with
+ * `ERR_PROTOCOL`, so that no remote can make it take a channel's values without end.
+ */
+export function receiveWindow(capacity: number): number {
+  return Math.min(capacity, MAX_PREFETCH) + MAX_PENDING_RECEIVES;
+}
+
+/** A peer broke a rule of §5.2: the stream fails with this. */
+function violation(message: string): NetchanError {
+  return netchanError(ErrorCodes.PROTOCOL, message);
+}
 
 function closedError(cause: Error | undefined, mayHaveBeenDelivered?: boolean): NetchanError {
   return netchanError(ErrorCodes.CHANNEL_CLOSED, 'channel is closed', { cause, mayHaveBeenDelivered });
@@ -52,6 +77,8 @@ function closePayload(ctx: StreamContext, error: Error | undefined): Uint8Array 
 
 abstract class OrderedEndpoint implements FrameSink {
   private backlog: [number, Buffer][] | null = null;
+  /** CLOSE and ERROR frames in the backlog. */
+  private backlogEnds = 0;
 
   constructor(
     protected readonly fs: FramedStream,
@@ -59,8 +86,25 @@ abstract class OrderedEndpoint implements FrameSink {
   ) {}
 
   onFrame(type: number, payload: Buffer): void {
+    // The credit rules are checked as frames arrive, not as they are handled: frames waiting in
+    // the backlog count against the windows too, so that it holds no more than they allow.
+    try {
+      this.admit(type, payload);
+    } catch (err) {
+      this.protocolError(err as NetchanError);
+      return;
+    }
     if (this.backlog) {
-      this.backlog.push([type, payload]);
+      // Only values and what ends the stream need to keep their place behind the waiting value.
+      // Counts are handled at once, and a CLOSE or ERROR beyond one of each changes nothing:
+      // so the backlog holds no more than the values the windows allow, and two frames.
+      if (type === FrameType.VALUE) this.backlog.push([type, payload]);
+      else if (type === FrameType.CLOSE || type === FrameType.ERROR) {
+        if (this.backlogEnds < 2) {
+          this.backlogEnds++;
+          this.backlog.push([type, payload]);
+        }
+      } else this.dispatch(type, payload);
       return;
     }
     this.dispatch(type, payload);
@@ -87,11 +131,16 @@ abstract class OrderedEndpoint implements FrameSink {
   private resume(): void {
     const backlog = this.backlog;
     this.backlog = null;
+    this.backlogEnds = 0;
     if (!backlog) return;
     for (let i = 0; i < backlog.length; i++) {
       const [type, payload] = backlog[i] as [number, Buffer];
       if (!this.dispatch(type, payload)) {
-        if (this.backlog) (this.backlog as [number, Buffer][]).push(...backlog.slice(i + 1));
+        if (this.backlog) {
+          const rest = backlog.slice(i + 1);
+          (this.backlog as [number, Buffer][]).push(...rest);
+          for (const [t] of rest) if (t !== FrameType.VALUE) this.backlogEnds++;
+        }
         return;
       }
     }
@@ -112,6 +161,8 @@ abstract class OrderedEndpoint implements FrameSink {
   }
 
   protected abstract handleFrame(type: number, payload: Buffer): void;
+  /** Checks a frame against the credit rules (docs/PROTOCOL.md §5.2) as it arrives; throws the violation. */
+  protected abstract admit(type: number, payload: Buffer): void;
   abstract onStreamEnd(): void;
   abstract onStreamError(error: NetchanError): void;
   abstract onStreamClose(): void;
@@ -249,6 +300,13 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
   private demand = 0;
   private demandPending = 0;
   private consumedPending = 0;
+  /** Most demand outstanding at once ({@link receiveWindow}). */
+  private demandLimit = 0;
+  // totals since the stream opened, for the checks of §5.2 as frames arrive
+  private creditsWritten = 0;
+  private valuesArrived = 0;
+  private valuesWritten = 0;
+  private acksArrived = 0;
   private prefetch = false;
   private localClosed = false;
   private remoteClosed = false;
@@ -273,13 +331,16 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
   ) {
     super(fs, ctx);
     fs.beforeFlush = () => {
-      if (this.demandPending > 0) {
-        fs.countFrame(FrameType.CREDIT, this.demandPending);
-        this.demandPending = 0;
-      }
+      // ACK before CREDIT: the owner reads the values acknowledged before the new demand, so
+      // the outstanding demand it counts never exceeds what this side computed (§5.2)
       if (this.consumedPending > 0) {
         fs.countFrame(FrameType.ACK, this.consumedPending);
         this.consumedPending = 0;
+      }
+      if (this.demandPending > 0) {
+        fs.countFrame(FrameType.CREDIT, this.demandPending);
+        this.creditsWritten += this.demandPending;
+        this.demandPending = 0;
       }
     };
     ctx.counters.channels++;
@@ -292,6 +353,7 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
     this.cap = info.capacity;
     this.fs.urgent = info.capacity === 0;
     this.credits = info.credits;
+    this.demandLimit = receiveWindow(info.capacity);
     this.pumpSends();
     this.topUpDemand();
   }
@@ -341,6 +403,8 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
     const op = new PendingSend(value);
     this.sendQueue.push(op);
     op.watch(signal, (o) => this.abortSend(o, signal as AbortSignal));
+    // queued behind congestion with credit left: nothing else would wake the queue up
+    if (this.opened && this.credits > 0) this.pumpSends();
     return op.promise;
   }
 
@@ -468,6 +532,17 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
 
   // ---- frames from the owner ----
 
+  protected admit(type: number, payload: Buffer): void {
+    if (type === FrameType.VALUE) {
+      if (this.valuesArrived >= this.creditsWritten) throw violation(`VALUE beyond the receive demand granted (${this.creditsWritten} by CREDIT)`);
+      this.valuesArrived++;
+    } else if (type === FrameType.ACK) {
+      const n = this.readCount(payload);
+      if (n > this.valuesWritten - this.acksArrived) throw violation(`ACK of ${n} with ${this.valuesWritten - this.acksArrived} values unacknowledged`);
+      this.acksArrived += n;
+    }
+  }
+
   protected handleFrame(type: number, payload: Buffer): void {
     switch (type) {
       case FrameType.VALUE: {
@@ -558,6 +633,7 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
 
   private writeValue(bytes: Uint8Array): void {
     this.fs.frame(FrameType.VALUE, bytes);
+    this.valuesWritten++;
     this.ctx.counters.valuesOut++;
   }
 
@@ -607,7 +683,9 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
   private topUpDemand(): void {
     if (!this.opened || this.ended || this.released || this.failure || !this.fs.writable) return;
     const window = this.prefetch && this.cap > 0 ? Math.min(this.cap, MAX_PREFETCH) : 0;
-    const want = this.receivers.size + window;
+    // demand + inbox is all this side asked for and did not acknowledge: the owner's bound.
+    // Receives beyond it wait here and are served as the values before them arrive.
+    const want = Math.min(this.receivers.size + window, this.demandLimit);
     const need = want - this.inbox.length - this.demand;
     if (need > 0) {
       this.demand += need;
@@ -670,6 +748,17 @@ export type ExportableChannel = Channel<unknown> | RemoteChannel<unknown>;
  * serves the remote's receive demand from it, and propagates close both ways.
  */
 export class ChannelExporter extends OrderedEndpoint {
+  /** Send credits granted to the remote at open (`netchan-credit`). */
+  readonly sendCredits: number;
+  /** Most receive demand the remote may have outstanding ({@link receiveWindow}). */
+  private readonly demandLimit: number;
+  // totals since the stream opened, for the checks of §5.2 as frames arrive
+  private valuesArrived = 0;
+  private acksCounted = 0;
+  private creditsArrived = 0;
+  private acksArrived = 0;
+  private valuesSent = 0;
+  private waitingDrain = false;
   private demand = 0;
   private ackPending = 0;
   private readonly ackEagerly: number;
@@ -722,7 +811,9 @@ export class ChannelExporter extends OrderedEndpoint {
     private readonly onFinished: (ex: ChannelExporter) => void,
   ) {
     super(fs, ctx);
-    this.ackEagerly = Math.max(1, Math.floor(ChannelExporter.initialCredits(channel) / 4));
+    this.sendCredits = ChannelExporter.initialCredits(channel);
+    this.demandLimit = receiveWindow(channel.capacity);
+    this.ackEagerly = Math.max(1, Math.floor(this.sendCredits / 4));
     fs.urgent = channel.capacity === 0;
     fs.beforeFlush = () => {
       if (this.ackPending > 0) {
@@ -736,7 +827,31 @@ export class ChannelExporter extends OrderedEndpoint {
 
   /** Send credits granted at open: the capacity, at least one, at most {@link MAX_PREFETCH}. */
   static initialCredits(channel: ExportableChannel): number {
-    return Math.max(1, Math.min(channel.capacity, MAX_PREFETCH));
+    return sendWindow(channel.capacity);
+  }
+
+  protected admit(type: number, payload: Buffer): void {
+    switch (type) {
+      case FrameType.VALUE:
+        if (this.valuesArrived - this.acksCounted >= this.sendCredits) throw violation(`VALUE beyond the ${this.sendCredits} send credits granted`);
+        this.valuesArrived++;
+        return;
+      case FrameType.CREDIT: {
+        const n = this.readCount(payload);
+        const outstanding = this.creditsArrived - this.acksArrived;
+        if (n > this.demandLimit - outstanding) {
+          throw violation(`CREDIT of ${n} with ${outstanding} outstanding: more than the receive window of ${this.demandLimit}`);
+        }
+        this.creditsArrived += n;
+        return;
+      }
+      case FrameType.ACK: {
+        const n = this.readCount(payload);
+        if (n > this.valuesSent - this.acksArrived) throw violation(`ACK of ${n} with ${this.valuesSent - this.acksArrived} values unacknowledged`);
+        this.acksArrived += n;
+        return;
+      }
+    }
   }
 
   protected handleFrame(type: number, payload: Buffer): void {
@@ -765,6 +880,7 @@ export class ChannelExporter extends OrderedEndpoint {
   }
 
   private ack(): void {
+    this.acksCounted++;
     // Acks return the remote's credits. Once a quarter of its window has accrued they are due,
     // so the remote refills while this side works on the rest of what arrived: without this both
     // sides take turns idling, one window per round trip.
@@ -804,11 +920,21 @@ export class ChannelExporter extends OrderedEndpoint {
     );
   }
 
+  /**
+   * Serves the remote's demand from the channel until it is met, the channel is empty or the
+   * stream is congested. Congested, it waits for the stream to drain (or the turn to end)
+   * instead of taking more: a producer that sends as fast as this takes would otherwise keep
+   * it going synchronously without end.
+   */
   private pump(): void {
-    if (this.done || this.receiveWaiter || this.genericWaiting) return;
+    if (this.done || this.receiveWaiter || this.genericWaiting || this.waitingDrain) return;
+    if (this.demand > 0 && this.fs.congested) return this.awaitDrain();
     const ch = this.channel;
     if (ch instanceof Channel) {
-      while (this.demand > 0 && ch.canTake()) this.sendValue(ch.take());
+      while (this.demand > 0 && ch.canTake()) {
+        this.sendValue(ch.take());
+        if (this.demand > 0 && this.fs.congested) return this.awaitDrain();
+      }
       if (this.demand === 0) return;
       if (ch.closed) {
         this.drained();
@@ -834,6 +960,15 @@ export class ChannelExporter extends OrderedEndpoint {
     );
   }
 
+  private awaitDrain(): void {
+    if (this.waitingDrain) return;
+    this.waitingDrain = true;
+    this.fs.onceDrain(() => {
+      this.waitingDrain = false;
+      this.pump();
+    });
+  }
+
   private sendValue(value: unknown): void {
     let bytes: Uint8Array;
     try {
@@ -845,6 +980,7 @@ export class ChannelExporter extends OrderedEndpoint {
       return;
     }
     this.demand--;
+    this.valuesSent++;
     this.inflight.push(value);
     this.fs.frame(FrameType.VALUE, bytes);
     this.ctx.counters.valuesOut++;

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ChannelLike } from './channel.js';
-import { ChannelExporter, type ExportableChannel, type RemoteChannel } from './channel-stream.js';
+import { ChannelExporter, sendWindow, type ExportableChannel, type RemoteChannel } from './channel-stream.js';
 import { ErrorCodes, NetchanError, fromNodeError, netchanError } from './errors.js';
 import { FrameType } from './frames.js';
 import type { FramedStream } from './framed-stream.js';
@@ -383,7 +383,7 @@ export class Session extends SessionCore {
       if (Number(headers[HTTP2_HEADER_STATUS]) !== 200) return rc.failOpen(refusal(headers));
       const capacity = Number(header(headers, Headers.capacity));
       const credits = Number(header(headers, Headers.credit));
-      if (!Number.isInteger(capacity) || capacity < 0 || !Number.isInteger(credits) || credits < 1) {
+      if (!Number.isInteger(capacity) || capacity < 0 || !Number.isInteger(credits) || credits < 1 || credits > sendWindow(capacity)) {
         return rc.failOpen(netchanError(ErrorCodes.PROTOCOL, 'server sent bad netchan-capacity or netchan-credit'));
       }
       rc.open({ capacity, credits });

@@ -31,7 +31,7 @@ export class Flusher {
     this.dirty = [];
     for (const fs of list) {
       fs.queued = false;
-      fs.flush();
+      fs.endTurn();
     }
   };
 
@@ -83,6 +83,14 @@ export const RECEIPT_DELAY_MS = 250;
 const RECEIPT_EAGER_FRAMES = 64;
 const RECEIPT_EAGER_BYTES = 256 * 1024;
 
+/**
+ * Bytes of frames a stream takes in one event-loop turn before it counts as congested. Writes
+ * only leave at the end of the turn, so the stream's own buffer cannot tell a loop that frames a
+ * whole window of values synchronously (a remote's receive demand, a queue of sends) to stop;
+ * this does, and the rest goes in the next turns, after timers and I/O had their go.
+ */
+export const TURN_BYTES = 256 * 1024;
+
 /** Counters a FramedStream adds to. */
 export interface ByteCounters {
   bytesIn: number;
@@ -130,6 +138,8 @@ export class FramedStream {
     return this.framesInUnconfirmed > 0;
   }
   private framesPending = 0;
+  /** Bytes framed since the last end of a turn ({@link endTurn}). */
+  private turnBytes = 0;
   private replay: ReplayEntry[] | null = null;
   private drainWaiters: (() => void)[] = [];
 
@@ -227,9 +237,13 @@ export class FramedStream {
     return !this.ended && !this.closed && !this.failed;
   }
 
-  /** True when the stream's own write buffer is above its high-water mark. */
+  /**
+   * True when the stream should take no more frames for now: it framed {@link TURN_BYTES} in
+   * this turn, or its own write buffer is above its high-water mark. Whoever loops over frames
+   * (a pump of values) stops and waits in {@link onceDrain}.
+   */
   get congested(): boolean {
-    return !this.suspended && this.stream.writableNeedDrain;
+    return this.turnBytes >= TURN_BYTES || (!this.suspended && this.stream.writableNeedDrain);
   }
 
   /** Calls `fn` once the stream can take more (at once if it can). */
@@ -238,7 +252,15 @@ export class FramedStream {
     this.drainWaiters.push(fn);
   }
 
+  /** The end of an event-loop turn (the Flusher): write what is pending, start a new budget. @internal */
+  endTurn(): void {
+    this.flush();
+    this.turnBytes = 0;
+    if (this.drainWaiters.length > 0) this.drained();
+  }
+
   private drained(): void {
+    if (this.congested) return;
     const waiters = this.drainWaiters;
     this.drainWaiters = [];
     for (const fn of waiters) fn();
@@ -253,9 +275,14 @@ export class FramedStream {
   frame(type: number, payload: Uint8Array): void {
     if (!this.writable) return;
     this.encoder.frame(type, payload);
+    this.turnBytes += FRAME_HEADER_BYTES + payload.length;
     this.framesPending++;
-    if (this.urgent && type === FrameType.VALUE) this.flush();
-    else this.flusher.mark(this);
+    if (!this.urgent || type !== FrameType.VALUE) this.flusher.mark(this);
+    else {
+      this.flush();
+      // over its budget, the stream needs the end of the turn to get it back
+      if (this.turnBytes >= TURN_BYTES) this.flusher.mark(this);
+    }
   }
 
   countFrame(type: number, count: number): void {

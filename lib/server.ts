@@ -12,7 +12,7 @@ import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { WebSocketServer } from 'ws';
 import { Channel } from './channel.js';
-import { ChannelExporter, type ExportableChannel } from './channel-stream.js';
+import { ChannelExporter, sendWindow, type ExportableChannel } from './channel-stream.js';
 import { ServerConnection } from './connections.js';
 import { ErrorCodes, netchanError, type NetchanError } from './errors.js';
 import { FrameType } from './frames.js';
@@ -314,7 +314,7 @@ export class ServerSession extends SessionCore {
     stream.respond({
       [HTTP2_HEADER_STATUS]: 200,
       [Headers.framesReceived]: String(fs.framesIn),
-      ...(ex ? { [Headers.capacity]: String(ex.channel.capacity), [Headers.credit]: String(ChannelExporter.initialCredits(ex.channel)) } : {}),
+      ...(ex ? { [Headers.capacity]: String(ex.channel.capacity), [Headers.credit]: String(ex.sendCredits) } : {}),
     });
     this.track(stream);
     try {
@@ -424,7 +424,7 @@ export class ServerSession extends SessionCore {
       if (exported !== sid) return refuse(stream, 400, ErrorCodes.PROTOCOL, 'netchan-export must equal netchan-stream');
       const capacity = Number(header(headers, Headers.capacity) ?? 0);
       const credits = Number(header(headers, Headers.credit) ?? 1);
-      if (!Number.isInteger(capacity) || capacity < 0 || !Number.isInteger(credits) || credits < 1) {
+      if (!Number.isInteger(capacity) || capacity < 0 || !Number.isInteger(credits) || credits < 1 || credits > sendWindow(capacity)) {
         return refuse(stream, 400, ErrorCodes.PROTOCOL, 'bad netchan-capacity or netchan-credit');
       }
       stream.respond({ [HTTP2_HEADER_STATUS]: 200 });
