@@ -7,8 +7,7 @@ import http2 from 'node:http2';
 import { randomBytes } from 'node:crypto';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { ChannelLike } from './channel.js';
-import { ChannelExporter, type ExportableChannel, type RemoteChannel } from './channel-stream.js';
+import { ChannelExporter, RemoteChannel, type ExportableChannel, type RemoteEndpoint } from './channel-stream.js';
 import { ErrorCodes, NetchanError, fromNodeError, netchanError } from './errors.js';
 import { FrameType } from './frames.js';
 import type { FramedStream } from './framed-stream.js';
@@ -51,8 +50,13 @@ export interface ConnectOptions extends ClientTlsOptions, SessionOptions {
   reconnect?: boolean;
 }
 
-/** A handle on a channel the server exports; same interface as a local Channel, plus `release()`. */
-export type RemoteChannelHandle<T> = ChannelLike<T> & { release(): void };
+/**
+ * A handle on a channel the server exports: a {@link RemoteChannel}, with the same interface as a
+ * local Channel plus `release()` and `Symbol.dispose` (`using`). Its stream (one of the server's
+ * `maxChannelsPerSession`) is released by `release()`, by closing the channel, or once the
+ * program drops the handle and it is garbage-collected.
+ */
+export type RemoteChannelHandle<T> = RemoteChannel<T>;
 
 function header(headers: ResponseHeaders, name: string): string | undefined {
   const v = headers[name];
@@ -267,7 +271,7 @@ export class Session extends SessionCore {
     if (this.ended) throw netchanError(ErrorCodes.SESSION_CLOSED, 'session is closed');
     const sid = this.newStreamId();
     const kindHeaders = { [Headers.kind]: 'channel', [Headers.name]: name };
-    return this.remoteOn<T>(this.open(kindHeaders, sid), sid, kindHeaders);
+    return new RemoteChannel(this.remoteOn<T>(this.open(kindHeaders, sid), sid, kindHeaders));
   }
 
   /** Counters: streams, channels, byte streams, values and bytes in/out. */
@@ -375,7 +379,7 @@ export class Session extends SessionCore {
     return stream;
   }
 
-  private remoteOn<T>(stream: ClientStream, sid: string, kindHeaders: Record<string, string>): RemoteChannel<T> {
+  private remoteOn<T>(stream: ClientStream, sid: string, kindHeaders: Record<string, string>): RemoteEndpoint<T> {
     const rc = this.attachRemote<T>(this.framed(stream), sid);
     this.awaitAnswer(stream, sid, kindHeaders, (headers) => {
       if (Number(headers[HTTP2_HEADER_STATUS]) !== 200) return rc.failOpen(refusal(headers));
@@ -439,7 +443,7 @@ export class Session extends SessionCore {
     if (owner !== 's') throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, 'the server cannot name a client-owned reference');
     const sid = this.newStreamId();
     const kindHeaders = { [Headers.kind]: 'channel', [Headers.ref]: id };
-    return this.remoteOn(this.open(kindHeaders, sid), sid, kindHeaders);
+    return new RemoteChannel(this.remoteOn(this.open(kindHeaders, sid), sid, kindHeaders));
   }
 
   protected importBytes(owner: 'c' | 's', id: string, mode: BytesMode): unknown {

@@ -11,7 +11,7 @@ import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { WebSocketServer } from 'ws';
 import { Channel } from './channel.js';
-import { ChannelExporter, type ExportableChannel } from './channel-stream.js';
+import { ChannelExporter, RemoteChannel, type ExportableChannel, type RemoteEndpoint } from './channel-stream.js';
 import { ErrorCodes, netchanError, type NetchanError } from './errors.js';
 import { FrameType } from './frames.js';
 import type { FramedStream } from './framed-stream.js';
@@ -421,7 +421,7 @@ export class ServerSession extends SessionCore {
 
   private dropUnclaimed(u: Unclaimed): void {
     clearTimeout(u.timer);
-    if (u.kind === 'channel') (u.obj as { release(): void }).release();
+    if (u.kind === 'channel') (u.obj as RemoteEndpoint).release();
     else (u.obj as Duplex).destroy();
   }
 
@@ -459,7 +459,9 @@ export class ServerSession extends SessionCore {
 
   protected importChannel(owner: 'c' | 's', id: string): unknown {
     if (owner !== 'c') throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, 'a client cannot name a server-owned reference');
-    return this.claim(id, 'channel') ?? this.waitFor(id);
+    const endpoint = this.claim(id, 'channel') as RemoteEndpoint | undefined;
+    // the program's handle: the session keeps only the endpoint (see RemoteChannel)
+    return endpoint ? new RemoteChannel(endpoint) : this.waitFor(id);
   }
 
   protected importBytes(owner: 'c' | 's', id: string, mode: BytesMode): unknown {

@@ -9,7 +9,7 @@ import http2 from 'node:http2';
 import { Duplex, Readable, Stream, Writable, pipeline } from 'node:stream';
 import { debuglog } from 'node:util';
 import { Channel } from './channel.js';
-import { ChannelExporter, RemoteChannel, type ExportableChannel } from './channel-stream.js';
+import { ChannelExporter, RemoteChannel, RemoteEndpoint, type ExportableChannel } from './channel-stream.js';
 import { Codec, registerReferenceClass, type ReferenceHooks, type ReferenceKind } from './codec.js';
 import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from './errors.js';
 import { Flusher, FramedStream } from './framed-stream.js';
@@ -109,8 +109,11 @@ export abstract class SessionCore extends EventEmitter implements StreamContext,
   protected readonly referenceTimeoutMs: number;
   /** Channel streams where this side owns the channel, by stream id (for back-references). */
   protected readonly exporters = new Map<string, ChannelExporter>();
-  /** Remote channel handles of this session. */
-  protected readonly remotes = new Set<RemoteChannel<unknown>>();
+  /**
+   * Remote channel endpoints of this session. Never the program's handles ({@link RemoteChannel}):
+   * a handle the program dropped must be collectable, to release its stream.
+   */
+  protected readonly remotes = new Set<RemoteEndpoint<unknown>>();
   /** Every netchan stream of this session, for teardown. */
   protected readonly streams = new Set<Duplex>();
   private readonly waits = new Map<string, PendingWait[]>();
@@ -261,14 +264,14 @@ export abstract class SessionCore extends EventEmitter implements StreamContext,
     return ex;
   }
 
-  protected attachRemote<T>(fs: FramedStream, streamId: string): RemoteChannel<T> {
+  protected attachRemote<T>(fs: FramedStream, streamId: string): RemoteEndpoint<T> {
     this.resumeOn(fs, streamId);
-    const rc = new RemoteChannel<T>(fs, this, streamId, this, (r) => {
-      this.remotes.delete(r as RemoteChannel<unknown>);
+    const rc = new RemoteEndpoint<T>(fs, this, streamId, this, (r) => {
+      this.remotes.delete(r as RemoteEndpoint<unknown>);
       this.forgetFramed(streamId, fs);
     });
     fs.setSink(rc);
-    this.remotes.add(rc as RemoteChannel<unknown>);
+    this.remotes.add(rc as RemoteEndpoint<unknown>);
     return rc;
   }
 
