@@ -15,8 +15,9 @@ import { ChannelExporter, RemoteChannel, type ExportableChannel, type RemoteEndp
 import { ErrorCodes, netchanError, type NetchanError } from './errors.js';
 import { FrameType } from './frames.js';
 import type { FramedStream } from './framed-stream.js';
+import { CollectionTrigger } from './collector.js';
 import { Gateway, TARGET_HEADER, type GatewayOptions } from './gateway.js';
-import { Headers, PROTOCOL_VERSION, SessionCore, debug, joinBytes, newSessionId, type BytesMode, type SessionOptions } from './session.js';
+import { DEFAULT_MAX_CHANNELS, Headers, PROTOCOL_VERSION, SessionCore, debug, joinBytes, newSessionId, type BytesMode, type SessionOptions } from './session.js';
 import { emptyStats, type Stats } from './stream-context.js';
 import type { ServerStream } from './transport.js';
 import { MUX_MAX_MESSAGE, WS_SUBPROTOCOL, WsMux } from './ws-mux.js';
@@ -85,7 +86,7 @@ export interface ServerOptions extends SessionOptions {
 
 /** Defaults of the limits in {@link ServerOptions}. */
 export const DEFAULT_LIMITS = {
-  maxChannelsPerSession: 4096,
+  maxChannelsPerSession: DEFAULT_MAX_CHANNELS,
   maxByteStreamsPerSession: 1024,
   maxSessionsPerPrincipal: 256,
 } as const;
@@ -150,6 +151,7 @@ export class ServerSession extends SessionCore {
   ) {
     super(newSessionId(), server.statsRef, options);
     this.resumable = leaseMs > 0;
+    this.collection = new CollectionTrigger(server.limits.maxChannelsPerSession);
   }
 
   /** True while the session waits for its client to resume it. */

@@ -10,6 +10,7 @@ import { Duplex, Readable, Stream, Writable, pipeline } from 'node:stream';
 import { debuglog } from 'node:util';
 import { Channel } from './channel.js';
 import { ChannelExporter, RemoteChannel, RemoteEndpoint, type ExportableChannel } from './channel-stream.js';
+import { CollectionTrigger } from './collector.js';
 import { Codec, registerReferenceClass, type ReferenceHooks, type ReferenceKind } from './codec.js';
 import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from './errors.js';
 import { Flusher, FramedStream } from './framed-stream.js';
@@ -59,6 +60,8 @@ export interface SessionOptions {
 }
 
 export const DEFAULT_MAX_FRAME_BYTES = 1024 * 1024;
+/** The server's default `maxChannelsPerSession`. */
+export const DEFAULT_MAX_CHANNELS = 4096;
 
 export function newSessionId(): string {
   return randomBytes(16).toString('hex');
@@ -114,6 +117,12 @@ export abstract class SessionCore extends EventEmitter implements StreamContext,
    * a handle the program dropped must be collectable, to release its stream.
    */
   protected readonly remotes = new Set<RemoteEndpoint<unknown>>();
+  /**
+   * Asks for a garbage collection as remote handles pile up, so that the dropped ones are
+   * released before the session's channel limit (lib/collector.ts). Its limit: the server's
+   * `maxChannelsPerSession`.
+   */
+  protected collection = new CollectionTrigger(DEFAULT_MAX_CHANNELS);
   /** Every netchan stream of this session, for teardown. */
   protected readonly streams = new Set<Duplex>();
   private readonly waits = new Map<string, PendingWait[]>();
@@ -268,10 +277,12 @@ export abstract class SessionCore extends EventEmitter implements StreamContext,
     this.resumeOn(fs, streamId);
     const rc = new RemoteEndpoint<T>(fs, this, streamId, this, (r) => {
       this.remotes.delete(r as RemoteEndpoint<unknown>);
+      this.collection.closed(this.remotes.size);
       this.forgetFramed(streamId, fs);
     });
     fs.setSink(rc);
     this.remotes.add(rc as RemoteEndpoint<unknown>);
+    this.collection.opened(this.remotes.size);
     return rc;
   }
 
