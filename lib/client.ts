@@ -11,6 +11,7 @@ import { ChannelExporter, RemoteChannel, type ExportableChannel, type RemoteEndp
 import { ErrorCodes, NetchanError, fromNodeError, netchanError } from './errors.js';
 import { FrameType } from './frames.js';
 import type { FramedStream } from './framed-stream.js';
+import { CollectionTrigger } from './collector.js';
 import { TARGET_HEADER, dialTcp, forward, type DialTcpOptions, type ForwardOptions, type Forwarder, type TcpOpener } from './gateway.js';
 import { Headers, PROTOCOL_VERSION, SessionCore, debug, joinBytes, type BytesMode, type SessionOptions } from './session.js';
 import { emptyStats, type Stats } from './stream-context.js';
@@ -414,7 +415,23 @@ export class Session extends SessionCore {
     entry.answer(headers);
   }
 
+  /**
+   * The server's `maxChannelsPerSession`, from `netchan-max-channels`: an export over it is
+   * refused here, so that the send carrying it rejects with ERR_LIMIT before anything is written.
+   * @internal
+   */
+  limitChannels(max: number): void {
+    this.peerMaxChannels = max;
+    this.collection = new CollectionTrigger(max);
+  }
+
+  private peerMaxChannels = Infinity;
+
   protected exportChannel(ch: ExportableChannel): Record<string, unknown> {
+    const open = this.exporters.size + this.remotes.size;
+    if (open >= this.peerMaxChannels) {
+      throw netchanError(ErrorCodes.LIMIT, `this session has ${open} channel streams open, the server's limit of ${this.peerMaxChannels}`, { mayHaveBeenDelivered: false });
+    }
     const sid = this.newStreamId();
     const kindHeaders = {
       [Headers.kind]: 'channel',
@@ -530,6 +547,8 @@ async function startSession(u: URL, transport: ClientTransport, kind: 'h2' | 'ws
   const session = new Session(id, transport, kind, u, extra, options, Number.isSafeInteger(lease) && lease > 0 ? lease : 0);
   const serverMax = Number(header(headers, Headers.maxFrameBytes));
   if (Number.isSafeInteger(serverMax) && serverMax >= 0) session.peerMaxFrameBytes = serverMax;
+  const maxChannels = Number(header(headers, Headers.maxChannels));
+  if (Number.isSafeInteger(maxChannels) && maxChannels > 0) session.limitChannels(maxChannels);
   control.on('error', (err) => debug('control stream error: %s', err.message));
   session.attachControl(control, heartbeat, options.idleTimeoutMs ?? heartbeat * 3);
   return session;

@@ -51,7 +51,12 @@ export interface ServerOptions extends SessionOptions {
    * TLS-terminating proxy. Default false: `listen` needs `key` and `cert`.
    */
   insecure?: boolean;
-  /** Channel streams one session may have open at once (named, exported, references). Default 4096. */
+  /**
+   * Channel streams one session may have open at once (named, exported, references). Default 4096.
+   * Advertised to clients (`netchan-max-channels`), which refuse an export over it with ERR_LIMIT
+   * on the send. A remote handle counts until it is closed and drained, released, or dropped by
+   * the program and collected.
+   */
   maxChannelsPerSession?: number;
   /** Byte streams one session may have open at once. Default 1024. */
   maxByteStreamsPerSession?: number;
@@ -680,6 +685,7 @@ export class NetchanServer {
       [Headers.session]: session.id,
       [Headers.heartbeatMs]: String(this.heartbeatIntervalMs),
       [Headers.maxFrameBytes]: String(this.options.maxFrameBytes ?? 1024 * 1024),
+      [Headers.maxChannels]: String(this.limits.maxChannelsPerSession),
       ...(session.leaseMs > 0 ? { [Headers.leaseMs]: String(session.leaseMs) } : {}),
     };
   }

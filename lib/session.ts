@@ -38,6 +38,7 @@ export const Headers = {
   error: 'netchan-error',
   message: 'netchan-message',
   maxFrameBytes: 'netchan-max-frame-bytes',
+  maxChannels: 'netchan-max-channels',
   heartbeatMs: 'netchan-heartbeat-ms',
   resumable: 'netchan-resumable',
   leaseMs: 'netchan-lease-ms',
@@ -120,7 +121,7 @@ export abstract class SessionCore extends EventEmitter implements StreamContext,
   /**
    * Asks for a garbage collection as remote handles pile up, so that the dropped ones are
    * released before the session's channel limit (lib/collector.ts). Its limit: the server's
-   * `maxChannelsPerSession`.
+   * `maxChannelsPerSession` (the client learns it from `netchan-max-channels`).
    */
   protected collection = new CollectionTrigger(DEFAULT_MAX_CHANNELS);
   /** Every netchan stream of this session, for teardown. */
