@@ -61,7 +61,7 @@ describe('hardening: references outlive their use', function () {
         let next = 0;
         await Promise.all(
           Array.from({ length: 16 }, async () => {
-            while (next < 6000) {
+            while (next < 5000) {
               const n = next++;
               const reply = new Channel<number>();
               await square.send({ n, reply });
