@@ -216,7 +216,11 @@ class PendingSend implements WaitNode {
   private signal: AbortSignal | undefined;
   private onAbort: (() => void) | undefined;
 
-  constructor(public value: unknown) {}
+  constructor(
+    public value: unknown,
+    /** The program's handle: kept alive while the send is pending (see {@link RemoteChannel}). */
+    public holder: object | undefined,
+  ) {}
 
   watch(signal: AbortSignal | undefined, aborted: (op: PendingSend) => void): void {
     if (!signal) return;
@@ -230,6 +234,7 @@ class PendingSend implements WaitNode {
     this.settled = true;
     if (this.signal && this.onAbort) this.signal.removeEventListener('abort', this.onAbort);
     this.value = undefined;
+    this.holder = undefined;
     if (error) this.reject(error);
     else this.resolve();
   }
@@ -248,8 +253,12 @@ class PendingReceive implements WaitNode {
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
 
-  /** A `for await` step: resolves with the iterator result itself instead of the bare value. */
-  constructor(private readonly iterating = false) {}
+  constructor(
+    /** A `for await` step: resolves with the iterator result itself instead of the bare value. */
+    private readonly iterating: boolean,
+    /** The program's handle: kept alive while the receive is pending (see {@link RemoteChannel}). */
+    readonly holder: object | undefined,
+  ) {}
 
   unwatch(): void {
     if (this.signal && this.onAbort) this.signal.removeEventListener('abort', this.onAbort);
@@ -276,18 +285,11 @@ export interface RemoteOpenInfo {
 }
 
 /**
- * A handle on a channel that lives on the other side of a session. Same interface as
- * {@link Channel}: values sent go to the owner's channel, values received come from it.
- *
- * Over the network, `trySend` succeeds only for a buffered channel with send credit left, and a
- * `send` aborted after its value was written rejects with `mayHaveBeenDelivered: true`.
+ * The remote side of a channel stream: what the session keeps (frame sink, flusher, tables).
+ * The program holds a {@link RemoteChannel} on it instead, which this never references, so that
+ * a handle the program drops can be collected and its stream released. @internal
  */
-export class RemoteChannel<T = unknown> extends OrderedEndpoint implements ChannelLike<T> {
-  /** See {@link Channel}: the mark of a netchan channel across module copies. @internal */
-  get [Symbol.for('netchan.channel')](): true {
-    return true;
-  }
-
+export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
   private cap = 0;
   private opened = false;
   private credits = 0;
@@ -327,7 +329,7 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
     readonly streamId: string,
     /** The session this handle belongs to (compared when a handle is sent back to its owner). */
     readonly session: object,
-    private readonly onFinished: (rc: RemoteChannel<T>) => void,
+    private readonly onFinished: (rc: RemoteEndpoint<T>) => void,
   ) {
     super(fs, ctx);
     fs.beforeFlush = () => {
@@ -376,7 +378,7 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
     return this.localClosed || this.remoteClosed || this.failure !== null;
   }
 
-  send(value: T, options?: OperationOptions): Promise<void> {
+  send(value: T, options: OperationOptions | undefined, holder: object | undefined): Promise<void> {
     if (this.failure) return Promise.reject(this.wrapFailure(false));
     if (this.closed || this.released) return Promise.reject(closedError(this.closeError, false));
     const signal = options?.signal;
@@ -394,13 +396,13 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
         this.unacked.push(null);
         return RESOLVED;
       }
-      const op = new PendingSend(undefined);
+      const op = new PendingSend(undefined, holder);
       op.written = true;
       this.unacked.push(op);
       op.watch(signal, (o) => this.abortSend(o, signal as AbortSignal));
       return op.promise;
     }
-    const op = new PendingSend(value);
+    const op = new PendingSend(value, holder);
     this.sendQueue.push(op);
     op.watch(signal, (o) => this.abortSend(o, signal as AbortSignal));
     // queued behind congestion with credit left: nothing else would wake the queue up
@@ -424,10 +426,10 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
     return true;
   }
 
-  receive(options?: OperationOptions): Promise<T> {
+  receive(options: OperationOptions | undefined, holder: object | undefined): Promise<T> {
     const signal = options?.signal;
     if (signal?.aborted) return Promise.reject(netchanError(ErrorCodes.ABORTED, 'receive aborted', { cause: signal.reason }));
-    return this.nextValue(false, signal) as Promise<T>;
+    return this.nextValue(false, signal, holder) as Promise<T>;
   }
 
   /**
@@ -435,7 +437,7 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
    * iterator result itself (one promise per value, no `then` in between), and the end of the
    * iteration (or the close error thrown) where `receive` rejects with ERR_CHANNEL_CLOSED.
    */
-  private nextValue(iterating: boolean, signal?: AbortSignal): Promise<unknown> {
+  nextValue(iterating: boolean, signal: AbortSignal | undefined, holder: object | undefined): Promise<unknown> {
     if (this.inbox.length > 0) {
       const value = this.inbox.shift();
       this.consumed();
@@ -446,7 +448,7 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
       if (!iterating) return Promise.reject(closedError(this.closeError));
       return this.closeError ? Promise.reject(this.closeError) : Promise.resolve({ value: undefined, done: true });
     }
-    const op = new PendingReceive(iterating);
+    const op = new PendingReceive(iterating, holder);
     this.receivers.push(op);
     if (signal) {
       op.signal = signal;
@@ -485,13 +487,17 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
     this.rejectQueued(closedError(error, false));
   }
 
-  /**
-   * Lets go of the remote channel without closing it: pending operations reject with
-   * `ERR_RELEASED`, values prefetched but not received go back to the owner's channel, and the
-   * stream ends. Use it for a named channel this program no longer needs.
-   */
+  /** See {@link RemoteChannel.release}. */
   release(): void {
     this.leave(ErrorCodes.RELEASED, 'channel handle released');
+  }
+
+  /**
+   * The program's handle was collected: nothing can be pending (pending operations hold the
+   * handle), so this lets go as `release()` does. @internal
+   */
+  dropped(): void {
+    this.leave(ErrorCodes.RELEASED, 'channel handle dropped by the program');
   }
 
   /**
@@ -524,10 +530,6 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
       const i = this.closeListeners.indexOf(listener);
       if (i >= 0) this.closeListeners.splice(i, 1);
     };
-  }
-
-  [Symbol.asyncIterator](): AsyncIterator<T> {
-    return { next: () => this.nextValue(true) as Promise<IteratorResult<T>> };
   }
 
   // ---- frames from the owner ----
@@ -737,6 +739,113 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
   private wrapFailure(mayHaveBeenDelivered: boolean): NetchanError {
     const f = this.failure as NetchanError;
     return netchanError(f.code, f.message, { cause: f.cause ?? f, mayHaveBeenDelivered });
+  }
+}
+
+/** Releases the stream of every handle the program dropped without releasing or closing it. */
+const dropped = new FinalizationRegistry<RemoteEndpoint<unknown>>((endpoint) => endpoint.dropped());
+
+/**
+ * A handle on a channel that lives on the other side of a session. Same interface as
+ * {@link Channel}: values sent go to the owner's channel, values received come from it.
+ *
+ * Over the network, `trySend` succeeds only for a buffered channel with send credit left, and a
+ * `send` aborted after its value was written rejects with `mayHaveBeenDelivered: true`.
+ *
+ * Each handle holds one channel stream (and a place in the server's `maxChannelsPerSession`)
+ * until it is closed and drained, released, or its session ends. A handle the program no longer
+ * references is released when the garbage collector reclaims it (as `release()`: a reply channel
+ * a server received in a request and sent its answer on needs nothing more); `release()`, or
+ * `using` (`Symbol.dispose`), frees it at once. Pending operations keep their handle alive.
+ */
+export class RemoteChannel<T = unknown> implements ChannelLike<T>, Disposable, AsyncDisposable {
+  /** See {@link Channel}: the mark of a netchan channel across module copies. @internal */
+  get [Symbol.for('netchan.channel')](): true {
+    return true;
+  }
+
+  /** @internal */
+  constructor(private readonly endpoint: RemoteEndpoint<T>) {
+    dropped.register(this, endpoint as RemoteEndpoint<unknown>);
+  }
+
+  /** The stream id both sides use for back-references. @internal */
+  get streamId(): string {
+    return this.endpoint.streamId;
+  }
+
+  /** The session this handle belongs to (compared when a handle is sent back to its owner). @internal */
+  get session(): object {
+    return this.endpoint.session;
+  }
+
+  /** Values this side sent on credit that the owner refused because it closed first. */
+  get refused(): number {
+    return this.endpoint.refused;
+  }
+
+  get capacity(): number {
+    return this.endpoint.capacity;
+  }
+
+  get length(): number {
+    return this.endpoint.length;
+  }
+
+  get closed(): boolean {
+    return this.endpoint.closed;
+  }
+
+  send(value: T, options?: OperationOptions): Promise<void> {
+    return this.endpoint.send(value, options, this);
+  }
+
+  trySend(value: T): boolean {
+    return this.endpoint.trySend(value);
+  }
+
+  receive(options?: OperationOptions): Promise<T> {
+    return this.endpoint.receive(options, this);
+  }
+
+  tryReceive(): TryReceiveResult<T> {
+    return this.endpoint.tryReceive();
+  }
+
+  /** Closes the channel on the owner's side (close propagates), with an optional error. */
+  close(error?: Error): void {
+    this.endpoint.close(error);
+  }
+
+  /**
+   * Lets go of the remote channel without closing it: pending operations reject with
+   * `ERR_RELEASED`, values prefetched but not received go back to the owner's channel, and the
+   * stream ends (docs/PROTOCOL.md §5.3). Use it for a channel this program no longer needs;
+   * dropping the handle does the same, later (when it is garbage-collected). Idempotent.
+   */
+  release(): void {
+    this.endpoint.release();
+  }
+
+  /** `using handle = …`: {@link release} at the end of the block. */
+  [Symbol.dispose](): void {
+    this.endpoint.release();
+  }
+
+  /** `await using handle = …`: {@link release} at the end of the block. */
+  [Symbol.asyncDispose](): Promise<void> {
+    this.endpoint.release();
+    return RESOLVED;
+  }
+
+  /** Calls `listener` once when the channel is known to be closed. @internal */
+  onClose(listener: (error: Error | undefined) => void): () => void {
+    return this.endpoint.onClose(listener);
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<T> {
+    // the iterator holds the handle: a `for await` over a handle keeps it
+    return { next: () => this.endpoint.nextValue(true, undefined, this) as Promise<IteratorResult<T>> };
   }
 }
 

@@ -7,11 +7,11 @@ import http2 from 'node:http2';
 import { randomBytes } from 'node:crypto';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { ChannelLike } from './channel.js';
-import { ChannelExporter, sendWindow, type ExportableChannel, type RemoteChannel } from './channel-stream.js';
+import { ChannelExporter, RemoteChannel, sendWindow, type ExportableChannel, type RemoteEndpoint } from './channel-stream.js';
 import { ErrorCodes, NetchanError, fromNodeError, netchanError } from './errors.js';
 import { FrameType } from './frames.js';
 import type { FramedStream } from './framed-stream.js';
+import { CollectionTrigger } from './collector.js';
 import { TARGET_HEADER, dialTcp, forward, type DialTcpOptions, type ForwardOptions, type Forwarder, type TcpOpener } from './gateway.js';
 import type { ReferenceKind } from './codec.js';
 import { Headers, PROTOCOL_VERSION, SessionCore, debug, joinBytes, type BytesMode, type ExportPlan, type ParsedReference, type SessionOptions } from './session.js';
@@ -52,8 +52,13 @@ export interface ConnectOptions extends ClientTlsOptions, SessionOptions {
   reconnect?: boolean;
 }
 
-/** A handle on a channel the server exports; same interface as a local Channel, plus `release()`. */
-export type RemoteChannelHandle<T> = ChannelLike<T> & { release(): void };
+/**
+ * A handle on a channel the server exports: a {@link RemoteChannel}, with the same interface as a
+ * local Channel plus `release()` and `Symbol.dispose` (`using`). Its stream (one of the server's
+ * `maxChannelsPerSession`) is released by `release()`, by closing the channel, or once the
+ * program drops the handle and it is garbage-collected.
+ */
+export type RemoteChannelHandle<T> = RemoteChannel<T>;
 
 function header(headers: ResponseHeaders, name: string): string | undefined {
   const v = headers[name];
@@ -269,7 +274,7 @@ export class Session extends SessionCore {
     if (this.ended) throw netchanError(ErrorCodes.SESSION_CLOSED, 'session is closed');
     const sid = this.newStreamId();
     const kindHeaders = { [Headers.kind]: 'channel', [Headers.name]: name };
-    return this.remoteOn<T>(this.open(kindHeaders, sid), sid, kindHeaders);
+    return new RemoteChannel(this.remoteOn<T>(this.open(kindHeaders, sid), sid, kindHeaders));
   }
 
   /** Counters: streams, channels, byte streams, values and bytes in/out. */
@@ -377,7 +382,7 @@ export class Session extends SessionCore {
     return stream;
   }
 
-  private remoteOn<T>(stream: ClientStream, sid: string, kindHeaders: Record<string, string>): RemoteChannel<T> {
+  private remoteOn<T>(stream: ClientStream, sid: string, kindHeaders: Record<string, string>): RemoteEndpoint<T> {
     const rc = this.attachRemote<T>(this.framed(stream), sid);
     this.awaitAnswer(stream, sid, kindHeaders, (headers) => {
       if (Number(headers[HTTP2_HEADER_STATUS]) !== 200) return rc.failOpen(refusal(headers));
@@ -419,8 +424,24 @@ export class Session extends SessionCore {
     }
   }
 
+  /**
+   * The server's `maxChannelsPerSession`, from `netchan-max-channels`: an export over it is
+   * refused here, so that the send carrying it rejects with ERR_LIMIT before anything is written.
+   * @internal
+   */
+  limitChannels(max: number): void {
+    this.peerMaxChannels = max;
+    this.collection = new CollectionTrigger(max);
+  }
+
+  private peerMaxChannels = Infinity;
+
   protected exportChannel(ch: ExportableChannel): ExportPlan {
     this.assertCanOpen();
+    const open = this.exporters.size + this.remotes.size;
+    if (open >= this.peerMaxChannels) {
+      throw netchanError(ErrorCodes.LIMIT, `this session has ${open} channel streams open, the server's limit of ${this.peerMaxChannels}`, { mayHaveBeenDelivered: false });
+    }
     const sid = this.newStreamId();
     const kindHeaders = {
       [Headers.kind]: 'channel',
@@ -480,7 +501,7 @@ export class Session extends SessionCore {
     if (owner !== 's') throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, 'the server cannot name a client-owned reference');
     const sid = this.newStreamId();
     const kindHeaders = { [Headers.kind]: 'channel', [Headers.ref]: id };
-    return this.remoteOn(this.open(kindHeaders, sid), sid, kindHeaders);
+    return new RemoteChannel(this.remoteOn(this.open(kindHeaders, sid), sid, kindHeaders));
   }
 
   protected importBytes(owner: 'c' | 's', id: string, mode: BytesMode): unknown {
@@ -567,6 +588,8 @@ async function startSession(u: URL, transport: ClientTransport, kind: 'h2' | 'ws
   const session = new Session(id, transport, kind, u, extra, options, Number.isSafeInteger(lease) && lease > 0 ? lease : 0);
   const serverMax = Number(header(headers, Headers.maxFrameBytes));
   if (Number.isSafeInteger(serverMax) && serverMax >= 0) session.peerMaxFrameBytes = serverMax;
+  const maxChannels = Number(header(headers, Headers.maxChannels));
+  if (Number.isSafeInteger(maxChannels) && maxChannels > 0) session.limitChannels(maxChannels);
   control.on('error', (err) => debug('control stream error: %s', err.message));
   session.attachControl(control, heartbeat, options.idleTimeoutMs ?? heartbeat * 3);
   return session;

@@ -57,7 +57,11 @@ export const ErrorCodes = {
   CONNECT: 'ERR_CONNECT',
   /** No frame from the peer within the idle timeout: the session is considered dead. */
   TIMEOUT: 'ERR_TIMEOUT',
-  /** A limit of the server was reached (channels or byte streams per session, sessions per principal, anonymous sessions). */
+  /**
+   * A limit of the server was reached (channels or byte streams per session, sessions per
+   * principal, anonymous sessions), or a send would export a channel beyond the server's
+   * channels per session.
+   */
   LIMIT: 'ERR_LIMIT',
   /** The TCP gateway's policy does not allow this target (or the address its name resolves to). */
   FORBIDDEN_TARGET: 'ERR_FORBIDDEN_TARGET',

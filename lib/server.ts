@@ -12,14 +12,15 @@ import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { WebSocketServer } from 'ws';
 import { Channel } from './channel.js';
-import { ChannelExporter, sendWindow, type ExportableChannel } from './channel-stream.js';
+import { ChannelExporter, RemoteChannel, sendWindow, type ExportableChannel, type RemoteEndpoint } from './channel-stream.js';
 import { ServerConnection } from './connections.js';
 import { ErrorCodes, netchanError, type NetchanError } from './errors.js';
 import { FrameType } from './frames.js';
 import type { FramedStream } from './framed-stream.js';
+import { CollectionTrigger } from './collector.js';
 import { Gateway, TARGET_HEADER, type GatewayOptions } from './gateway.js';
 import type { ReferenceKind } from './codec.js';
-import { Headers, PROTOCOL_VERSION, SessionCore, debug, joinBytes, newSessionId, type BytesMode, type ExportPlan, type ParsedReference, type SessionOptions } from './session.js';
+import { DEFAULT_MAX_CHANNELS, Headers, PROTOCOL_VERSION, SessionCore, debug, joinBytes, newSessionId, type BytesMode, type ExportPlan, type ParsedReference, type SessionOptions } from './session.js';
 import { emptyStats, type Stats } from './stream-context.js';
 import type { ServerStream } from './transport.js';
 import { MUX_MAX_MESSAGE, MuxStream, WS_SUBPROTOCOL, WsMux } from './ws-mux.js';
@@ -53,7 +54,12 @@ export interface ServerOptions extends SessionOptions {
    * TLS-terminating proxy. Default false: `listen` needs `key` and `cert`.
    */
   insecure?: boolean;
-  /** Channel streams one session may have open at once (named, exported, references). Default 4096. */
+  /**
+   * Channel streams one session may have open at once (named, exported, references). Default 4096.
+   * Advertised to clients (`netchan-max-channels`), which refuse an export over it with ERR_LIMIT
+   * on the send. A remote handle counts until it is closed and drained, released, or dropped by
+   * the program and collected.
+   */
   maxChannelsPerSession?: number;
   /** Byte streams one session may have open at once. Default 1024. */
   maxByteStreamsPerSession?: number;
@@ -127,7 +133,7 @@ export interface ServerOptions extends SessionOptions {
 
 /** Defaults of the limits in {@link ServerOptions}. */
 export const DEFAULT_LIMITS = {
-  maxChannelsPerSession: 4096,
+  maxChannelsPerSession: DEFAULT_MAX_CHANNELS,
   maxByteStreamsPerSession: 1024,
   maxSessionsPerPrincipal: 256,
   maxAnonymousSessions: 16384,
@@ -221,6 +227,7 @@ export class ServerSession extends SessionCore {
     this.resumable = leaseMs > 0;
     // no more streams than the session may have open can ever arrive for its values
     this.maxWaitingReferences = server.limits.maxChannelsPerSession + server.limits.maxByteStreamsPerSession;
+    this.collection = new CollectionTrigger(server.limits.maxChannelsPerSession);
   }
 
   /** True while the session waits for its client to resume it. */
@@ -565,7 +572,7 @@ export class ServerSession extends SessionCore {
 
   private dropUnclaimed(u: Unclaimed): void {
     clearTimeout(u.timer);
-    if (u.kind === 'channel') (u.obj as { release(): void }).release();
+    if (u.kind === 'channel') (u.obj as RemoteEndpoint).release();
     else (u.obj as Duplex).destroy();
   }
 
@@ -602,7 +609,8 @@ export class ServerSession extends SessionCore {
   }
 
   protected importChannel(_owner: 'c' | 's', id: string): unknown {
-    return this.claim(id);
+    // the program's handle: the session keeps only the endpoint (see RemoteChannel)
+    return new RemoteChannel(this.claim(id) as RemoteEndpoint);
   }
 
   protected importBytes(_owner: 'c' | 's', id: string): unknown {
@@ -859,6 +867,7 @@ export class NetchanServer {
       [Headers.session]: session.id,
       [Headers.heartbeatMs]: String(this.heartbeatIntervalMs),
       [Headers.maxFrameBytes]: String(this.options.maxFrameBytes ?? 1024 * 1024),
+      [Headers.maxChannels]: String(this.limits.maxChannelsPerSession),
       ...(session.leaseMs > 0 ? { [Headers.leaseMs]: String(session.leaseMs) } : {}),
     };
   }

@@ -10,7 +10,8 @@ import { Duplex, Readable, Stream, Writable, pipeline } from 'node:stream';
 import { debuglog } from 'node:util';
 import { proveByteStream } from './byte-frames.js';
 import { Channel } from './channel.js';
-import { ChannelExporter, RemoteChannel, type ExportableChannel } from './channel-stream.js';
+import { ChannelExporter, RemoteChannel, RemoteEndpoint, type ExportableChannel } from './channel-stream.js';
+import { CollectionTrigger } from './collector.js';
 import { Codec, registerReferenceClass, type FoundReference, type ReferenceHooks, type ReferenceKind } from './codec.js';
 import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from './errors.js';
 import { Flusher, FramedStream } from './framed-stream.js';
@@ -38,6 +39,7 @@ export const Headers = {
   error: 'netchan-error',
   message: 'netchan-message',
   maxFrameBytes: 'netchan-max-frame-bytes',
+  maxChannels: 'netchan-max-channels',
   heartbeatMs: 'netchan-heartbeat-ms',
   resumable: 'netchan-resumable',
   leaseMs: 'netchan-lease-ms',
@@ -60,6 +62,8 @@ export interface SessionOptions {
 }
 
 export const DEFAULT_MAX_FRAME_BYTES = 1024 * 1024;
+/** The server's default `maxChannelsPerSession`. */
+export const DEFAULT_MAX_CHANNELS = 4096;
 
 export function newSessionId(): string {
   return randomBytes(16).toString('hex');
@@ -162,8 +166,17 @@ export abstract class SessionCore extends EventEmitter implements StreamContext,
   protected readonly referenceTimeoutMs: number;
   /** Channel streams where this side owns the channel, by stream id (for back-references). */
   protected readonly exporters = new Map<string, ChannelExporter>();
-  /** Remote channel handles of this session. */
-  protected readonly remotes = new Set<RemoteChannel<unknown>>();
+  /**
+   * Remote channel endpoints of this session. Never the program's handles ({@link RemoteChannel}):
+   * a handle the program dropped must be collectable, to release its stream.
+   */
+  protected readonly remotes = new Set<RemoteEndpoint<unknown>>();
+  /**
+   * Asks for a garbage collection as remote handles pile up, so that the dropped ones are
+   * released before the session's channel limit (lib/collector.ts). Its limit: the server's
+   * `maxChannelsPerSession` (the client learns it from `netchan-max-channels`).
+   */
+  protected collection = new CollectionTrigger(DEFAULT_MAX_CHANNELS);
   /** Every netchan stream of this session, for teardown. */
   protected readonly streams = new Set<Duplex>();
   /** Values waiting for referenced streams, by the stream id each still misses. */
@@ -373,14 +386,16 @@ export abstract class SessionCore extends EventEmitter implements StreamContext,
     return ex;
   }
 
-  protected attachRemote<T>(fs: FramedStream, streamId: string): RemoteChannel<T> {
+  protected attachRemote<T>(fs: FramedStream, streamId: string): RemoteEndpoint<T> {
     this.resumeOn(fs, streamId);
-    const rc = new RemoteChannel<T>(fs, this, streamId, this, (r) => {
-      this.remotes.delete(r as RemoteChannel<unknown>);
+    const rc = new RemoteEndpoint<T>(fs, this, streamId, this, (r) => {
+      this.remotes.delete(r as RemoteEndpoint<unknown>);
+      this.collection.closed(this.remotes.size);
       this.forgetFramed(streamId, fs);
     });
     fs.setSink(rc);
-    this.remotes.add(rc as RemoteChannel<unknown>);
+    this.remotes.add(rc as RemoteEndpoint<unknown>);
+    this.collection.opened(this.remotes.size);
     return rc;
   }
 
