@@ -11,11 +11,16 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 
 let collect: (() => void) | null | undefined;
-let lastAt = 0;
 /** Full collections asked for, process-wide (for tests and the soak benchmark). @internal */
 export const collections = { count: 0 };
 /** Process-wide: no two collections asked for within this many milliseconds. */
-const MIN_INTERVAL_MS = 10;
+const MIN_INTERVAL_MS = 100;
+/**
+ * And none until this many times the last one's duration has passed: whatever peers do (a client
+ * can make a server hold many handles), forced collections take at most 1/20 of the process's time.
+ */
+const INTERVAL_PER_GC_MS = 20;
+let nextAllowedAt = 0;
 
 function collector(): (() => void) | null {
   if (collect !== undefined) return collect;
@@ -32,15 +37,19 @@ function collector(): (() => void) | null {
   return collect;
 }
 
-/** Runs a full collection unless one ran within the last {@link MIN_INTERVAL_MS}. */
+/**
+ * Runs a full collection unless one ran within the last {@link MIN_INTERVAL_MS}, or within
+ * {@link INTERVAL_PER_GC_MS} times the duration of the last one.
+ */
 export function requestCollection(): void {
-  const now = Date.now();
-  if (now - lastAt < MIN_INTERVAL_MS) return;
-  lastAt = now;
+  const now = performance.now();
+  if (now < nextAllowedAt) return;
   const gc = collector();
   if (!gc) return;
   collections.count++;
   gc();
+  const took = performance.now() - now;
+  nextAllowedAt = now + Math.max(MIN_INTERVAL_MS, took * INTERVAL_PER_GC_MS);
 }
 
 /**

@@ -27,14 +27,19 @@ const u32 = (n: number): Buffer => {
   return b;
 };
 
+/** The session's endpoint behind a program's RemoteChannel handle; anything else as it is. */
+function endpointOf(obj: object): object {
+  return (obj as { endpoint?: object }).endpoint ?? obj;
+}
+
 /** The frame writer under a channel endpoint (a RemoteChannel handle or a ChannelExporter). */
 function framesOf(endpoint: object): FramedStream {
-  return (endpoint as unknown as { fs: FramedStream }).fs;
+  return (endpointOf(endpoint) as unknown as { fs: FramedStream }).fs;
 }
 
 /** Resolves once the owner has answered the handle's stream (credits known). */
 async function opened(handle: ChannelLike<unknown>): Promise<void> {
-  await until(() => (handle as unknown as { opened: boolean }).opened, 5000, 'the channel stream to open');
+  await until(() => (endpointOf(handle) as unknown as { opened: boolean }).opened, 5000, 'the channel stream to open');
 }
 
 /** The client's exporter of one of its channels (made when a value carrying it was sent). */
