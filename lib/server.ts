@@ -12,12 +12,13 @@ import tls from 'node:tls';
 import { WebSocketServer } from 'ws';
 import { Channel } from './channel.js';
 import { ChannelExporter, type ExportableChannel } from './channel-stream.js';
-import { ErrorCodes, netchanError, type NetchanError } from './errors.js';
+import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from './errors.js';
 import { FrameType } from './frames.js';
 import type { FramedStream } from './framed-stream.js';
 import { Gateway, TARGET_HEADER, type GatewayOptions } from './gateway.js';
 import { Headers, PROTOCOL_VERSION, SessionCore, debug, joinBytes, newSessionId, type BytesMode, type SessionOptions } from './session.js';
 import { emptyStats, type Stats } from './stream-context.js';
+import { resetStream } from './stream-reset.js';
 import type { ServerStream } from './transport.js';
 import { MUX_MAX_MESSAGE, WS_SUBPROTOCOL, WsMux } from './ws-mux.js';
 
@@ -245,7 +246,7 @@ export class ServerSession extends SessionCore {
       fs.countFrame(ex ? FrameType.ACK : FrameType.CREDIT, 0);
     } catch (err) {
       fs.abandon(err as NetchanError);
-      stream.close(http2.constants.NGHTTP2_PROTOCOL_ERROR);
+      resetStream(stream, undefined, http2.constants.NGHTTP2_PROTOCOL_ERROR);
     }
   }
 
@@ -422,7 +423,7 @@ export class ServerSession extends SessionCore {
   private dropUnclaimed(u: Unclaimed): void {
     clearTimeout(u.timer);
     if (u.kind === 'channel') (u.obj as { release(): void }).release();
-    else (u.obj as Duplex).destroy();
+    else resetStream(u.obj as Duplex);
   }
 
   private takePending(ref: string, kind: 'channel' | 'bytes'): PendingExport | undefined {
@@ -600,6 +601,9 @@ export class NetchanServer {
    * WebSocket mux. The caller has decided the stream belongs to netchan and who its principal is.
    */
   handleStream(stream: ServerStream, headers: StreamHeaders, info: StreamContextInfo = {}): void {
+    // reset or cut off before it got here (the app's middleware may have taken its time): there
+    // is no one to answer, and nothing may be written to it
+    if (stream.destroyed || stream.closed) return;
     const principal = info.principal ?? '';
     if (header(headers, HTTP2_HEADER_METHOD) !== 'POST') return refuse(stream, 405, ErrorCodes.PROTOCOL, 'netchan streams use POST');
     const version = header(headers, Headers.version);
@@ -665,9 +669,22 @@ export class NetchanServer {
       mux.on('error', (err: Error) => debug('WebSocket mux error: %s', err.message));
       mux.on('stream', (stream: ServerStream, headers: StreamHeaders) => {
         stream.on('error', (err) => debug('mux stream error: %s', err.message));
-        this.handleStream(stream, headers, info);
+        this.serve(stream, headers, info);
       });
     });
+  }
+
+  /**
+   * {@link handleStream} for the server's own transports, where nothing above would catch what
+   * it throws: one stream's failure must not end the process, so the stream is reset instead.
+   */
+  private serve(stream: ServerStream, headers: StreamHeaders, info: StreamContextInfo): void {
+    try {
+      this.handleStream(stream, headers, info);
+    } catch (err) {
+      debug('stream handling failed: %s', (err as Error).stack ?? err);
+      resetStream(stream, fromNodeError(err, ErrorCodes.PROTOCOL));
+    }
   }
 
   private sessionHeaders(session: ServerSession): Record<string, string | number> {
@@ -712,7 +729,7 @@ export class NetchanServer {
       if (!this.isOurPath(header(headers, HTTP2_HEADER_PATH))) return refuse(stream, 404, ErrorCodes.NOT_FOUND, 'not a netchan endpoint');
       const principal = this.authenticated(headers, stream.session?.socket);
       if (principal === undefined) return refuse(stream, 401, ErrorCodes.UNAUTHORIZED, 'not authenticated');
-      this.handleStream(stream, headers, { principal });
+      this.serve(stream, headers, { principal });
     });
     // HTTP/1.1 connections: only the WebSocket upgrade is served
     const h1 = http.createServer((req, res) => {
@@ -794,8 +811,12 @@ export class NetchanServer {
     if (!listener) return;
     await new Promise<void>((resolve) => {
       listener.close(() => resolve());
-      // close() waits for connections; ask them to go
-      for (const s of this.h2Sessions) s.close();
+      // close() waits for connections; ask them to go. Not at once: closing a session with no
+      // stream left destroys it, which must not happen inside nghttp2's receive (close() may be
+      // called there, lib/stream-reset.ts).
+      setImmediate(() => {
+        for (const s of this.h2Sessions) s.close();
+      });
       for (const mux of this.muxes) mux.destroy();
       for (const socket of this.sockets) if (!this.h2Sockets.has(socket)) socket.destroy();
       setTimeout(() => {
