@@ -16,6 +16,7 @@ import { TARGET_HEADER, dialTcp, forward, type DialTcpOptions, type ForwardOptio
 import type { ReferenceKind } from './codec.js';
 import { Headers, PROTOCOL_VERSION, SessionCore, debug, joinBytes, type BytesMode, type ExportPlan, type ParsedReference, type SessionOptions } from './session.js';
 import { emptyStats, type Stats } from './stream-context.js';
+import { destroySession, resetStream } from './stream-reset.js';
 import type { ClientTlsOptions } from './tls.js';
 import { openTransport, type ClientStream, type ClientTransport, type ResponseHeaders, type TransportChoice } from './transport.js';
 
@@ -172,7 +173,7 @@ export class Session extends SessionCore {
     this.control = null;
     // streams on the old connection are cut off now, whether or not it noticed yet
     for (const fs of this.framedBySid.values()) fs.suspendNow();
-    if (!this.h2.destroyed) this.h2.destroy();
+    destroySession(this.h2);
     this.emit('disconnect', error);
     void this.resume(error);
   }
@@ -186,7 +187,7 @@ export class Session extends SessionCore {
         const choice = this.options.transport ?? 'auto';
         const open = await openTransport(this.url, choice === 'auto' ? this.transport : choice, { ...this.options, headers: this.extraHeaders });
         if (this.ended) {
-          open.transport.destroy();
+          destroySession(open.transport);
           return;
         }
         try {
@@ -199,7 +200,7 @@ export class Session extends SessionCore {
           this.attachControl(control, this.heartbeatIntervalMs, this.idleTimeoutMs);
           void headers;
         } catch (err) {
-          open.transport.destroy();
+          destroySession(open.transport);
           throw err;
         }
         for (const [sid, fs] of this.framedBySid) if (fs.suspended) this.resumeStream(sid, fs);
@@ -229,24 +230,30 @@ export class Session extends SessionCore {
    */
   private resumeStream(sid: string, fs: FramedStream): void {
     const stream = this.open({ [Headers.kind]: 'resume', [Headers.framesReceived]: String(fs.framesIn) }, sid);
+    // An answer that arrives once this connection is lost too (or the session ended) is late:
+    // the stream stays suspended for the next connection, and nothing can be opened on this one.
+    const h2 = this.h2;
+    const late = (): boolean => this.ended || this.reconnecting || this.h2 !== h2;
     stream.once('response', (headers: ResponseHeaders) => {
+      if (late()) return;
       const status = Number(headers[HTTP2_HEADER_STATUS]);
       const pending = this.unanswered.get(sid);
       if (status === 404 && pending) {
-        stream.destroy();
+        resetStream(stream);
         const again = this.open(pending.kindHeaders, sid);
         again.once('response', (h: ResponseHeaders) => {
+          if (late()) return;
           this.answered(sid, pending, h);
           if (Number(h[HTTP2_HEADER_STATUS]) === 200) this.continueOn(again, fs, 0);
           else {
-            again.destroy();
+            resetStream(again);
             fs.abandon(refusal(h));
           }
         });
         return;
       }
       if (status !== 200) {
-        stream.destroy();
+        resetStream(stream);
         return fs.abandon(refusal(headers));
       }
       // the server got the opening but its answer was lost: this answer stands for it
@@ -259,7 +266,7 @@ export class Session extends SessionCore {
     try {
       fs.resume(stream, peerFramesIn);
     } catch (err) {
-      stream.destroy();
+      resetStream(stream);
       fs.abandon(err as NetchanError);
     }
   }
@@ -335,8 +342,10 @@ export class Session extends SessionCore {
         return resolve();
       }
       this.stop(netchanError(ErrorCodes.SESSION_CLOSED, 'session closed'), true);
-      if (this.h2.closed || this.h2.destroyed) return resolve();
-      this.h2.close(() => resolve());
+      // closing a session with no stream left destroys it: not from inside nghttp2's receive
+      // (close() may be called there, lib/stream-reset.ts)
+      const h2 = this.h2;
+      setImmediate(() => (h2.closed || h2.destroyed ? resolve() : h2.close(() => resolve())));
     });
     return this.closing;
   }
@@ -346,7 +355,7 @@ export class Session extends SessionCore {
     debug('session %s failed: %s', this.id, error.message);
     this.reconnecting = false;
     this.stop(error);
-    if (!this.h2.destroyed) this.h2.destroy();
+    destroySession(this.h2);
   }
 
   private stop(error: NetchanError, graceful = false): void {
@@ -481,7 +490,9 @@ export class Session extends SessionCore {
         });
       },
       // not joined yet: the program's stream object is untouched
-      undo: () => stream?.destroy(),
+      undo: () => {
+        if (stream) resetStream(stream);
+      },
       start: () => joinBytes(obj, stream as ClientStream, mode),
     };
   }
@@ -510,7 +521,7 @@ export class Session extends SessionCore {
     const stream = this.open({ [Headers.kind]: 'bytes', [Headers.ref]: id }, sid);
     this.trackBytes(stream);
     stream.once('response', (headers: ResponseHeaders) => {
-      if (Number(headers[HTTP2_HEADER_STATUS]) !== 200) stream.destroy(refusal(headers));
+      if (Number(headers[HTTP2_HEADER_STATUS]) !== 200) resetStream(stream, refusal(headers));
     });
     if (mode === 'r') stream.end(); // the server's Readable: nothing flows from us
     if (mode === 'w') stream.resume(); // the server's Writable: nothing flows to us
@@ -538,7 +549,7 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
   try {
     return await startSession(u, open.transport, open.kind, extra, options);
   } catch (err) {
-    open.transport.destroy();
+    destroySession(open.transport);
     // an HTTP/2 hop that reaches a server only over HTTP/1.1 answers 426: try a WebSocket
     if (choice === 'auto' && open.kind === 'h2' && err instanceof NetchanError && err.status === 426) {
       debug('HTTP/2 refused with 426, falling back to WebSocket');
@@ -546,7 +557,7 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
       try {
         return await startSession(u, ws.transport, 'ws', extra, options);
       } catch (err2) {
-        ws.transport.destroy();
+        destroySession(ws.transport);
         throw err2;
       }
     }

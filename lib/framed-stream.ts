@@ -6,6 +6,7 @@
 import type { Duplex } from 'node:stream';
 import { FRAME_HEADER_BYTES, FrameDecoder, FrameEncoder, FrameType } from './frames.js';
 import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from './errors.js';
+import { resetStream } from './stream-reset.js';
 
 /** Receives what a {@link FramedStream} reads. */
 export interface FrameSink {
@@ -394,8 +395,7 @@ export class FramedStream {
     if (!this.replay || this.failed || this.closed) return false;
     if (this.suspended) return true;
     this.suspended = true;
-    const old = this.stream;
-    old.destroy();
+    resetStream(this.stream);
     return true;
   }
 
@@ -419,13 +419,11 @@ export class FramedStream {
       this.sink.onStreamClose();
       return;
     }
-    const h2 = this.stream as Duplex & { close?: (code?: number) => void; rstCode?: number };
-    if (typeof h2.close !== 'function') this.stream.destroy();
-    // Http2Stream.close() ends the writable side first: an END_STREAM ahead of the RST_STREAM,
-    // which the peer reads as a clean end (a release, §5.3). On an error, reset at once
-    // (destroy with an error is RST_STREAM INTERNAL_ERROR, §2.3).
-    else if (error) this.stream.destroy(error);
-    else h2.close(8 /* CANCEL */);
+    // CANCEL: Http2Stream.close() ends the writable side first, an END_STREAM ahead of the
+    // RST_STREAM, which the peer reads as a clean end (a release, §5.3). On an error, a reset
+    // without that END_STREAM (destroy with an error is RST_STREAM INTERNAL_ERROR, §2.3), from
+    // the next turn when it must wait (lib/stream-reset.ts).
+    resetStream(this.stream, error);
   }
 
   /**

@@ -17,6 +17,7 @@ import type { Duplex } from 'node:stream';
 import { debuglog } from 'node:util';
 import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from './errors.js';
 import type { Stats } from './stream-context.js';
+import { resetStream } from './stream-reset.js';
 import type { ClientStream, ResponseHeaders, ServerStream } from './transport.js';
 
 const debug = debuglog('netchan');
@@ -344,12 +345,11 @@ function join(socket: net.Socket, stream: Duplex, done: (result: JoinResult) => 
     error ??= err;
     debug('gateway stream error: %s', err.message);
   });
-  const resetStream = (): void => {
+  const resetTunnel = (): void => {
     reset = true;
-    if (stream.destroyed) return;
     // close(code) ends the writable side first when it can (END_STREAM, then RST_STREAM), which
     // the peer would read as a FIN: a failed tunnel is destroyed, a bare reset
-    stream.destroy(netchanError(ErrorCodes.STREAM_RESET, 'tunnel reset'));
+    resetStream(stream, netchanError(ErrorCodes.STREAM_RESET, 'tunnel reset'));
   };
   const resetSocket = (): void => {
     reset = true;
@@ -362,7 +362,7 @@ function join(socket: net.Socket, stream: Duplex, done: (result: JoinResult) => 
     socketClosed = true;
     // A clean close means both FINs went through and everything was written: the stream then
     // finishes on its own. Anything else is a failure the peer must see as one.
-    if (hadError || error || !socket.readableEnded || !socket.writableFinished) resetStream();
+    if (hadError || error || !socket.readableEnded || !socket.writableFinished) resetTunnel();
     maybeDone();
   };
   const onStreamClose = (): void => {
@@ -383,7 +383,7 @@ function join(socket: net.Socket, stream: Duplex, done: (result: JoinResult) => 
   if (!socketPiped) socket.pipe(stream);
   return {
     abort() {
-      resetStream();
+      resetTunnel();
       resetSocket();
     },
   };
@@ -726,9 +726,7 @@ export interface TcpOpener {
 /** Opens a tunnel stream that is reset as soon as its session ends. */
 function openTunnel(opener: TcpOpener, target: string): ClientStream {
   const stream = opener.open(target);
-  const onSessionEnd = (): void => {
-    if (!stream.destroyed) stream.destroy(netchanError(ErrorCodes.SESSION_CLOSED, 'session closed'));
-  };
+  const onSessionEnd = (): void => resetStream(stream, netchanError(ErrorCodes.SESSION_CLOSED, 'session closed'));
   opener.session.once('close', onSessionEnd);
   stream.once('close', () => opener.session.off('close', onSessionEnd));
   return stream;

@@ -14,7 +14,7 @@ import { WebSocketServer } from 'ws';
 import { Channel } from './channel.js';
 import { ChannelExporter, RemoteChannel, sendWindow, type ExportableChannel, type RemoteEndpoint } from './channel-stream.js';
 import { ServerConnection } from './connections.js';
-import { ErrorCodes, netchanError, type NetchanError } from './errors.js';
+import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from './errors.js';
 import { FrameType } from './frames.js';
 import type { FramedStream } from './framed-stream.js';
 import { CollectionTrigger } from './collector.js';
@@ -22,6 +22,7 @@ import { Gateway, TARGET_HEADER, type GatewayOptions } from './gateway.js';
 import type { ReferenceKind } from './codec.js';
 import { DEFAULT_MAX_CHANNELS, Headers, PROTOCOL_VERSION, SessionCore, debug, joinBytes, newSessionId, type BytesMode, type ExportPlan, type ParsedReference, type SessionOptions } from './session.js';
 import { emptyStats, type Stats } from './stream-context.js';
+import { resetStream } from './stream-reset.js';
 import type { ServerStream } from './transport.js';
 import { MUX_MAX_MESSAGE, MuxStream, WS_SUBPROTOCOL, WsMux } from './ws-mux.js';
 
@@ -330,7 +331,7 @@ export class ServerSession extends SessionCore {
       fs.countFrame(ex ? FrameType.ACK : FrameType.CREDIT, 0);
     } catch (err) {
       fs.abandon(err as NetchanError);
-      stream.close(http2.constants.NGHTTP2_PROTOCOL_ERROR);
+      resetStream(stream, undefined, http2.constants.NGHTTP2_PROTOCOL_ERROR);
     }
   }
 
@@ -573,7 +574,7 @@ export class ServerSession extends SessionCore {
   private dropUnclaimed(u: Unclaimed): void {
     clearTimeout(u.timer);
     if (u.kind === 'channel') (u.obj as RemoteEndpoint).release();
-    else (u.obj as Duplex).destroy();
+    else resetStream(u.obj as Duplex);
   }
 
   private takePending(ref: string, kind: 'channel' | 'bytes'): PendingExport | undefined {
@@ -760,6 +761,9 @@ export class NetchanServer {
    * WebSocket mux. The caller has decided the stream belongs to netchan and who its principal is.
    */
   handleStream(stream: ServerStream, headers: StreamHeaders, info: StreamContextInfo = {}): void {
+    // reset or cut off before it got here (the app's middleware may have taken its time): there
+    // is no one to answer, and nothing may be written to it
+    if (stream.destroyed || stream.closed) return;
     const principal = info.principal ?? '';
     const connection = ServerConnection.ofStream(stream) ?? this.adopt(stream);
     if (header(headers, HTTP2_HEADER_METHOD) !== 'POST') return refuse(stream, 405, ErrorCodes.PROTOCOL, 'netchan streams use POST');
@@ -856,9 +860,22 @@ export class NetchanServer {
       mux.on('error', (err: Error) => debug('WebSocket mux error: %s', err.message));
       mux.on('stream', (stream: ServerStream, headers: StreamHeaders) => {
         stream.on('error', (err) => debug('mux stream error: %s', err.message));
-        this.handleStream(stream, headers, info);
+        this.serve(stream, headers, info);
       });
     });
+  }
+
+  /**
+   * {@link handleStream} for the server's own transports, where nothing above would catch what
+   * it throws: one stream's failure must not end the process, so the stream is reset instead.
+   */
+  private serve(stream: ServerStream, headers: StreamHeaders, info: StreamContextInfo): void {
+    try {
+      this.handleStream(stream, headers, info);
+    } catch (err) {
+      debug('stream handling failed: %s', (err as Error).stack ?? err);
+      resetStream(stream, fromNodeError(err, ErrorCodes.PROTOCOL));
+    }
   }
 
   private sessionHeaders(session: ServerSession): Record<string, string | number> {
@@ -906,7 +923,7 @@ export class NetchanServer {
       if (!this.isOurPath(header(headers, HTTP2_HEADER_PATH))) return refuse(stream, 404, ErrorCodes.NOT_FOUND, 'not a netchan endpoint');
       const principal = this.authenticated(headers, stream.session?.socket);
       if (principal === undefined) return refuse(stream, 401, ErrorCodes.UNAUTHORIZED, 'not authenticated');
-      this.handleStream(stream, headers, { principal });
+      this.serve(stream, headers, { principal });
     });
     // HTTP/1.1 connections: only the WebSocket upgrade is served
     const h1 = http.createServer((req, res) => {
@@ -1001,8 +1018,12 @@ export class NetchanServer {
     if (!listener) return;
     await new Promise<void>((resolve) => {
       listener.close(() => resolve());
-      // close() waits for connections; ask them to go
-      for (const s of this.h2Sessions) s.close();
+      // close() waits for connections; ask them to go. Not at once: closing a session with no
+      // stream left destroys it, which must not happen inside nghttp2's receive (close() may be
+      // called there, lib/stream-reset.ts).
+      setImmediate(() => {
+        for (const s of this.h2Sessions) s.close();
+      });
       for (const mux of this.muxes) mux.destroy();
       for (const socket of this.sockets) if (!this.h2Sockets.has(socket)) socket.destroy();
       setTimeout(() => {

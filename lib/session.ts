@@ -5,7 +5,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import http2 from 'node:http2';
 import { Duplex, Readable, Stream, Writable, pipeline } from 'node:stream';
 import { debuglog } from 'node:util';
 import { proveByteStream } from './byte-frames.js';
@@ -16,6 +15,7 @@ import { Codec, registerReferenceClass, type FoundReference, type ReferenceHooks
 import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from './errors.js';
 import { Flusher, FramedStream } from './framed-stream.js';
 import { PendingReferences, type Stats, type StreamContext } from './stream-context.js';
+import { guardDestroy, resetStream } from './stream-reset.js';
 
 export const debug = debuglog('netchan');
 
@@ -300,6 +300,7 @@ export abstract class SessionCore extends EventEmitter implements StreamContext,
 
   /** Counts a netchan stream and forgets it when it closes. */
   protected track(stream: Duplex): void {
+    guardDestroy(stream);
     this.streams.add(stream);
     this.counters.streams++;
     this.tracked(stream);
@@ -481,10 +482,6 @@ export abstract class SessionCore extends EventEmitter implements StreamContext,
   }
 
   private resetStreams(): void {
-    for (const stream of this.streams) {
-      const h2 = stream as Duplex & { close?: (code?: number) => void };
-      if (typeof h2.close === 'function') h2.close(http2.constants.NGHTTP2_CANCEL);
-      else stream.destroy();
-    }
+    for (const stream of this.streams) resetStream(stream);
   }
 }

@@ -1,0 +1,125 @@
+/**
+ * Resetting and destroying streams and HTTP/2 sessions from wherever the code happens to run.
+ *
+ * JavaScript runs inside nghttp2's receive: every event of an HTTP/2 stream or session, and the
+ * nextTicks and promise continuations that follow it, run before `nghttp2_session_mem_recv`
+ * returns. Node 20 writes an RST_STREAM at once (`nghttp2_session_mem_send`) for every code but
+ * CANCEL, from there too, and so does an HTTP/2 session's `destroy()` (its GOAWAY, and a reset
+ * for every open stream). nghttp2 entered again that way can close and free a stream it is in
+ * the middle of closing: the process aborts (`CheckAllocatedSize`, a double free). Node fixed
+ * that later (nodejs/node#64113, #64166); Node 20 has it. A CANCEL asked for inside the receive
+ * Node itself holds back until the receive returns.
+ *
+ * So: an open stream is reset with CANCEL at once, or with any other code (or destroyed with an
+ * error) from the next turn (setImmediate: outside any receive); a stream nghttp2 has closed or
+ * is closing gets no reset of ours, and its local end waits for the next turn as well; a
+ * session is destroyed from the next turn. The WebSocket mux (lib/ws-mux.ts) has no such
+ * re-entry: its streams are reset at once.
+ */
+import http2 from 'node:http2';
+import type { Duplex } from 'node:stream';
+import { MuxStream } from './ws-mux.js';
+
+const { NGHTTP2_CANCEL } = http2.constants;
+
+/** The parts of Node's `Http2Stream` this module reads. */
+interface H2Stream extends Duplex {
+  close(code?: number): void;
+  /** Closed by RST_STREAM (sent, asked for, or received) or by both sides ending. */
+  readonly closed: boolean;
+  readonly session?: { readonly destroyed: boolean } | undefined;
+}
+
+function isHttp2Stream(stream: Duplex): stream is H2Stream {
+  return typeof (stream as Partial<H2Stream>).close === 'function' && !(stream instanceof MuxStream);
+}
+
+/**
+ * Whether `stream.destroy()` would make Node write an RST_STREAM at once: an HTTP/2 stream that
+ * is not closed yet, of a session not destroyed (destroying the session destroys its streams).
+ */
+function resetWouldBeWritten(stream: Duplex): boolean {
+  if (stream.destroyed || !isHttp2Stream(stream) || stream.closed) return false;
+  const session = stream.session;
+  return session !== undefined && !session.destroyed;
+}
+
+/** True while a deferred reset runs: outside any receive, so {@link guardDestroy} lets it through. */
+let deferredTurn = false;
+
+/** Runs `fn` on the next turn if the stream still needs it. */
+function nextTurn(stream: Duplex, fn: () => void): void {
+  setImmediate(() => {
+    if (stream.destroyed) return;
+    deferredTurn = true;
+    try {
+      fn();
+    } finally {
+      deferredTurn = false;
+    }
+  });
+}
+
+/**
+ * Resets `stream`: RST_STREAM with CANCEL, or with `code`; with an error, `stream.destroy(error)`
+ * (RST_STREAM INTERNAL_ERROR on HTTP/2, the error for the local side). Safe from anywhere,
+ * including inside nghttp2's receive; a stream already destroyed is left alone.
+ */
+export function resetStream(stream: Duplex, error?: Error, code?: number): void {
+  if (stream.destroyed) return;
+  if (!isHttp2Stream(stream)) {
+    const mux = stream instanceof MuxStream ? stream : undefined;
+    if (mux && !error) mux.close(code ?? NGHTTP2_CANCEL);
+    else stream.destroy(error);
+    return;
+  }
+  // the stream went with its session
+  if (stream.session === undefined) return;
+  if (!resetWouldBeWritten(stream)) {
+    // nghttp2 closed the stream or is closing it (or its session is going): no reset of ours
+    nextTurn(stream, () => stream.destroy(error));
+    return;
+  }
+  if (!error && (code === undefined || code === NGHTTP2_CANCEL)) {
+    stream.close(NGHTTP2_CANCEL);
+    return;
+  }
+  nextTurn(stream, () => {
+    if (code !== undefined && !stream.closed) stream.close(code);
+    if (error) stream.destroy(error);
+  });
+}
+
+/**
+ * Makes `stream.destroy` safe from anywhere, for a stream the program (or a pipeline) may
+ * destroy: on an open HTTP/2 stream of a live session, the destroy (and so its RST_STREAM)
+ * happens on the next turn. Node's own destroys (of a closed stream, or by a destroyed session)
+ * go through at once, unchanged. (Closing with CANCEL and destroying at once instead left a
+ * gateway tunnel's process unable to exit: not pursued.)
+ */
+export function guardDestroy(stream: Duplex): void {
+  if (!isHttp2Stream(stream)) return;
+  const wire = stream as H2Stream & { destroy(error?: Error, callback?: unknown): H2Stream };
+  const destroy = wire.destroy;
+  wire.destroy = function (error?: Error, callback?: unknown) {
+    if (!deferredTurn && resetWouldBeWritten(this)) {
+      nextTurn(this, () => destroy.call(this, error, callback));
+      return this;
+    }
+    return destroy.call(this, error, callback);
+  };
+}
+
+/** The parts of an HTTP/2 session (or a WebSocket mux) this module uses. */
+interface DestroyableSession {
+  readonly destroyed: boolean;
+  destroy(): void;
+}
+
+/** Destroys an HTTP/2 session (or a WebSocket mux) from the next turn, outside nghttp2's receive. */
+export function destroySession(session: DestroyableSession): void {
+  if (session.destroyed) return;
+  setImmediate(() => {
+    if (!session.destroyed) session.destroy();
+  });
+}
