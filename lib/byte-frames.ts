@@ -156,6 +156,18 @@ interface StreamInternals {
  * `ERR_STREAM_TRUNCATED` (or `ERR_PROTOCOL`) otherwise. Works on any Duplex that writes through
  * `_write`/`_writev` and reads through `push` (HTTP/2 and WebSocket mux streams).
  */
+/** Byte streams failed on purpose (a refused stream's answer): what else arrives is not decoded. */
+const refused = new WeakMap<Duplex, Error>();
+
+/**
+ * Fails `wire` with `error` (a refusal of the stream, whose text body is no byte stream): its
+ * body is dropped undecoded, so the reader sees `error`, not a framing error about the text.
+ */
+export function refuseByteStream(wire: Duplex, error: Error): void {
+  refused.set(wire, error);
+  wire.destroy(error);
+}
+
 export function proveByteStream(wire: Duplex): void {
   const stream = wire as unknown as StreamInternals;
   const write = stream._write;
@@ -215,6 +227,7 @@ export function proveByteStream(wire: Duplex): void {
     pushed = push.call(wire, piece);
   };
   stream.push = function (chunk) {
+    if (refused.has(wire)) return false;
     try {
       if (chunk === null) {
         decoder.end();
@@ -224,7 +237,9 @@ export function proveByteStream(wire: Duplex): void {
       decoder.push(chunk as Buffer, deliver);
       return pushed;
     } catch (err) {
-      wire.destroy(err as Error);
+      // Node pushes the end from inside its own stream-close handling, which reads the stream's
+      // session after the push: destroying the stream there (it drops the session) throws in Node.
+      process.nextTick(() => wire.destroy(err as Error));
       return false;
     }
   };

@@ -16,6 +16,7 @@ import { TARGET_HEADER, dialTcp, forward, type DialTcpOptions, type ForwardOptio
 import type { ReferenceKind } from './codec.js';
 import { Headers, PROTOCOL_VERSION, SessionCore, debug, joinBytes, type BytesMode, type ExportPlan, type ParsedReference, type SessionOptions } from './session.js';
 import { emptyStats, type Stats } from './stream-context.js';
+import { refuseByteStream } from './byte-frames.js';
 import { destroySession, resetStream } from './stream-reset.js';
 import type { ClientTlsOptions } from './tls.js';
 import { openTransport, type ClientStream, type ClientTransport, type ResponseHeaders, type TransportChoice } from './transport.js';
@@ -486,7 +487,7 @@ export class Session extends SessionCore {
         // a refusal's text body is no byte stream: the local stream fails with the refusal's code
         const opened = stream;
         opened.once('response', (headers: ResponseHeaders) => {
-          if (Number(headers[HTTP2_HEADER_STATUS]) !== 200) opened.destroy(refusal(headers));
+          if (Number(headers[HTTP2_HEADER_STATUS]) !== 200) refuseByteStream(opened, refusal(headers));
         });
       },
       // not joined yet: the program's stream object is untouched
@@ -521,7 +522,7 @@ export class Session extends SessionCore {
     const stream = this.open({ [Headers.kind]: 'bytes', [Headers.ref]: id }, sid);
     this.trackBytes(stream);
     stream.once('response', (headers: ResponseHeaders) => {
-      if (Number(headers[HTTP2_HEADER_STATUS]) !== 200) resetStream(stream, refusal(headers));
+      if (Number(headers[HTTP2_HEADER_STATUS]) !== 200) refuseByteStream(stream, refusal(headers));
     });
     if (mode === 'r') stream.end(); // the server's Readable: nothing flows from us
     if (mode === 'w') stream.resume(); // the server's Writable: nothing flows to us
