@@ -40,9 +40,14 @@ export class ServerConnection {
   private governed: boolean;
   private timer: NodeJS.Timeout | null = null;
   private closer: () => void;
+  /**
+   * The socket closed. Kept here: the socket may be an HTTP/2 session's socket proxy, which
+   * throws on every property once its session let go of the socket.
+   */
+  private socketClosed = false;
 
   private constructor(
-    private readonly socket: Socket,
+    socket: Socket,
     private readonly timeouts: ConnectionTimeouts,
     options: { requested: boolean; governed: boolean },
   ) {
@@ -50,7 +55,10 @@ export class ServerConnection {
     this.governed = options.governed;
     this.closer = () => socket.destroy();
     socket[CONNECTION] = this;
-    socket.once('close', () => this.clear());
+    socket.once('close', () => {
+      this.socketClosed = true;
+      this.clear();
+    });
     if (!this.requested && timeouts.firstRequestTimeoutMs > 0) {
       this.timer = setTimeout(() => {
         this.timer = null;
@@ -130,7 +138,7 @@ export class ServerConnection {
 
   private arm(): void {
     const ms = this.timeouts.noSessionTimeoutMs;
-    if (!this.governed || !this.requested || this.live > 0 || this.timer || this.socket.destroyed || ms <= 0) return;
+    if (!this.governed || !this.requested || this.live > 0 || this.timer || this.socketClosed || ms <= 0) return;
     this.timer = setTimeout(() => {
       this.timer = null;
       debug('connection without a live session for %d ms, closed', ms);
