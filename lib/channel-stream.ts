@@ -132,7 +132,10 @@ abstract class OrderedEndpoint implements FrameSink {
     const backlog = this.backlog;
     this.backlog = null;
     this.backlogEnds = 0;
-    if (!backlog) return;
+    // The stream went (reset, ended, failed) while the value waited: what waited goes with it,
+    // unacknowledged, as values of a stream gone are withdrawn (§5.3). Delivered now, they would
+    // enter the channel after their sender was detached, and stay parked there for good.
+    if (!backlog || this.gone()) return;
     for (let i = 0; i < backlog.length; i++) {
       const [type, payload] = backlog[i] as [number, Buffer];
       if (!this.dispatch(type, payload)) {
@@ -160,6 +163,8 @@ abstract class OrderedEndpoint implements FrameSink {
     this.fs.destroy(error);
   }
 
+  /** True once the endpoint stopped taking the peer's frames (its stream ended, failed or closed). */
+  protected abstract gone(): boolean;
   protected abstract handleFrame(type: number, payload: Buffer): void;
   /** Checks a frame against the credit rules (docs/PROTOCOL.md §5.2) as it arrives; throws the violation. */
   protected abstract admit(type: number, payload: Buffer): void;
@@ -532,6 +537,10 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
 
   // ---- frames from the owner ----
 
+  protected gone(): boolean {
+    return this.failure !== null || this.finished || this.released;
+  }
+
   protected admit(type: number, payload: Buffer): void {
     if (type === FrameType.VALUE) {
       if (this.valuesArrived >= this.creditsWritten) throw violation(`VALUE beyond the receive demand granted (${this.creditsWritten} by CREDIT)`);
@@ -828,6 +837,10 @@ export class ChannelExporter extends OrderedEndpoint {
   /** Send credits granted at open: the capacity, at least one, at most {@link MAX_PREFETCH}. */
   static initialCredits(channel: ExportableChannel): number {
     return sendWindow(channel.capacity);
+  }
+
+  protected gone(): boolean {
+    return this.done || this.finished;
   }
 
   protected admit(type: number, payload: Buffer): void {

@@ -1,0 +1,126 @@
+/**
+ * Hardening: attacks found in an attacker's review of the hardened server. A raw `node:http2`
+ * client speaks the wire protocol (docs/PROTOCOL.md) by hand against a real TLS server.
+ */
+import http2 from 'node:http2';
+import { Readable } from 'node:stream';
+import { expect } from 'chai';
+import { Channel } from '../lib/index.js';
+import { Codec, type ReferenceHooks } from '../lib/codec.js';
+import { FrameDecoder, FrameType, encodeFrame } from '../lib/frames.js';
+import { testCertificates } from './helpers/certs.js';
+import { onTeardown, startServer, teardown, type Started } from './helpers/net.js';
+
+const codec = new Codec();
+
+interface Frame {
+  type: number;
+  payload: Buffer;
+}
+
+class RawStream {
+  readonly response: Promise<http2.IncomingHttpHeaders>;
+  readonly closed: Promise<void>;
+  private readonly chunks: Buffer[] = [];
+
+  constructor(readonly stream: http2.ClientHttp2Stream) {
+    stream.on('error', () => undefined);
+    stream.on('data', (chunk: Buffer) => this.chunks.push(chunk));
+    this.response = new Promise((resolve, reject) => {
+      stream.once('response', resolve);
+      stream.once('close', () => reject(new Error('stream closed before a response')));
+    });
+    this.response.catch(() => undefined);
+    this.closed = new Promise((resolve) => stream.once('close', () => resolve()));
+  }
+
+  async status(): Promise<number> {
+    return Number((await this.response)[':status']);
+  }
+
+  frames(): Frame[] {
+    const out: Frame[] = [];
+    new FrameDecoder((type, payload) => out.push({ type, payload: Buffer.from(payload) })).push(Buffer.concat(this.chunks));
+    return out;
+  }
+
+  send(type: number, payload: Uint8Array): void {
+    this.stream.write(encodeFrame(type, payload));
+  }
+}
+
+class RawSession {
+  private constructor(
+    readonly conn: http2.ClientHttp2Session,
+    readonly id: string,
+    readonly control: RawStream,
+  ) {}
+
+  static async open(s: Started, headers: Record<string, string> = {}): Promise<RawSession> {
+    const conn = await rawConnection(s);
+    const control = new RawStream(conn.request({ ':method': 'POST', ':path': '/', 'netchan-version': '1', 'netchan-kind': 'session', ...headers }));
+    const h = await control.response;
+    expect(Number(h[':status'])).to.equal(200);
+    return new RawSession(conn, String(h['netchan-session']), control);
+  }
+
+  stream(sid: string, headers: Record<string, string>): RawStream {
+    return new RawStream(
+      this.conn.request({ ':method': 'POST', ':path': '/', 'netchan-version': '1', 'netchan-session': this.id, 'netchan-stream': sid, ...headers }),
+    );
+  }
+}
+
+async function rawConnection(s: Started): Promise<http2.ClientHttp2Session> {
+  const { caCert } = await testCertificates();
+  const conn = http2.connect(`https://localhost:${s.port}`, { ca: caCert });
+  conn.on('error', () => undefined);
+  onTeardown(() => {
+    conn.destroy();
+  });
+  await new Promise<void>((resolve, reject) => {
+    conn.once('connect', () => resolve());
+    conn.once('error', reject);
+  });
+  return conn;
+}
+
+/** A stand-in that the codec turns into the reference given. */
+class Ref {
+  constructor(readonly data: Record<string, unknown>) {}
+}
+
+/** Encodes `value` with each Ref in it written as the reference it holds. */
+function encodeWithRefs(value: Record<string, unknown>): Uint8Array {
+  const swap = (v: unknown): unknown =>
+    v instanceof Ref ? Object.assign('m' in v.data ? new Readable({ read() {} }) : new Channel(), { ref: v }) : v;
+  const hooks: ReferenceHooks = { encodeReference: (_kind, obj) => (obj as { ref: Ref }).ref.data, decodeReference: () => undefined };
+  return codec.encode(Object.fromEntries(Object.entries(value).map(([k, v]) => [k, swap(v)])), hooks);
+}
+
+describe('hardening: attacks', function () {
+  this.timeout(30_000);
+  afterEach(teardown);
+
+  it('a value waiting for its references on a stream that was reset is dropped, not delivered into the channel later', async () => {
+    const s = await startServer();
+    const jobs = s.server.channel<unknown>('jobs', 0);
+    const raw = await RawSession.open(s);
+    const rounds = 20;
+    for (let i = 0; i < rounds; i++) {
+      const named = raw.stream(`n${i}`, { 'netchan-kind': 'channel', 'netchan-name': 'jobs' });
+      expect(await named.status()).to.equal(200);
+      // the value names an export that has not arrived: it waits; then the sender resets the stream
+      named.send(FrameType.VALUE, encodeWithRefs({ i, reply: new Ref({ o: 'c', id: `e${i}` }) }));
+      named.stream.close(http2.constants.NGHTTP2_CANCEL);
+      await named.closed;
+      // the export arrives after the reset (same connection: after it, in order)
+      const exp = raw.stream(`e${i}`, { 'netchan-kind': 'channel', 'netchan-export': `e${i}`, 'netchan-capacity': '0', 'netchan-credit': '1' });
+      expect(await exp.status()).to.equal(200);
+    }
+    // every sender is gone: none of their unacknowledged values may be in the channel (§5.3)
+    let delivered = 0;
+    while (jobs.tryReceive().ok) delivered++;
+    expect(delivered, 'values of reset streams parked in the channel').to.equal(0);
+  });
+});
