@@ -8,10 +8,16 @@ import { expect } from 'chai';
 import { Channel } from '../lib/index.js';
 import { Codec, type ReferenceHooks } from '../lib/codec.js';
 import { FrameDecoder, FrameType, encodeFrame } from '../lib/frames.js';
+import { REPLAY_SOFT_BYTES, TURN_BYTES } from '../lib/framed-stream.js';
 import { testCertificates } from './helpers/certs.js';
-import { onTeardown, startServer, teardown, type Started } from './helpers/net.js';
+import { onTeardown, startServer, teardown, until, type Started } from './helpers/net.js';
 
 const codec = new Codec();
+const u32 = (n: number): Buffer => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n >>> 0);
+  return b;
+};
 
 interface Frame {
   type: number;
@@ -122,5 +128,58 @@ describe('hardening: attacks', function () {
     let delivered = 0;
     while (jobs.tryReceive().ok) delivered++;
     expect(delivered, 'values of reset streams parked in the channel').to.equal(0);
+  });
+
+  it('a resumable session whose client never confirms (no RCVD) holds a bounded replay log: the server stops sending until it confirms', async () => {
+    const s = await startServer();
+    const feed = s.server.channel<Uint8Array>('feed', 64);
+    const total = 1000;
+    const size = 16 * 1024;
+    let produced = 0;
+    void (async () => {
+      for (; produced < total; produced++) await feed.send(new Uint8Array(size).fill(produced % 256));
+    })().catch(() => undefined);
+    const raw = await RawSession.open(s, { 'netchan-resumable': '1' });
+    expect((await raw.control.response)['netchan-lease-ms']).to.not.equal(undefined);
+    const named = raw.stream('c1', { 'netchan-kind': 'channel', 'netchan-name': 'feed' });
+    expect(await named.status()).to.equal(200);
+    // demand for every value at once (within the receive window, §5.2), and never a receipt
+    named.send(FrameType.CREDIT, u32(total));
+    const values = () => named.frames().filter((f) => f.type === FrameType.VALUE);
+    /** One round trip on the control stream: the server handled everything sent before it. */
+    let pings = 0;
+    const roundTrip = async (): Promise<void> => {
+      const before = raw.control.frames().filter((f) => f.type === FrameType.PONG).length;
+      raw.control.send(FrameType.PING, Buffer.alloc(8, ++pings));
+      await until(() => raw.control.frames().filter((f) => f.type === FrameType.PONG).length > before, 5000, 'a PONG');
+    };
+    // until the server stops sending (the same count over three round trips) or sent them all
+    let last = -1;
+    let same = 0;
+    for (let i = 0; i < 500 && same < 3 && values().length < total; i++) {
+      await roundTrip();
+      const n = values().length;
+      same = n === last ? same + 1 : 0;
+      last = n;
+    }
+    const held = values().reduce((sum, f) => sum + f.payload.length + 5, 0);
+    expect(held, 'bytes the server sent and keeps for replay without a receipt').to.be.at.most(REPLAY_SOFT_BYTES + TURN_BYTES + size + 64);
+    expect(values().length).to.be.below(total);
+    // a receipt for everything lets the rest come
+    const got = named.frames().filter((f) => f.type !== FrameType.RCVD).length;
+    named.send(FrameType.RCVD, u32(got));
+    let confirmed = got;
+    await until(
+      () => {
+        const now = named.frames().filter((f) => f.type !== FrameType.RCVD).length;
+        if (now > confirmed) {
+          named.send(FrameType.RCVD, u32(now - confirmed));
+          confirmed = now;
+        }
+        return values().length === total;
+      },
+      20_000,
+      'every value after the receipts',
+    );
   });
 });
