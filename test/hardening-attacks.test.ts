@@ -9,6 +9,7 @@ import { Channel } from '../lib/index.js';
 import { Codec, type ReferenceHooks } from '../lib/codec.js';
 import { FrameDecoder, FrameType, encodeFrame } from '../lib/frames.js';
 import { REPLAY_SOFT_BYTES, TURN_BYTES } from '../lib/framed-stream.js';
+import { rejection } from './helpers/assert.js';
 import { testCertificates } from './helpers/certs.js';
 import { onTeardown, startServer, teardown, until, type Started } from './helpers/net.js';
 
@@ -181,5 +182,16 @@ describe('hardening: attacks', function () {
       20_000,
       'every value after the receipts',
     );
+  });
+
+  it('gateway: a NAT64 address leading to cloud metadata or loopback is refused however it is spelled (§8.1)', async () => {
+    const s = await startServer();
+    s.server.gateway({ allow: ['*:80', () => true], connectTimeoutMs: 2000 });
+    const session = await s.client();
+    for (const target of ['[64:ff9b:0::a9fe:a9fe]:80', '[0064:ff9b::169.254.169.254]:80', '[64:ff9b:0:0:0:0:7f00:1]:80', '[0:0::ffff:a9fe:a9fe]:80']) {
+      const err = await rejection(session.dialTcp(target));
+      expect(err.code, target).to.equal('ERR_FORBIDDEN_TARGET');
+      expect(err.message, target).to.match(/(cloud metadata|loopback) address/);
+    }
   });
 });
