@@ -128,6 +128,17 @@ abstract class OrderedEndpoint implements FrameSink {
     }
   }
 
+  /**
+   * The stream went: what waits behind a value for its references goes now, not when the wait
+   * ends (up to the reference timeout later). Otherwise a peer that resets streams with waiting
+   * values would have their backlogs (up to the send credits of values each) held past the
+   * stream, with no bound from the session's stream limits.
+   */
+  protected dropBacklog(): void {
+    this.backlog = null;
+    this.backlogEnds = 0;
+  }
+
   private resume(): void {
     const backlog = this.backlog;
     this.backlog = null;
@@ -609,6 +620,7 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
   onStreamError(error: NetchanError): void {
     if (this.failure || this.finished) return;
     this.failure = error;
+    this.dropBacklog();
     // values prefetched but not handed to the program are unacknowledged: the owner puts them
     // back in its channel when the stream goes (§5.2), so handing them out here too would
     // deliver them twice
@@ -625,6 +637,7 @@ export class RemoteChannel<T = unknown> extends OrderedEndpoint implements Chann
   onStreamClose(): void {
     if (this.finished) return;
     this.finished = true;
+    this.dropBacklog();
     if (!this.ended && !this.failure && !this.released) {
       this.onStreamError(netchanError(ErrorCodes.CONNECTION_LOST, 'channel stream closed'));
     }
@@ -1020,6 +1033,7 @@ export class ChannelExporter extends OrderedEndpoint {
 
   onStreamEnd(): void {
     // the remote let go (released, closed and drained, or its session ends)
+    this.dropBacklog();
     this.detach();
     if (!this.done) {
       this.done = true;
@@ -1028,6 +1042,7 @@ export class ChannelExporter extends OrderedEndpoint {
   }
 
   onStreamError(_error?: NetchanError): void {
+    this.dropBacklog();
     this.detach();
     this.done = true;
   }
@@ -1035,6 +1050,7 @@ export class ChannelExporter extends OrderedEndpoint {
   onStreamClose(): void {
     if (this.finished) return;
     this.finished = true;
+    this.dropBacklog();
     this.detach();
     this.unlistenClose();
     this.ctx.counters.channels--;

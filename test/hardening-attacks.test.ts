@@ -4,6 +4,8 @@
  */
 import http2 from 'node:http2';
 import { Readable } from 'node:stream';
+import v8 from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { expect } from 'chai';
 import { Channel } from '../lib/index.js';
 import { Codec, type ReferenceHooks } from '../lib/codec.js';
@@ -193,5 +195,40 @@ describe('hardening: attacks', function () {
       expect(err.code, target).to.equal('ERR_FORBIDDEN_TARGET');
       expect(err.message, target).to.match(/(cloud metadata|loopback) address/);
     }
+  });
+
+  it('the values waiting behind a value for its references go when their stream is reset, not at the reference timeout', async () => {
+    v8.setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const s = await startServer({ referenceTimeoutMs: 20_000 });
+    s.server.channel<unknown>('buffered', 16);
+    const raw = await RawSession.open(s);
+    let pings = 0;
+    const roundTrip = async (): Promise<void> => {
+      const before = raw.control.frames().filter((f) => f.type === FrameType.PONG).length;
+      raw.control.send(FrameType.PING, Buffer.alloc(8, ++pings));
+      await until(() => raw.control.frames().filter((f) => f.type === FrameType.PONG).length > before, 5000, 'a PONG');
+    };
+    const measure = async (): Promise<number> => {
+      await roundTrip();
+      gc();
+      return process.memoryUsage().arrayBuffers;
+    };
+    const base = await measure();
+    const rounds = 8;
+    const size = 256 * 1024;
+    for (let i = 0; i < rounds; i++) {
+      const named = raw.stream(`n${i}`, { 'netchan-kind': 'channel', 'netchan-name': 'buffered' });
+      expect(await named.status()).to.equal(200);
+      // a value waiting for an export that never comes, and 15 values (all the credits) behind it
+      named.send(FrameType.VALUE, encodeWithRefs({ i, reply: new Ref({ o: 'c', id: 'never' }) }));
+      for (let k = 0; k < 15; k++) named.send(FrameType.VALUE, codec.encode(new Uint8Array(size).fill(k)));
+      await new Promise<void>((resolve) => named.stream.write(Buffer.alloc(0), () => resolve()));
+      named.stream.close(http2.constants.NGHTTP2_CANCEL);
+      await named.closed;
+    }
+    // the server handled the resets (a round trip on the same connection comes after them)
+    const held = (await measure()) - base;
+    expect(held, 'bytes still held for the streams reset').to.be.below((rounds * 15 * size) / 4);
   });
 });
