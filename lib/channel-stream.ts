@@ -128,11 +128,25 @@ abstract class OrderedEndpoint implements FrameSink {
     }
   }
 
+  /**
+   * The stream went: what waits behind a value for its references goes now, not when the wait
+   * ends (up to the reference timeout later). Otherwise a peer that resets streams with waiting
+   * values would have their backlogs (up to the send credits of values each) held past the
+   * stream, with no bound from the session's stream limits.
+   */
+  protected dropBacklog(): void {
+    this.backlog = null;
+    this.backlogEnds = 0;
+  }
+
   private resume(): void {
     const backlog = this.backlog;
     this.backlog = null;
     this.backlogEnds = 0;
-    if (!backlog) return;
+    // The stream went (reset, ended, failed) while the value waited: what waited goes with it,
+    // unacknowledged, as values of a stream gone are withdrawn (§5.3). Delivered now, they would
+    // enter the channel after their sender was detached, and stay parked there for good.
+    if (!backlog || this.gone()) return;
     for (let i = 0; i < backlog.length; i++) {
       const [type, payload] = backlog[i] as [number, Buffer];
       if (!this.dispatch(type, payload)) {
@@ -160,6 +174,8 @@ abstract class OrderedEndpoint implements FrameSink {
     this.fs.destroy(error);
   }
 
+  /** True once the endpoint stopped taking the peer's frames (its stream ended, failed or closed). */
+  protected abstract gone(): boolean;
   protected abstract handleFrame(type: number, payload: Buffer): void;
   /** Checks a frame against the credit rules (docs/PROTOCOL.md §5.2) as it arrives; throws the violation. */
   protected abstract admit(type: number, payload: Buffer): void;
@@ -534,6 +550,10 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
 
   // ---- frames from the owner ----
 
+  protected gone(): boolean {
+    return this.failure !== null || this.finished || this.released;
+  }
+
   protected admit(type: number, payload: Buffer): void {
     if (type === FrameType.VALUE) {
       if (this.valuesArrived >= this.creditsWritten) throw violation(`VALUE beyond the receive demand granted (${this.creditsWritten} by CREDIT)`);
@@ -602,6 +622,7 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
   onStreamError(error: NetchanError): void {
     if (this.failure || this.finished) return;
     this.failure = error;
+    this.dropBacklog();
     // values prefetched but not handed to the program are unacknowledged: the owner puts them
     // back in its channel when the stream goes (§5.2), so handing them out here too would
     // deliver them twice
@@ -618,6 +639,7 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
   onStreamClose(): void {
     if (this.finished) return;
     this.finished = true;
+    this.dropBacklog();
     if (!this.ended && !this.failure && !this.released) {
       this.onStreamError(netchanError(ErrorCodes.CONNECTION_LOST, 'channel stream closed'));
     }
@@ -939,6 +961,10 @@ export class ChannelExporter extends OrderedEndpoint {
     return sendWindow(channel.capacity);
   }
 
+  protected gone(): boolean {
+    return this.done || this.finished;
+  }
+
   protected admit(type: number, payload: Buffer): void {
     switch (type) {
       case FrameType.VALUE:
@@ -1116,6 +1142,7 @@ export class ChannelExporter extends OrderedEndpoint {
 
   onStreamEnd(): void {
     // the remote let go (released, closed and drained, or its session ends)
+    this.dropBacklog();
     this.detach();
     if (!this.done) {
       this.done = true;
@@ -1124,6 +1151,7 @@ export class ChannelExporter extends OrderedEndpoint {
   }
 
   onStreamError(_error?: NetchanError): void {
+    this.dropBacklog();
     this.detach();
     this.done = true;
   }
@@ -1131,6 +1159,7 @@ export class ChannelExporter extends OrderedEndpoint {
   onStreamClose(): void {
     if (this.finished) return;
     this.finished = true;
+    this.dropBacklog();
     this.detach();
     this.unlistenClose();
     this.ctx.counters.channels--;

@@ -92,6 +92,14 @@ const RECEIPT_EAGER_BYTES = 256 * 1024;
  */
 export const TURN_BYTES = 256 * 1024;
 
+/**
+ * Bytes of written frames a resumable stream keeps unconfirmed (no RCVD yet, §4.5) before it
+ * counts as congested: the pumps of values stop until the peer confirms. An honest peer confirms
+ * within 250 ms, or once 256 KiB are unconfirmed; one that never does would otherwise make this
+ * side keep every frame it ever wrote on the stream.
+ */
+export const REPLAY_SOFT_BYTES = 4 * 1024 * 1024;
+
 /** Counters a FramedStream adds to. */
 export interface ByteCounters {
   bytesIn: number;
@@ -142,6 +150,8 @@ export class FramedStream {
   /** Bytes framed since the last end of a turn ({@link endTurn}). */
   private turnBytes = 0;
   private replay: ReplayEntry[] | null = null;
+  /** Bytes in {@link replay}. */
+  private replayBytes = 0;
   private drainWaiters: (() => void)[] = [];
 
   constructor(
@@ -171,6 +181,9 @@ export class FramedStream {
         if (this.failed || this.stream !== stream) return;
         if (this.replay) {
           if (type === FrameType.RCVD) return this.confirmed(payload);
+          if (this.replayBytes > 2 * this.replaySoftBytes + this.maxFrameBytes) {
+            return this.fail(netchanError(ErrorCodes.PROTOCOL, `peer leaves ${this.replayBytes} bytes of frames unconfirmed (no RCVD, §4.5)`));
+          }
           this.framesIn++;
           this.bytesInUnconfirmed += payload.length;
           if (++this.framesInUnconfirmed === 1) this.flusher.markLazy(this);
@@ -244,7 +257,16 @@ export class FramedStream {
    * (a pump of values) stops and waits in {@link onceDrain}.
    */
   get congested(): boolean {
-    return this.turnBytes >= TURN_BYTES || (!this.suspended && this.stream.writableNeedDrain);
+    return this.turnBytes >= TURN_BYTES || this.replayBytes >= this.replaySoftBytes || (!this.suspended && this.stream.writableNeedDrain);
+  }
+
+  /**
+   * Unconfirmed bytes above which a resumable stream is congested: room for a largest value.
+   * Beyond twice this and a largest value (only counts, CLOSE and ERROR are still framed past
+   * it), a frame from the peer fails the stream with ERR_PROTOCOL.
+   */
+  private get replaySoftBytes(): number {
+    return Math.max(REPLAY_SOFT_BYTES, this.maxFrameBytes + TURN_BYTES);
   }
 
   /** Calls `fn` once the stream can take more (at once if it can). */
@@ -318,6 +340,7 @@ export class FramedStream {
       if (replayable > 0) {
         this.framesOut += frames;
         this.replay.push({ bytes: replayable === out.length ? out : out.subarray(0, replayable), frames });
+        this.replayBytes += replayable;
       }
       if (this.suspended) return;
       this.counters.bytesOut += out.length;
@@ -341,12 +364,17 @@ export class FramedStream {
       if (head.frames <= n) {
         n -= head.frames;
         replay.shift();
+        this.replayBytes -= head.bytes.length;
       } else {
-        replay[0] = { bytes: skipFrames(head.bytes, n), frames: head.frames - n };
+        const rest = skipFrames(head.bytes, n);
+        this.replayBytes -= head.bytes.length - rest.length;
+        replay[0] = { bytes: rest, frames: head.frames - n };
         n = 0;
       }
     }
-    if (n > 0) this.fail(netchanError(ErrorCodes.PROTOCOL, 'RCVD confirms more frames than were sent'));
+    if (n > 0) return this.fail(netchanError(ErrorCodes.PROTOCOL, 'RCVD confirms more frames than were sent'));
+    // the pumps held back by unconfirmed frames go on
+    if (this.drainWaiters.length > 0 && !this.suspended) this.drained();
   }
 
   /** Frames sent and not yet confirmed by the peer. */

@@ -57,21 +57,43 @@ export function formatHostPort(host: string, port: number): string {
   return `${net.isIPv6(host) ? `[${host}]` : host}:${port}`;
 }
 
-/** An IPv4-mapped (`::ffff:a.b.c.d`) or NAT64 (`64:ff9b::a.b.c.d`) IPv6 address as the IPv4 inside it. */
+/** The eight 16-bit groups of a valid IPv6 address, however it is spelled (`::`, leading zeros, a dotted tail). */
+function ipv6Groups(address: string): number[] {
+  let text = address;
+  const dotted = /^(.*:)(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
+  if (dotted) {
+    const [a, b, c, d] = dotted.slice(2).map(Number) as [number, number, number, number];
+    text = `${dotted[1]}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const parse = (part: string): number[] => (part === '' ? [] : part.split(':').map((g) => parseInt(g, 16)));
+  const gap = text.indexOf('::');
+  if (gap < 0) return parse(text);
+  const head = parse(text.slice(0, gap));
+  const tail = parse(text.slice(gap + 2));
+  return [...head, ...new Array<number>(8 - head.length - tail.length).fill(0), ...tail];
+}
+
+/**
+ * The IPv4 address inside an IPv4-mapped (`::ffff:0:0/96`) or NAT64 (`64:ff9b::/96`) IPv6
+ * address, in any spelling of it (`0064:ff9b:0::7f00:1` too), or undefined.
+ */
 function embeddedIPv4(address: string): string | undefined {
-  const m = /^(?:::ffff:|64:ff9b::)(?:(\d+\.\d+\.\d+\.\d+)|([0-9a-f]{1,4}):([0-9a-f]{1,4}))$/i.exec(address);
-  if (!m) return undefined;
-  if (m[1]) return m[1];
-  const hi = parseInt(m[2]!, 16);
-  const lo = parseInt(m[3]!, 16);
+  if (!net.isIPv6(address)) return undefined;
+  const g = ipv6Groups(address);
+  const mapped = g[0] === 0 && g[1] === 0 && g[2] === 0 && g[3] === 0 && g[4] === 0 && g[5] === 0xffff;
+  const nat64 = g[0] === 0x64 && g[1] === 0xff9b && g[2] === 0 && g[3] === 0 && g[4] === 0 && g[5] === 0;
+  if (!mapped && !nat64) return undefined;
+  const hi = g[6]!;
+  const lo = g[7]!;
   return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
 }
 
 /** Canonical form of an IP address: IPv4-mapped IPv6 becomes IPv4; IPv6 lowercase. */
 function canonicalIp(address: string): string {
   if (net.isIPv6(address)) {
-    const mapped = /^::ffff:/i.test(address) ? embeddedIPv4(address) : undefined;
-    return mapped ?? address.toLowerCase();
+    const g = ipv6Groups(address);
+    const mapped = g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff;
+    return (mapped ? embeddedIPv4(address) : undefined) ?? address.toLowerCase();
   }
   return address;
 }

@@ -8,7 +8,7 @@ import { EventEmitter } from 'node:events';
 import http from 'node:http';
 import http2 from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
-import type { Duplex } from 'node:stream';
+import { PassThrough, type Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { WebSocketServer } from 'ws';
 import { Channel } from './channel.js';
@@ -534,6 +534,13 @@ export class ServerSession extends SessionCore {
    * its bytes still buffered; a channel can be closed with values still to drain.
    */
   private addUnclaimed(sid: string, kind: 'channel' | 'bytes', obj: object, mode?: BytesMode): void {
+    // the timer is made elsewhere: a closure made here would keep `obj` (and what it buffered)
+    const u: Unclaimed = { kind, obj, mode, timer: this.unclaimedTimer(sid) };
+    this.unclaimed.set(sid, u);
+    if (kind === 'bytes') (obj as Duplex).once('close', () => this.unclaimedClosed(sid, u));
+  }
+
+  private unclaimedTimer(sid: string): NodeJS.Timeout {
     const timer = setTimeout(() => {
       const u = this.unclaimed.get(sid);
       if (!u) return;
@@ -542,8 +549,25 @@ export class ServerSession extends SessionCore {
       this.dropUnclaimed(u);
     }, this.referenceTimeoutMs);
     timer.unref();
-    this.unclaimed.set(sid, { kind, obj, mode, timer });
+    return timer;
   }
+
+  /**
+   * An exported byte stream closed before a value named it. Reset or failed, what it buffered can
+   * never be read (a destroyed stream hands out nothing), so it goes now, not at the reference
+   * timeout: a closed stream no longer counts toward maxByteStreamsPerSession, and kept whole, the
+   * exports a client resets would have the server hold their buffers with no bound but that
+   * timeout. The value that names it still gets a stream failed with the same error.
+   */
+  private unclaimedClosed(sid: string, u: Unclaimed): void {
+    const wire = u.obj as Duplex;
+    if (this.unclaimed.get(sid) !== u || !wire.errored) return;
+    const failed = new PassThrough();
+    failed.on('error', (err) => debug('byte stream error: %s', err.message));
+    failed.destroy(wire.errored);
+    u.obj = failed;
+  }
+
 
   protected referencePresent(kind: ReferenceKind, ref: ParsedReference): boolean {
     // a handle of the client's on one of our channels: its stream may still be on its way
