@@ -595,7 +595,7 @@ async function startSession(u: URL, transport: ClientTransport, kind: 'h2' | 'ws
   const { control, headers } = await sessionRequest(u, transport, extra, resume);
   const id = header(headers, Headers.session);
   if (!id || !/^[0-9a-f]{32}$/.test(id)) throw netchanError(ErrorCodes.PROTOCOL, 'server sent no valid session id');
-  const heartbeat = options.heartbeatIntervalMs ?? (Number(header(headers, Headers.heartbeatMs)) || 15_000);
+  const heartbeat = options.heartbeatIntervalMs ?? serverHeartbeat(header(headers, Headers.heartbeatMs));
   const lease = Number(header(headers, Headers.leaseMs));
   const session = new Session(id, transport, kind, u, extra, options, Number.isSafeInteger(lease) && lease > 0 ? lease : 0);
   const serverMax = Number(header(headers, Headers.maxFrameBytes));
@@ -605,4 +605,17 @@ async function startSession(u: URL, transport: ClientTransport, kind: 'h2' | 'ws
   control.on('error', (err) => debug('control stream error: %s', err.message));
   session.attachControl(control, heartbeat, options.idleTimeoutMs ?? heartbeat * 3);
   return session;
+}
+
+/** Heartbeats the client accepts from a server's `netchan-heartbeat-ms`, in ms (§4.1). */
+export const HEARTBEAT_RANGE_MS = { min: 10, max: 3_600_000, default: 15_000 } as const;
+
+/**
+ * The heartbeat interval a server asks for, kept within {@link HEARTBEAT_RANGE_MS}: a server
+ * (or whatever answers in its name) cannot make the client ping every millisecond, or never.
+ */
+export function serverHeartbeat(value: string | undefined): number {
+  const ms = Number(value);
+  if (value === undefined || !Number.isSafeInteger(ms) || ms <= 0) return HEARTBEAT_RANGE_MS.default;
+  return Math.min(HEARTBEAT_RANGE_MS.max, Math.max(HEARTBEAT_RANGE_MS.min, ms));
 }

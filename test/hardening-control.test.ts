@@ -66,3 +66,17 @@ describe('hardening: the control stream', function () {
     expect(maxGapMs, 'longest pause of the event loop, ms').to.be.below(1000);
   });
 });
+
+describe('hardening: what a server may ask of a client', () => {
+  it('regression: a netchan-heartbeat-ms of 1, -5, Infinity, 1e12 or junk does not make the client ping every millisecond or never', async () => {
+    const { serverHeartbeat } = await import('../lib/client.js');
+    expect(serverHeartbeat('1')).to.equal(10);
+    expect(serverHeartbeat('-5')).to.equal(15_000);
+    expect(serverHeartbeat('Infinity')).to.equal(15_000);
+    expect(serverHeartbeat('1e12')).to.equal(3_600_000);
+    expect(serverHeartbeat('abc')).to.equal(15_000);
+    expect(serverHeartbeat(undefined)).to.equal(15_000);
+    expect(serverHeartbeat('15000')).to.equal(15_000);
+    expect(serverHeartbeat('250')).to.equal(250);
+  });
+});
