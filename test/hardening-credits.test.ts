@@ -8,7 +8,6 @@
  */
 import http2 from 'node:http2';
 import { Duplex } from 'node:stream';
-import { performance } from 'node:perf_hooks';
 import { expect } from 'chai';
 import { Channel, connect, listen, type ChannelLike, type Session } from '../lib/index.js';
 import { ChannelExporter, RemoteChannel, RemoteEndpoint, receiveWindow } from '../lib/channel-stream.js';
@@ -17,6 +16,7 @@ import { FramedStream, Flusher, TURN_BYTES } from '../lib/framed-stream.js';
 import { FrameDecoder, FrameType, encodeFrame } from '../lib/frames.js';
 import { PendingReferences, emptyStats, type StreamContext } from '../lib/stream-context.js';
 import { rejection } from './helpers/assert.js';
+import { exchangeBothWays, watchLoop, watchMax } from './helpers/watch.js';
 import { testCertificates } from './helpers/certs.js';
 import { onTeardown, startServer, teardown, until, useTransport, type Started } from './helpers/net.js';
 
@@ -50,27 +50,6 @@ function exporterOf(session: Session, ch: Channel<unknown>): ChannelExporter {
   return ex as ChannelExporter;
 }
 
-/** The largest gap between ticks of a 10 ms interval: how long the event loop was blocked. */
-function watchLoop(): { maxGapMs(): number } {
-  let last = performance.now();
-  let max = 0;
-  const timer = setInterval(() => {
-    const now = performance.now();
-    max = Math.max(max, now - last);
-    last = now;
-  }, 10);
-  onTeardown(() => clearInterval(timer));
-  return { maxGapMs: () => Math.max(max, performance.now() - last) };
-}
-
-/** Samples `measure` every 5 ms (and on demand): the largest value it returned. */
-function watchMax(measure: () => number): { max(): number } {
-  let max = measure();
-  const timer = setInterval(() => (max = Math.max(max, measure())), 5);
-  onTeardown(() => clearInterval(timer));
-  return { max: () => (max = Math.max(max, measure())) };
-}
-
 /** An honest session on the same server exchanges `n` values each way on channels of its own. */
 async function honestExchange(s: Started, n = 200): Promise<void> {
   const up = s.server.channel<number>('honest-up', 4);
@@ -79,24 +58,7 @@ async function honestExchange(s: Started, n = 200): Promise<void> {
   const upHandle = session.channel<number>('honest-up');
   const downHandle = session.channel<number>('honest-down');
   const values = Array.from({ length: n }, (_, i) => i);
-  const atServer: number[] = [];
-  const atClient: number[] = [];
-  await Promise.all([
-    (async () => {
-      for (const v of values) await upHandle.send(v);
-    })(),
-    (async () => {
-      for (let i = 0; i < n; i++) atServer.push(await up.receive());
-    })(),
-    (async () => {
-      for (const v of values) await down.send(v);
-    })(),
-    (async () => {
-      for (let i = 0; i < n; i++) atClient.push(await downHandle.receive());
-    })(),
-  ]);
-  expect(atServer).to.deep.equal(values);
-  expect(atClient).to.deep.equal(values);
+  await exchangeBothWays(values, { handle: upHandle, channel: up }, { handle: downHandle, channel: down });
 }
 
 /** `count` VALUE frames of small numbers, back to back in one buffer. */

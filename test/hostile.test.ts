@@ -16,6 +16,7 @@ import { FrameDecoder, FrameType, encodeFrame } from '../lib/frames.js';
 import { testCertificates } from './helpers/certs.js';
 import { onTeardown, startServer, teardown, tick, until, type Started } from './helpers/net.js';
 import { rejection } from './helpers/assert.js';
+import { exchangeBothWays } from './helpers/watch.js';
 
 const { NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR } = http2.constants;
 const codec = new Codec();
@@ -200,24 +201,7 @@ async function bystander(s: Started, tag = 'bystander'): Promise<Bystander> {
     async exchange(n: number) {
       const values = range(next, n);
       next += n;
-      const atServer: number[] = [];
-      const atClient: number[] = [];
-      await Promise.all([
-        (async () => {
-          for (const v of values) await upHandle.send(v);
-        })(),
-        (async () => {
-          for (let i = 0; i < n; i++) atServer.push(await up.receive());
-        })(),
-        (async () => {
-          for (const v of values) await down.send(v);
-        })(),
-        (async () => {
-          for (let i = 0; i < n; i++) atClient.push(await downHandle.receive());
-        })(),
-      ]);
-      expect(atServer).to.deep.equal(values);
-      expect(atClient).to.deep.equal(values);
+      await exchangeBothWays(values, { handle: upHandle, channel: up }, { handle: downHandle, channel: down });
       expect(session.closed).to.equal(false);
     },
   };
