@@ -30,6 +30,7 @@ const {
   HTTP2_HEADER_STATUS,
   HTTP2_HEADER_METHOD,
   HTTP2_HEADER_PATH,
+  NGHTTP2_NO_ERROR,
 } = http2.constants;
 
 /** Options of {@link createServer}. */
@@ -182,6 +183,14 @@ function refuse(stream: ServerStream, status: number, code: string, message: str
   }
   stream.end(`${code}: ${message}\n`);
   stream.resume();
+  // A client may never end its side of a refused stream, which would keep it open on the server
+  // for the life of the connection: once the answer is out it is let go (RST_STREAM NO_ERROR
+  // after END_STREAM, RFC 9113 §8.1; a mux RESET after END, a release, PROTOCOL §7.2). From the
+  // next turn: an HTTP/2 reset other than CANCEL must not be asked for inside nghttp2's receive
+  // (lib/stream-reset.ts); close() sends it once the answer is written.
+  setImmediate(() => {
+    if (!stream.destroyed && !stream.closed) stream.close(NGHTTP2_NO_ERROR);
+  });
 }
 
 function header(headers: StreamHeaders, name: string): string | undefined {

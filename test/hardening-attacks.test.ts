@@ -271,3 +271,40 @@ describe('hardening: attacks', function () {
   });
 
 });
+
+describe('hardening: refused streams a client never ends', function () {
+  this.timeout(30_000);
+  afterEach(teardown);
+
+  for (const kind of ['h2', 'ws'] as const) {
+    it(`regression: refused streams the client never ends are let go by the server once answered, not kept open for the connection's life (${kind})`, async () => {
+      const s = await startServer();
+      const { caCert } = await testCertificates();
+      const { openTransport } = await import('../lib/transport.js');
+      const { transport } = await openTransport(new URL(s.url), kind, { ca: caCert });
+      transport.on('error', () => undefined);
+      onTeardown(() => transport.destroy());
+      const n = 500;
+      let answered = 0;
+      let closed = 0;
+      for (let i = 0; i < n; i++) {
+        // a session that does not exist: 404 ERR_UNKNOWN_SESSION, and the request side stays open
+        const stream = transport.request({ ':method': 'POST', ':path': '/', 'netchan-version': '1', 'netchan-session': '0'.repeat(32), 'netchan-stream': `x${i}`, 'netchan-kind': 'channel', 'netchan-name': 'x' });
+        stream.on('error', () => undefined);
+        stream.on('data', () => undefined);
+        stream.once('response', (headers: Record<string, unknown>) => {
+          if (Number(headers[':status']) === 404) answered++;
+        });
+        stream.once('close', () => closed++);
+      }
+      await until(() => answered === n, 10_000, 'every refusal');
+      await until(() => closed === n, 10_000, 'the server to let go of every refused stream');
+      expect(closed).to.equal(n);
+      // the connection and the server are fine: an honest client is served
+      const ch = s.server.channel<number>('ok', 1);
+      const session = await s.client({ transport: kind });
+      await session.channel<number>('ok').send(7);
+      expect(await ch.receive()).to.equal(7);
+    });
+  }
+});
