@@ -39,17 +39,18 @@ function collector(): (() => void) | null {
 
 /**
  * Runs a full collection unless one ran within the last {@link MIN_INTERVAL_MS}, or within
- * {@link INTERVAL_PER_GC_MS} times the duration of the last one.
+ * {@link INTERVAL_PER_GC_MS} times the duration of the last one. Says whether it ran.
  */
-export function requestCollection(): void {
+export function requestCollection(): boolean {
   const now = performance.now();
-  if (now < nextAllowedAt) return;
+  if (now < nextAllowedAt) return false;
   const gc = collector();
-  if (!gc) return;
+  if (!gc) return false;
   collections.count++;
   gc();
   const took = performance.now() - now;
   nextAllowedAt = now + Math.max(MIN_INTERVAL_MS, took * INTERVAL_PER_GC_MS);
+  return true;
 }
 
 /**
@@ -67,8 +68,8 @@ export class CollectionTrigger {
   /** `open`: remote handles of the session open now, counting the one being opened. */
   opened(open: number): void {
     if (open < this.next) return;
-    this.next = open + Math.max(1, Math.floor(this.limit / 8));
-    requestCollection();
+    // a collection refused for now (one ran too recently) is asked for again at the next open
+    if (requestCollection()) this.next = open + Math.max(1, Math.floor(this.limit / 8));
   }
 
   closed(open: number): void {
