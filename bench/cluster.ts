@@ -1,5 +1,5 @@
 /**
- * Cluster echo benchmark (issue 5, item 7): one server sends tasks, every client echoes each one
+ * Cluster echo benchmark: one server sends tasks, every client echoes each one
  * back, at 100, 1,000 and 10,000 clients (about 7 minutes in all on 2 cores; most of it is
  * connecting 10,000 clients six times), for netchan and the same workload on:
  *   raw TLS       netchan's codec and length-prefixed frames straight on a TLS socket, no channel

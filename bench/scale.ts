@@ -1,5 +1,5 @@
 /**
- * Scale benchmark (issue 5, item 5): N concurrent clients on one netchan server on this machine,
+ * Scale benchmark: N concurrent clients on one netchan server on this machine,
  * and the server's memory per idle client.
  *
  *   npm run bench:scale                         # 10,000 clients in 10 processes

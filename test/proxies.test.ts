@@ -1,5 +1,5 @@
 /**
- * netchan behind real reverse proxies (issue 4): nginx (HTTP/2 end to end with grpc_pass, and
+ * netchan behind real reverse proxies: nginx (HTTP/2 end to end with grpc_pass, and
  * HTTP/1.1 only with a WebSocket upgrade), HAProxy (HTTP/2 to the backend) and Caddy, each a
  * real process started from the templates in test/fixtures/proxies/, in front
  * of a standalone netchan server with TLS. The same channel scenarios run through each, and the
@@ -447,7 +447,7 @@ for (const route of routes) {
       referenceScenarios(() => backend.server, () => client(), 'refs');
     });
 
-    describe('the TCP gateway through it (issue 6)', () => {
+    describe('the TCP gateway through it', () => {
       let web: http.Server;
       let echo: net.Server;
       let greeter: net.Server;
