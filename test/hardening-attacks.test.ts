@@ -9,10 +9,11 @@ import { runInNewContext } from 'node:vm';
 import { expect } from 'chai';
 import { Channel } from '../lib/index.js';
 import { Codec, type ReferenceHooks } from '../lib/codec.js';
-import { FrameDecoder, FrameType, encodeFrame } from '../lib/frames.js';
+import { FrameType } from '../lib/frames.js';
 import { bytesHeader } from '../lib/byte-frames.js';
 import { REPLAY_SOFT_BYTES, TURN_BYTES } from '../lib/framed-stream.js';
 import { rejection } from './helpers/assert.js';
+import { RawStream } from './helpers/raw-stream.js';
 import { testCertificates } from './helpers/certs.js';
 import { onTeardown, startServer, teardown, until, type Started } from './helpers/net.js';
 
@@ -23,41 +24,6 @@ const u32 = (n: number): Buffer => {
   return b;
 };
 
-interface Frame {
-  type: number;
-  payload: Buffer;
-}
-
-class RawStream {
-  readonly response: Promise<http2.IncomingHttpHeaders>;
-  readonly closed: Promise<void>;
-  private readonly chunks: Buffer[] = [];
-
-  constructor(readonly stream: http2.ClientHttp2Stream) {
-    stream.on('error', () => undefined);
-    stream.on('data', (chunk: Buffer) => this.chunks.push(chunk));
-    this.response = new Promise((resolve, reject) => {
-      stream.once('response', resolve);
-      stream.once('close', () => reject(new Error('stream closed before a response')));
-    });
-    this.response.catch(() => undefined);
-    this.closed = new Promise((resolve) => stream.once('close', () => resolve()));
-  }
-
-  async status(): Promise<number> {
-    return Number((await this.response)[':status']);
-  }
-
-  frames(): Frame[] {
-    const out: Frame[] = [];
-    new FrameDecoder((type, payload) => out.push({ type, payload: Buffer.from(payload) })).push(Buffer.concat(this.chunks));
-    return out;
-  }
-
-  send(type: number, payload: Uint8Array): void {
-    this.stream.write(encodeFrame(type, payload));
-  }
-}
 
 class RawSession {
   private constructor(
