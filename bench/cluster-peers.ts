@@ -25,8 +25,8 @@ import * as grpc from '@grpc/grpc-js';
 import { Server as SocketIoServer, type Socket as SocketIoSocket } from 'socket.io';
 import { io as socketIoClient, type Socket as SocketIoClientSocket } from 'socket.io-client';
 import { WebSocket, WebSocketServer } from 'ws';
-import { Codec } from '../lib/codec.js';
-import { FrameDecoder, FrameEncoder, FrameType } from '../lib/frames.js';
+import { Codec } from '../lib/wire/codec.js';
+import { FrameDecoder, FrameEncoder, FrameType } from '../lib/wire/frames.js';
 import { dial, listen, type Dialer } from '../lib/index.js';
 import { pool, serve, tell } from './children.js';
 

@@ -30,7 +30,7 @@
  *   BENCH_CPU_PROF_DIR=.scratch/prof BENCH_PEERS=netchan npm run bench:cluster   # server and client profiles
  */
 import os from 'node:os';
-import { generateCertificates } from '../lib/devcert.js';
+import { generateCertificates } from '../lib/transport/devcert.js';
 import { Child, killAll, rate, table, type Message } from './children.js';
 
 const ALL_PEERS = ['netchan', 'raw-tls', 'raw-h2', 'raw-h2-pair', 'ws', 'grpc', 'socket.io'];

@@ -246,7 +246,7 @@ async function measure(port: number): Promise<{ bulk: number; rtt: number }> {
 }
 
 async function main(): Promise<void> {
-  const { generateCertificates } = await import('../lib/devcert.js');
+  const { generateCertificates } = await import('../lib/transport/devcert.js');
   const certs = await generateCertificates({ hosts: ['localhost', '127.0.0.1'] });
   Object.assign(process.env, { BENCH_KEY: certs.key, BENCH_CERT: certs.cert, BENCH_CA: certs.caCert });
   const load = () => os.loadavg().map((l) => l.toFixed(2)).join(' ');

@@ -4,8 +4,8 @@
  */
 import os from 'node:os';
 import { Packr } from 'msgpackr';
-import { Channel } from '../lib/channel.js';
-import { Codec } from '../lib/codec.js';
+import { Channel } from '../lib/core/channel.js';
+import { Codec } from '../lib/wire/codec.js';
 
 interface Row { name: string; ops: number; seconds: number }
 

@@ -7,8 +7,8 @@ import http2 from 'node:http2';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { Packr } from 'msgpackr';
-import { Codec } from '../lib/codec.js';
-import { FrameDecoder, FrameEncoder, FrameType } from '../lib/frames.js';
+import { Codec } from '../lib/wire/codec.js';
+import { FrameDecoder, FrameEncoder, FrameType } from '../lib/wire/frames.js';
 import { createServer, type ChannelLike } from '../lib/index.js';
 
 const key = process.env.BENCH_KEY as string;

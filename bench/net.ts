@@ -14,9 +14,9 @@ import { createInterface } from 'node:readline';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { Packr } from 'msgpackr';
-import { generateCertificates } from '../lib/devcert.js';
-import { Codec } from '../lib/codec.js';
-import { FrameDecoder, FrameEncoder, FrameType } from '../lib/frames.js';
+import { generateCertificates } from '../lib/transport/devcert.js';
+import { Codec } from '../lib/wire/codec.js';
+import { FrameDecoder, FrameEncoder, FrameType } from '../lib/wire/frames.js';
 import { Channel, connect } from '../lib/index.js';
 
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 1_000_000);

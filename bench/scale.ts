@@ -23,7 +23,7 @@
  */
 import os from 'node:os';
 import { parseArgs } from 'node:util';
-import { generateCertificates } from '../lib/devcert.js';
+import { generateCertificates } from '../lib/transport/devcert.js';
 import { Child, killAll, table, type Message } from './children.js';
 
 const { values: args } = parseArgs({

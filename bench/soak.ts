@@ -11,7 +11,7 @@ import { fork } from 'node:child_process';
 import os from 'node:os';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { generateCertificates } from '../lib/devcert.js';
+import { generateCertificates } from '../lib/transport/devcert.js';
 import { Channel, connect } from '../lib/index.js';
 import { settledSample, type Sample } from './soak-sample.js';
 

@@ -8,7 +8,7 @@
  */
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { ensureDevCertificates, type DevCertificateOptions } from '../lib/devcert.js';
+import { ensureDevCertificates, type DevCertificateOptions } from '../lib/transport/devcert.js';
 
 const USAGE = 'usage: tsx bin/certs.ts [--dir DIR] [--host NAME ...] [--client NAME]';
 

@@ -16,8 +16,8 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { loadDevCa, ensureDevCertificates } from '../lib/devcert.js';
-import { parseAddress } from '../lib/cluster.js';
+import { loadDevCa, ensureDevCertificates } from '../lib/transport/devcert.js';
+import { parseAddress } from '../lib/cluster/cluster.js';
 import {
   ErrorCodes,
   GATEWAY_AUDIT_CHANNEL,

@@ -8,7 +8,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { ensureDevCertificates } from '../lib/devcert.js';
+import { ensureDevCertificates } from '../lib/transport/devcert.js';
 import { Channel, connect, createServer } from '../lib/index.js';
 
 interface Square {

@@ -32,8 +32,8 @@ import http2 from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Express, NextFunction, Request, Response } from 'express';
-import { ErrorCodes, netchanError, type NetchanError } from '../lib/errors.js';
-import type { NetchanServer } from '../lib/server.js';
+import { ErrorCodes, netchanError, type NetchanError } from '../lib/core/errors.js';
+import type { NetchanServer } from '../lib/server/server.js';
 
 /** Options of {@link netchan}. */
 export interface NetchanMiddlewareOptions {

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { Channel, dial, listen } from '../lib/index.js';
-import { parseAddress } from '../lib/cluster.js';
+import { parseAddress } from '../lib/cluster/cluster.js';
 import { rejection } from './helpers/assert.js';
 import { onTeardown, teardown, until } from './helpers/net.js';
 

@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { expect } from 'chai';
 import fc from 'fast-check';
-import { Codec, ExtensionTypes, validate, type ReferenceHooks, type ReferenceKind } from '../lib/codec.js';
-import { Channel } from '../lib/channel.js';
-import { NetchanError } from '../lib/errors.js';
-import '../lib/session.js'; // registers the channel and stream classes as references
+import { Codec, ExtensionTypes, validate, type ReferenceHooks, type ReferenceKind } from '../lib/wire/codec.js';
+import { Channel } from '../lib/core/channel.js';
+import { NetchanError } from '../lib/core/errors.js';
+import '../lib/session/session.js'; // registers the channel and stream classes as references
 import { fromTagged } from './helpers/tagged.js';
 
 const codec = new Codec();
@@ -158,7 +158,7 @@ describe('codec', () => {
 
     it('rejects a channel from a second copy of the module with ERR_ENCODE instead of sending it as a plain object', async () => {
       // a real second copy: the same file loaded again under another URL, as two installed versions would be
-      const copy = (await import(`../lib/channel.js?copy=${Date.now()}`)) as typeof import('../lib/channel.js');
+      const copy = (await import(`../lib/core/channel.js?copy=${Date.now()}`)) as typeof import('../lib/core/channel.js');
       const foreign = new copy.Channel<number>(1);
       expect(foreign).to.not.be.instanceOf(Channel);
       let error: unknown;

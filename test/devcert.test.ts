@@ -10,8 +10,8 @@ import {
   ensureDevCertificates,
   generateCertificates,
   type DevCertificates,
-} from '../lib/devcert.js';
-import { ErrorCodes, isNetchanError } from '../lib/errors.js';
+} from '../lib/transport/devcert.js';
+import { ErrorCodes, isNetchanError } from '../lib/core/errors.js';
 
 /** What one TLS client connection saw, from connect to close. */
 interface Outcome {

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { expect } from 'chai';
-import { ErrorCodes, NetchanError, fromNodeError, isNetchanError, netchanError } from '../lib/errors.js';
+import { ErrorCodes, NetchanError, fromNodeError, isNetchanError, netchanError } from '../lib/core/errors.js';
 
 describe('NetchanError', () => {
   it('every code in ErrorCodes is documented in docs/errors.md', () => {

@@ -6,7 +6,7 @@ import { expect } from 'chai';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import request from 'supertest';
 import { Channel, connect, createServer, type NetchanServer, type ServerOptions } from '../lib/index.js';
-import { WsMux, WS_SUBPROTOCOL } from '../lib/ws-mux.js';
+import { WsMux, WS_SUBPROTOCOL } from '../lib/transport/ws-mux.js';
 import { attach, netchan } from '../middleware/express.js';
 import { rejection } from './helpers/assert.js';
 import { testCertificates } from './helpers/certs.js';

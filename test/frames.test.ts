@@ -9,8 +9,8 @@ import {
   FrameType,
   encodeFrame,
   type FrameDecoderOptions,
-} from '../lib/frames.js';
-import { ErrorCodes, NetchanError } from '../lib/errors.js';
+} from '../lib/wire/frames.js';
+import { ErrorCodes, NetchanError } from '../lib/core/errors.js';
 
 interface VectorFrame {
   type: number;

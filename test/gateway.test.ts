@@ -10,7 +10,7 @@ import { expect } from 'chai';
 import express from 'express';
 import { GATEWAY_AUDIT_CHANNEL, connect, createServer, specialAddressKind, type GatewayAuditEvent } from '../lib/index.js';
 import { attach, netchan } from '../middleware/express.js';
-import { decodeMuxFrame, encodeHeaders, encodeMuxFrame } from '../lib/ws-mux.js';
+import { decodeMuxFrame, encodeHeaders, encodeMuxFrame } from '../lib/transport/ws-mux.js';
 import { rejection } from './helpers/assert.js';
 import { httpGet, readAll } from './helpers/streams.js';
 import { testCertificates } from './helpers/certs.js';

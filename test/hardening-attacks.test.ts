@@ -8,10 +8,10 @@ import v8 from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { expect } from 'chai';
 import { Channel } from '../lib/index.js';
-import { Codec, type ReferenceHooks } from '../lib/codec.js';
-import { FrameType } from '../lib/frames.js';
-import { bytesHeader } from '../lib/byte-frames.js';
-import { REPLAY_SOFT_BYTES, TURN_BYTES } from '../lib/framed-stream.js';
+import { Codec, type ReferenceHooks } from '../lib/wire/codec.js';
+import { FrameType } from '../lib/wire/frames.js';
+import { bytesHeader } from '../lib/wire/byte-frames.js';
+import { REPLAY_SOFT_BYTES, TURN_BYTES } from '../lib/session/framed-stream.js';
 import { rejection } from './helpers/assert.js';
 import { RawStream } from './helpers/raw-stream.js';
 import { testCertificates } from './helpers/certs.js';
@@ -246,7 +246,7 @@ describe('hardening: refused streams a client never ends', function () {
     it(`regression: refused streams the client never ends are let go by the server once answered, not kept open for the connection's life (${kind})`, async () => {
       const s = await startServer();
       const { caCert } = await testCertificates();
-      const { openTransport } = await import('../lib/transport.js');
+      const { openTransport } = await import('../lib/transport/connect.js');
       const { transport } = await openTransport(new URL(s.url), kind, { ca: caCert });
       transport.on('error', () => undefined);
       onTeardown(() => transport.destroy());

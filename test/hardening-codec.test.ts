@@ -11,11 +11,11 @@ import { readFileSync } from 'node:fs';
 import { PassThrough } from 'node:stream';
 import { expect } from 'chai';
 import fc from 'fast-check';
-import { Codec, validate, type ReferenceHooks } from '../lib/codec.js';
-import { Channel } from '../lib/channel.js';
-import { ErrorCodes, NetchanError, netchanError } from '../lib/errors.js';
-import { FrameDecoder, FrameType, encodeFrame } from '../lib/frames.js';
-import '../lib/session.js'; // registers the channel and stream classes as references
+import { Codec, validate, type ReferenceHooks } from '../lib/wire/codec.js';
+import { Channel } from '../lib/core/channel.js';
+import { ErrorCodes, NetchanError, netchanError } from '../lib/core/errors.js';
+import { FrameDecoder, FrameType, encodeFrame } from '../lib/wire/frames.js';
+import '../lib/session/session.js'; // registers the channel and stream classes as references
 import { testCertificates } from './helpers/certs.js';
 import { onTeardown, startServer, teardown, until } from './helpers/net.js';
 

@@ -12,7 +12,7 @@ import { expect } from 'chai';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { WebSocket } from 'ws';
 import { NetchanError, connect, createServer, type ConnectOptions, type ServerOptions, type Session } from '../lib/index.js';
-import { WsMux, WS_SUBPROTOCOL } from '../lib/ws-mux.js';
+import { WsMux, WS_SUBPROTOCOL } from '../lib/transport/ws-mux.js';
 import { attach, netchan, type NetchanMiddlewareOptions } from '../middleware/express.js';
 import { rejection } from './helpers/assert.js';
 import { testCertificates } from './helpers/certs.js';

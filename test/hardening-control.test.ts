@@ -5,7 +5,7 @@
 import http2 from 'node:http2';
 import { expect } from 'chai';
 import { Channel, type ChannelLike } from '../lib/index.js';
-import { FrameType, encodeFrame } from '../lib/frames.js';
+import { FrameType, encodeFrame } from '../lib/wire/frames.js';
 import { testCertificates } from './helpers/certs.js';
 import { onTeardown, startServer, teardown, until } from './helpers/net.js';
 import { watchLoop } from './helpers/watch.js';
@@ -62,7 +62,7 @@ describe('hardening: the control stream', function () {
 
 describe('hardening: what a server may ask of a client', () => {
   it('regression: a netchan-heartbeat-ms of 1, -5, Infinity, 1e12 or junk does not make the client ping every millisecond or never', async () => {
-    const { serverHeartbeat } = await import('../lib/client.js');
+    const { serverHeartbeat } = await import('../lib/client/client.js');
     expect(serverHeartbeat('1')).to.equal(10);
     expect(serverHeartbeat('-5')).to.equal(15_000);
     expect(serverHeartbeat('Infinity')).to.equal(15_000);

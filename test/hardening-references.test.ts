@@ -15,10 +15,10 @@
 import { Readable, Writable } from 'node:stream';
 import { expect } from 'chai';
 import { Channel, type ChannelLike, type Session } from '../lib/index.js';
-import { bytesEnd, bytesHeader } from '../lib/byte-frames.js';
-import { Codec, type ReferenceHooks } from '../lib/codec.js';
-import { FrameDecoder, FrameType, encodeFrame } from '../lib/frames.js';
-import { openTransport, type ClientStream, type ClientTransport, type ResponseHeaders } from '../lib/transport.js';
+import { bytesEnd, bytesHeader } from '../lib/wire/byte-frames.js';
+import { Codec, type ReferenceHooks } from '../lib/wire/codec.js';
+import { FrameDecoder, FrameType, encodeFrame } from '../lib/wire/frames.js';
+import { openTransport, type ClientStream, type ClientTransport, type ResponseHeaders } from '../lib/transport/connect.js';
 import { rejection } from './helpers/assert.js';
 import { testCertificates } from './helpers/certs.js';
 import { onTeardown, startServer, teardown, until, type Started } from './helpers/net.js';

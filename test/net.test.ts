@@ -379,7 +379,7 @@ for (const transport of ['h2', 'ws'] as const) describe(`channels over ${transpo
     const requests = server.channel<{ reply?: unknown; n: number }>('foreign-requests', 1);
     const session = await client();
     const remote = session.channel<{ reply?: unknown; n: number }>('foreign-requests');
-    const copy = (await import(`../lib/channel.js?copy=${Date.now()}`)) as typeof import('../lib/channel.js');
+    const copy = (await import(`../lib/core/channel.js?copy=${Date.now()}`)) as typeof import('../lib/core/channel.js');
     const err = await rejection(remote.send({ reply: new copy.Channel<number>(1), n: 1 }));
     expect(err.code).to.equal('ERR_ENCODE');
     expect(err.mayHaveBeenDelivered).to.equal(false);

@@ -1,9 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { expect } from 'chai';
-import { Channel } from '../lib/channel.js';
-import { Codec, type ReferenceHooks } from '../lib/codec.js';
-import { FrameDecoder, FrameType, encodeFrame } from '../lib/frames.js';
-import '../lib/session.js';
+import { Channel } from '../lib/core/channel.js';
+import { Codec, type ReferenceHooks } from '../lib/wire/codec.js';
+import { FrameDecoder, FrameType, encodeFrame } from '../lib/wire/frames.js';
+import '../lib/session/session.js';
 
 interface Step {
   step: string;

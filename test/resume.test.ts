@@ -7,7 +7,7 @@
 import net from 'node:net';
 import { expect } from 'chai';
 import { Channel, connect, type ConnectOptions, type Session } from '../lib/index.js';
-import type { FramedStream } from '../lib/framed-stream.js';
+import type { FramedStream } from '../lib/session/framed-stream.js';
 import { rejection } from './helpers/assert.js';
 import { testCertificates } from './helpers/certs.js';
 import { onTeardown, startServer, teardown, until, type Started } from './helpers/net.js';

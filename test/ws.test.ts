@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
 import { WebSocket } from 'ws';
-import { bytesHeader } from '../lib/byte-frames.js';
+import { bytesHeader } from '../lib/wire/byte-frames.js';
 import { Channel, connect, createServer, type NetchanServer } from '../lib/index.js';
 import {
   MUX_INITIAL_WINDOW,
@@ -20,7 +20,7 @@ import {
   decodeMuxFrame,
   encodeHeaders,
   encodeMuxFrame,
-} from '../lib/ws-mux.js';
+} from '../lib/transport/ws-mux.js';
 import { rejection } from './helpers/assert.js';
 import { testCertificates } from './helpers/certs.js';
 import { onTeardown, startServer, teardown, until, type Started } from './helpers/net.js';

@@ -1,6 +1,6 @@
 /** Assertion helpers shared by the test files. */
 import { expect } from 'chai';
-import { NetchanError } from '../../lib/errors.js';
+import { NetchanError } from '../../lib/core/errors.js';
 
 /** Awaits `p`, expects it to reject with a NetchanError, and returns that error. */
 export async function rejection(p: Promise<unknown>): Promise<NetchanError> {

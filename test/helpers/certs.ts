@@ -5,7 +5,7 @@
  */
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ensureDevCertificates, type DevCertificates } from '../../lib/devcert.js';
+import { ensureDevCertificates, type DevCertificates } from '../../lib/transport/devcert.js';
 
 /** The repository root: this file is test/helpers/certs.ts. */
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));

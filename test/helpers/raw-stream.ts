@@ -1,8 +1,8 @@
 /** A raw HTTP/2 client stream that speaks the wire protocol by hand (docs/PROTOCOL.md), for hostile-peer tests. */
 import http2 from 'node:http2';
 import { expect } from 'chai';
-import { Codec } from '../../lib/codec.js';
-import { FrameDecoder, FrameType, encodeFrame } from '../../lib/frames.js';
+import { Codec } from '../../lib/wire/codec.js';
+import { FrameDecoder, FrameType, encodeFrame } from '../../lib/wire/frames.js';
 
 const codec = new Codec();
 

@@ -3,7 +3,7 @@
  * any split of the input gives the same frames) with a hard size limit, and an encoder that
  * lets a writer coalesce many frames into one write. See docs/PROTOCOL.md §2.
  */
-import { ErrorCodes, netchanError, type NetchanError } from './errors.js';
+import { ErrorCodes, netchanError, type NetchanError } from '../core/errors.js';
 
 /** Frame types of protocol version 1 (docs/PROTOCOL.md §2). */
 export const FrameType = {

@@ -8,7 +8,7 @@ import { mkdir, open, readFile, rename, stat, unlink, writeFile } from 'node:fs/
 import { isIP } from 'node:net';
 import path from 'node:path';
 import type * as X509 from '@peculiar/x509';
-import { ErrorCodes, netchanError } from './errors.js';
+import { ErrorCodes, netchanError } from '../core/errors.js';
 
 /** A CA and the certificates it signed, all PEM encoded. */
 export interface DevCertificates {

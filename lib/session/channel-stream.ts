@@ -8,11 +8,11 @@
  * acknowledges every value handed to its program with ACK, so that values taken but never
  * delivered can go back to the channel when the stream goes away.
  */
-import { Channel, Waiter, type ChannelLike, type OperationOptions, type TryReceiveResult } from './channel.js';
-import { ErrorCodes, NetchanError, netchanError } from './errors.js';
-import { FrameType } from './frames.js';
+import { Channel, Waiter, type ChannelLike, type OperationOptions, type TryReceiveResult } from '../core/channel.js';
+import { ErrorCodes, NetchanError, netchanError } from '../core/errors.js';
+import { FrameType } from '../wire/frames.js';
 import type { FrameSink, FramedStream } from './framed-stream.js';
-import { Deque, WaitList, type WaitNode } from './queue.js';
+import { Deque, WaitList, type WaitNode } from '../core/queue.js';
 import { PendingReferences, type StreamContext } from './stream-context.js';
 
 const RESOLVED: Promise<void> = Promise.resolve();

@@ -1,6 +1,6 @@
 /**
  * Transports: what carries a session's streams. HTTP/2 (over TLS, or h2c when `insecure`) and
- * the WebSocket fallback (lib/ws-mux.ts) are two adapters behind the same small interface, so
+ * the WebSocket fallback (lib/transport/ws-mux.ts) are two adapters behind the same small interface, so
  * the session never asks which one it runs on.
  */
 import http2 from 'node:http2';
@@ -8,7 +8,7 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type tls from 'node:tls';
 import { WebSocket } from 'ws';
-import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from './errors.js';
+import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from '../core/errors.js';
 import { connectTls, type ClientTlsOptions } from './tls.js';
 import { MUX_MAX_MESSAGE, WS_SUBPROTOCOL, WsMux } from './ws-mux.js';
 

@@ -9,7 +9,7 @@
  * its readable side, so the program reads and writes plain bytes.
  */
 import type { Duplex } from 'node:stream';
-import { ErrorCodes, netchanError, type NetchanError } from './errors.js';
+import { ErrorCodes, netchanError, type NetchanError } from '../core/errors.js';
 
 /** Frame types of a byte stream (§2.2). */
 export const ByteFrameType = {

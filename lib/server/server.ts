@@ -11,20 +11,20 @@ import net, { type AddressInfo } from 'node:net';
 import { PassThrough, type Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { WebSocketServer } from 'ws';
-import { Channel } from './channel.js';
-import { ChannelExporter, RemoteChannel, sendWindow, type ExportableChannel, type RemoteEndpoint } from './channel-stream.js';
-import { ServerConnection } from './connections.js';
-import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from './errors.js';
-import { FrameType } from './frames.js';
-import type { FramedStream } from './framed-stream.js';
-import { CollectionTrigger } from './collector.js';
-import { Gateway, TARGET_HEADER, type GatewayOptions } from './gateway.js';
-import type { ReferenceKind } from './codec.js';
-import { DEFAULT_MAX_CHANNELS, Headers, PROTOCOL_VERSION, SessionCore, debug, joinBytes, newSessionId, type BytesMode, type ExportPlan, type ParsedReference, type SessionOptions } from './session.js';
-import { emptyStats, type Stats } from './stream-context.js';
-import { resetStream } from './stream-reset.js';
-import type { ServerStream } from './transport.js';
-import { MUX_MAX_MESSAGE, MuxStream, WS_SUBPROTOCOL, WsMux } from './ws-mux.js';
+import { Channel } from '../core/channel.js';
+import { ChannelExporter, RemoteChannel, sendWindow, type ExportableChannel, type RemoteEndpoint } from '../session/channel-stream.js';
+import { ServerConnection } from '../transport/connections.js';
+import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from '../core/errors.js';
+import { FrameType } from '../wire/frames.js';
+import type { FramedStream } from '../session/framed-stream.js';
+import { CollectionTrigger } from '../session/collector.js';
+import { Gateway, TARGET_HEADER, type GatewayOptions } from '../gateway/gateway.js';
+import type { ReferenceKind } from '../wire/codec.js';
+import { DEFAULT_MAX_CHANNELS, Headers, PROTOCOL_VERSION, SessionCore, debug, joinBytes, newSessionId, type BytesMode, type ExportPlan, type ParsedReference, type SessionOptions } from '../session/session.js';
+import { emptyStats, type Stats } from '../session/stream-context.js';
+import { resetStream } from '../transport/stream-reset.js';
+import type { ServerStream } from '../transport/connect.js';
+import { MUX_MAX_MESSAGE, MuxStream, WS_SUBPROTOCOL, WsMux } from '../transport/ws-mux.js';
 
 const {
   HTTP2_HEADER_STATUS,
@@ -187,7 +187,7 @@ function refuse(stream: ServerStream, status: number, code: string, message: str
   // for the life of the connection: once the answer is out it is let go (RST_STREAM NO_ERROR
   // after END_STREAM, RFC 9113 §8.1; a mux RESET after END, a release, PROTOCOL §7.2). From the
   // next turn: an HTTP/2 reset other than CANCEL must not be asked for inside nghttp2's receive
-  // (lib/stream-reset.ts); close() sends it once the answer is written.
+  // (lib/transport/stream-reset.ts); close() sends it once the answer is written.
   setImmediate(() => {
     if (!stream.destroyed && !stream.closed) stream.close(NGHTTP2_NO_ERROR);
   });
@@ -518,7 +518,7 @@ export class ServerSession extends SessionCore {
     joinBytes(p.obj, stream, p.mode as BytesMode, 'server');
   }
 
-  /** A TCP connection through the gateway (docs/PROTOCOL.md §8, lib/gateway.ts). */
+  /** A TCP connection through the gateway (docs/PROTOCOL.md §8, lib/gateway/gateway.ts). */
   private handleTcp(stream: ServerStream, headers: StreamHeaders): void {
     const gateway = this.server.tcpGateway;
     if (!gateway) return refuse(stream, 403, ErrorCodes.FORBIDDEN_TARGET, 'this server is not a TCP gateway');
@@ -1053,7 +1053,7 @@ export class NetchanServer {
       listener.close(() => resolve());
       // close() waits for connections; ask them to go. Not at once: closing a session with no
       // stream left destroys it, which must not happen inside nghttp2's receive (close() may be
-      // called there, lib/stream-reset.ts).
+      // called there, lib/transport/stream-reset.ts).
       setImmediate(() => {
         for (const s of this.h2Sessions) s.close();
       });

@@ -13,7 +13,7 @@
  * So: an open stream is reset with CANCEL at once, or with any other code (or destroyed with an
  * error) from the next turn (setImmediate: outside any receive); a stream nghttp2 has closed or
  * is closing gets no reset of ours, and its local end waits for the next turn as well; a
- * session is destroyed from the next turn. The WebSocket mux (lib/ws-mux.ts) has no such
+ * session is destroyed from the next turn. The WebSocket mux (lib/transport/ws-mux.ts) has no such
  * re-entry: its streams are reset at once.
  */
 import http2 from 'node:http2';

@@ -32,7 +32,7 @@
  * | 0x11 | byte-stream reference | one map (session-defined, PROTOCOL.md §5) |
  */
 import { Packr, Unpackr, addExtension } from 'msgpackr';
-import { ErrorCodes, NetchanError, netchanError } from './errors.js';
+import { ErrorCodes, NetchanError, netchanError } from '../core/errors.js';
 
 /** The MessagePack extension type numbers netchan uses. */
 export const ExtensionTypes = {

@@ -7,7 +7,7 @@
  * WebSocket upgrade) and the time a connection spends without a live netchan stream.
  */
 import type { Duplex } from 'node:stream';
-import { debug } from './session.js';
+import { debug } from '../core/debug.js';
 
 /** Where a socket keeps its {@link ServerConnection}; an HTTP/2 session's socket proxy passes it through. */
 const CONNECTION = Symbol('netchan.connection');

@@ -11,7 +11,7 @@
 import { EventEmitter } from 'node:events';
 import { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
-import { ErrorCodes, netchanError, type NetchanError } from './errors.js';
+import { ErrorCodes, netchanError, type NetchanError } from '../core/errors.js';
 
 /** The WebSocket subprotocol a netchan mux speaks. */
 export const WS_SUBPROTOCOL = 'netchan.v1';

@@ -6,18 +6,18 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { Duplex, Readable, Stream, Writable, pipeline } from 'node:stream';
-import { debuglog } from 'node:util';
-import { proveByteStream } from './byte-frames.js';
-import { Channel } from './channel.js';
+import { proveByteStream } from '../wire/byte-frames.js';
+import { Channel } from '../core/channel.js';
 import { ChannelExporter, RemoteChannel, RemoteEndpoint, type ExportableChannel } from './channel-stream.js';
 import { CollectionTrigger } from './collector.js';
-import { Codec, registerReferenceClass, type FoundReference, type ReferenceHooks, type ReferenceKind } from './codec.js';
-import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from './errors.js';
+import { Codec, registerReferenceClass, type FoundReference, type ReferenceHooks, type ReferenceKind } from '../wire/codec.js';
+import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from '../core/errors.js';
 import { Flusher, FramedStream } from './framed-stream.js';
 import { PendingReferences, type Stats, type StreamContext } from './stream-context.js';
-import { guardDestroy, resetStream } from './stream-reset.js';
+import { guardDestroy, resetStream } from '../transport/stream-reset.js';
 
-export const debug = debuglog('netchan');
+export { debug } from '../core/debug.js';
+import { debug } from '../core/debug.js';
 
 registerReferenceClass(Channel, 'channel');
 registerReferenceClass(RemoteChannel, 'channel');
@@ -173,7 +173,7 @@ export abstract class SessionCore extends EventEmitter implements StreamContext,
   protected readonly remotes = new Set<RemoteEndpoint<unknown>>();
   /**
    * Asks for a garbage collection as remote handles pile up, so that the dropped ones are
-   * released before the session's channel limit (lib/collector.ts). Its limit: the server's
+   * released before the session's channel limit (lib/session/collector.ts). Its limit: the server's
    * `maxChannelsPerSession` (the client learns it from `netchan-max-channels`).
    */
   protected collection = new CollectionTrigger(DEFAULT_MAX_CHANNELS);

@@ -14,11 +14,11 @@
  */
 import os from 'node:os';
 import path from 'node:path';
-import type { Channel } from './channel.js';
-import { connect, type ConnectOptions, type RemoteChannelHandle, type Session } from './client.js';
-import { ensureDevCertificates, loadDevCa } from './devcert.js';
-import { ErrorCodes, netchanError } from './errors.js';
-import { createServer, type NetchanServer, type ServerOptions } from './server.js';
+import type { Channel } from '../core/channel.js';
+import { connect, type ConnectOptions, type RemoteChannelHandle, type Session } from '../client/client.js';
+import { ensureDevCertificates, loadDevCa } from '../transport/devcert.js';
+import { ErrorCodes, netchanError } from '../core/errors.js';
+import { createServer, type NetchanServer, type ServerOptions } from '../server/server.js';
 
 /** Names of the two channels `listen` exports. */
 export const CLUSTER_CHANNELS = { out: 'netchan.out', in: 'netchan.in' } as const;

@@ -4,7 +4,7 @@
  * header (a bearer token, say) ever reaches a server that failed verification.
  */
 import tls from 'node:tls';
-import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from './errors.js';
+import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from '../core/errors.js';
 
 /** TLS options of `connect`. */
 export interface ClientTlsOptions {

@@ -4,9 +4,9 @@
  * coalesced into one write per event-loop turn for all streams of a session.
  */
 import type { Duplex } from 'node:stream';
-import { FRAME_HEADER_BYTES, FrameDecoder, FrameEncoder, FrameType } from './frames.js';
-import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from './errors.js';
-import { resetStream } from './stream-reset.js';
+import { FRAME_HEADER_BYTES, FrameDecoder, FrameEncoder, FrameType } from '../wire/frames.js';
+import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from '../core/errors.js';
+import { resetStream } from '../transport/stream-reset.js';
 
 /** Receives what a {@link FramedStream} reads. */
 export interface FrameSink {
@@ -450,7 +450,7 @@ export class FramedStream {
     // CANCEL: Http2Stream.close() ends the writable side first, an END_STREAM ahead of the
     // RST_STREAM, which the peer reads as a clean end (a release, §5.3). On an error, a reset
     // without that END_STREAM (destroy with an error is RST_STREAM INTERNAL_ERROR, §2.3), from
-    // the next turn when it must wait (lib/stream-reset.ts).
+    // the next turn when it must wait (lib/transport/stream-reset.ts).
     resetStream(this.stream, error);
   }
 

@@ -15,10 +15,10 @@ import http2 from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { debuglog } from 'node:util';
-import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from './errors.js';
-import type { Stats } from './stream-context.js';
-import { resetStream } from './stream-reset.js';
-import type { ClientStream, ResponseHeaders, ServerStream } from './transport.js';
+import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from '../core/errors.js';
+import type { Stats } from '../session/stream-context.js';
+import { resetStream } from '../transport/stream-reset.js';
+import type { ClientStream, ResponseHeaders, ServerStream } from '../transport/connect.js';
 
 const debug = debuglog('netchan');
 

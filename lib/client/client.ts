@@ -7,19 +7,19 @@ import http2 from 'node:http2';
 import { randomBytes } from 'node:crypto';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
-import { ChannelExporter, RemoteChannel, sendWindow, type ExportableChannel, type RemoteEndpoint } from './channel-stream.js';
-import { ErrorCodes, NetchanError, fromNodeError, netchanError } from './errors.js';
-import { FrameType } from './frames.js';
-import type { FramedStream } from './framed-stream.js';
-import { CollectionTrigger } from './collector.js';
-import { TARGET_HEADER, dialTcp, forward, type DialTcpOptions, type ForwardOptions, type Forwarder, type TcpOpener } from './gateway.js';
-import type { ReferenceKind } from './codec.js';
-import { Headers, PROTOCOL_VERSION, SessionCore, debug, joinBytes, type BytesMode, type ExportPlan, type ParsedReference, type SessionOptions } from './session.js';
-import { emptyStats, type Stats } from './stream-context.js';
-import { refuseByteStream } from './byte-frames.js';
-import { destroySession, resetStream } from './stream-reset.js';
-import type { ClientTlsOptions } from './tls.js';
-import { openTransport, type ClientStream, type ClientTransport, type ResponseHeaders, type TransportChoice } from './transport.js';
+import { ChannelExporter, RemoteChannel, sendWindow, type ExportableChannel, type RemoteEndpoint } from '../session/channel-stream.js';
+import { ErrorCodes, NetchanError, fromNodeError, netchanError } from '../core/errors.js';
+import { FrameType } from '../wire/frames.js';
+import type { FramedStream } from '../session/framed-stream.js';
+import { CollectionTrigger } from '../session/collector.js';
+import { TARGET_HEADER, dialTcp, forward, type DialTcpOptions, type ForwardOptions, type Forwarder, type TcpOpener } from '../gateway/gateway.js';
+import type { ReferenceKind } from '../wire/codec.js';
+import { Headers, PROTOCOL_VERSION, SessionCore, debug, joinBytes, type BytesMode, type ExportPlan, type ParsedReference, type SessionOptions } from '../session/session.js';
+import { emptyStats, type Stats } from '../session/stream-context.js';
+import { refuseByteStream } from '../wire/byte-frames.js';
+import { destroySession, resetStream } from '../transport/stream-reset.js';
+import type { ClientTlsOptions } from '../transport/tls.js';
+import { openTransport, type ClientStream, type ClientTransport, type ResponseHeaders, type TransportChoice } from '../transport/connect.js';
 
 const { HTTP2_HEADER_STATUS, HTTP2_HEADER_METHOD, HTTP2_HEADER_PATH, HTTP2_HEADER_AUTHORITY, HTTP2_HEADER_SCHEME } = http2.constants;
 
@@ -344,7 +344,7 @@ export class Session extends SessionCore {
       }
       this.stop(netchanError(ErrorCodes.SESSION_CLOSED, 'session closed'), true);
       // closing a session with no stream left destroys it: not from inside nghttp2's receive
-      // (close() may be called there, lib/stream-reset.ts)
+      // (close() may be called there, lib/transport/stream-reset.ts)
       const h2 = this.h2;
       setImmediate(() => (h2.closed || h2.destroyed ? resolve() : h2.close(() => resolve())));
     });
