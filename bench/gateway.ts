@@ -148,9 +148,9 @@ async function h2RelayOut(upstream: number): Promise<void> {
 }
 
 async function gatewayRole(targetPort: number): Promise<void> {
-  const { createServer } = await import('../lib/index.js');
+  const { createGateway, createServer } = await import('../lib/index.js');
   const server = createServer({ key: process.env.BENCH_KEY!, cert: process.env.BENCH_CERT!, authenticate: ({ headers }) => (headers.authorization === 'Bearer bench' ? 'bench' : false) });
-  server.gateway({ allow: [`127.0.0.1:${targetPort}`] });
+  createGateway(server, { allow: [`127.0.0.1:${targetPort}`] });
   const { port } = await server.listen(0, '127.0.0.1');
   ready(port);
 }

@@ -23,6 +23,7 @@ import {
   GATEWAY_AUDIT_CHANNEL,
   NetchanError,
   connect,
+  createGateway,
   createServer,
   devCertificateDir,
   dial,
@@ -438,7 +439,7 @@ async function runGateway(values: Values): Promise<number> {
     ...optional('idleTimeoutMs', integer(values, 'idle-timeout-ms', 0)),
   };
   try {
-    createServer({ insecure: true }).gateway({ allow: rules }); // checks the rules before anything else
+    createGateway(createServer({ insecure: true }), { allow: rules }); // checks the rules before anything else
   } catch (err) {
     throw new UsageError(`--allow: ${(err as Error).message}`);
   }
@@ -472,7 +473,7 @@ async function runGateway(values: Values): Promise<number> {
       return principal !== '' ? principal : 'token';
     },
   });
-  server.gateway({ allow: rules, ...limits });
+  createGateway(server, { allow: rules, ...limits });
   if (values.quiet !== true) subscribe(GATEWAY_AUDIT_CHANNEL, (event) => void writeLine(JSON.stringify(event)));
   const address = await server.listen(port, host);
   const scheme = insecure ? 'http' : 'https';

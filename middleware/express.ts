@@ -28,11 +28,13 @@
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type https from 'node:https';
-import http2 from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Express, NextFunction, Request, Response } from 'express';
 import { ErrorCodes, netchanError, type NetchanError } from '../lib/core/errors.js';
+import { Headers, refusalBody, refusalHeaders } from '../lib/wire/headers.js';
+import { Http2Compat, type Http2AppServer } from '../lib/transport/http2.js';
+import { certificatePrincipal } from '../lib/transport/tls.js';
 import type { NetchanServer } from '../lib/server/server.js';
 
 /** Options of {@link netchan}. */
@@ -49,7 +51,7 @@ export interface NetchanMiddlewareOptions {
 }
 
 /** The header every netchan stream carries; requests without it are not netchan's. */
-const VERSION_HEADER = 'netchan-version';
+const VERSION_HEADER = Headers.version;
 
 /** Where `attach` leaves an upgrade request's socket and first bytes for the middleware. */
 const UPGRADE = Symbol('netchan.upgrade');
@@ -73,12 +75,7 @@ function principalOf(req: Request, res: Response, options: NetchanMiddlewareOpti
   if (user !== undefined && user !== null) {
     return typeof user === 'object' && !Array.isArray(user) ? asPrincipal((user as { id?: unknown }).id, 'req.user.id') : asPrincipal(user, 'req.user');
   }
-  const socket = req.socket as { getPeerCertificate?: () => { subject?: { CN?: string } } | null; authorized?: boolean };
-  if (socket?.authorized && typeof socket.getPeerCertificate === 'function') {
-    const cn = socket.getPeerCertificate()?.subject?.CN;
-    if (cn) return `cert:${cn}`;
-  }
-  return '';
+  return certificatePrincipal(req.socket);
 }
 
 /**
@@ -100,7 +97,7 @@ export function netchan(server: NetchanServer, options: NetchanMiddlewareOptions
     } catch (err) {
       // the app's error handling sees the misconfiguration; the client sees the code
       const { code, message } = err as NetchanError;
-      res.set({ 'netchan-error': code, 'netchan-message': message });
+      res.set(refusalHeaders(code, message));
       return next(err);
     }
     const upgrade = (req as unknown as UpgradeRequest)[UPGRADE];
@@ -110,14 +107,14 @@ export function netchan(server: NetchanServer, options: NetchanMiddlewareOptions
       server.handleUpgrade(req, upgrade.socket, upgrade.head, { principal });
       return;
     }
-    const stream = (req as Request & { stream?: http2.ServerHttp2Stream }).stream;
-    if (!stream || req.httpVersionMajor < 2) {
+    const stream = server.appStream(req);
+    if (!stream) {
       const message = 'netchan over HTTP/1.1 needs a WebSocket upgrade (or HTTP/2)';
-      res.status(426).set({ 'netchan-error': ErrorCodes.PROTOCOL, 'netchan-message': message, upgrade: 'websocket' }).type('text/plain').send(`${ErrorCodes.PROTOCOL}: ${message}\n`);
+      res.status(426).set({ ...refusalHeaders(ErrorCodes.PROTOCOL, message), upgrade: 'websocket' }).send(refusalBody(ErrorCodes.PROTOCOL, message));
       return;
     }
     // The stream goes to netchan as it is: its headers (":path" included) are the originals.
-    server.handleStream(stream, req.headers as http2.IncomingHttpHeaders, { principal });
+    server.handleStream(stream, { principal });
   };
 }
 
@@ -136,22 +133,22 @@ type ExpressApp = Express & {
  * `listen`; works on `node:http`/`node:https` servers too. Apps mounted inside `app` as
  * sub-apps are not covered for HTTP/2 yet (routers are).
  */
-export function attach(httpServer: http2.Http2SecureServer | http2.Http2Server | http.Server | https.Server, app: Express): void {
+export function attach(httpServer: Http2AppServer | http.Server | https.Server, app: Express): void {
   const a = app as ExpressApp;
   if ((a as { netchanAttached?: boolean }).netchanAttached) return;
   (a as { netchanAttached?: boolean }).netchanAttached = true;
-  const h2Request = rebase(a.request, http2.Http2ServerRequest.prototype);
-  const h2Response = rebase(a.response, http2.Http2ServerResponse.prototype);
+  const h2Request = rebase(a.request, Http2Compat.Request.prototype);
+  const h2Response = rebase(a.response, Http2Compat.Response.prototype);
   // Express reads the host from the Host header, which HTTP/2 replaces with :authority.
   Object.defineProperty(h2Request, 'host', {
     configurable: true,
-    get(this: http2.Http2ServerRequest) {
+    get(this: InstanceType<typeof Http2Compat.Request>) {
       return this.headers['x-forwarded-host'] ?? this.authority ?? this.headers.host;
     },
   });
   const handle = a.handle;
   a.handle = function (this: ExpressApp, req, res, next) {
-    if (!(req instanceof http2.Http2ServerRequest)) return handle.call(this, req, res, next);
+    if (!(req instanceof Http2Compat.Request)) return handle.call(this, req, res, next);
     // Express applies `this.request` / `this.response` synchronously at the start of handle().
     const saved = [this.request, this.response] as const;
     this.request = h2Request as typeof this.request;

@@ -7,6 +7,7 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import request from 'supertest';
 import { Channel, connect, createServer, type NetchanServer, type ServerOptions } from '../lib/index.js';
 import { WsMux, WS_SUBPROTOCOL } from '../lib/transport/ws-mux.js';
+import type { WireResponse } from '../lib/transport/contract.js';
 import { attach, netchan } from '../middleware/express.js';
 import { rejection } from './helpers/assert.js';
 import { testCertificates } from './helpers/certs.js';
@@ -205,12 +206,12 @@ describe('netchan/express: mounted on an Express 5 app', () => {
     // bob's WebSocket, speaking the mux by hand
     const ws = new WebSocket(url.replace('https:', 'wss:'), WS_SUBPROTOCOL, { ca: caCert, headers: { authorization: 'Bearer token-bob', 'netchan-version': '1' } });
     await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
-    const mux = new WsMux(ws, 'client');
+    const mux = new WsMux(ws, 'client', new URL(url));
     onTeardown(() => mux.destroy());
-    const stream = mux.request({ ':method': 'POST', ':path': '/netchan', 'netchan-version': '1', 'netchan-kind': 'channel', 'netchan-session': alice.id, 'netchan-stream': 'c99', 'netchan-name': 'square' });
-    const headers = await new Promise<Record<string, unknown>>((resolve) => stream.once('response', resolve));
+    const stream = mux.open({ 'netchan-version': '1', 'netchan-kind': 'channel', 'netchan-session': alice.id, 'netchan-stream': 'c99', 'netchan-name': 'square' });
+    const { status, headers } = await new Promise<WireResponse>((resolve) => stream.onResponse(resolve));
     stream.resume();
-    expect(headers[':status']).to.equal(403);
+    expect(status).to.equal(403);
     expect(headers['netchan-error']).to.equal('ERR_UNAUTHORIZED');
     const h = alice.channel<number>('square');
     await h.send(5);

@@ -8,9 +8,10 @@ import { createInterface } from 'node:readline';
 import type { Duplex } from 'node:stream';
 import { expect } from 'chai';
 import express from 'express';
-import { GATEWAY_AUDIT_CHANNEL, connect, createServer, specialAddressKind, type GatewayAuditEvent } from '../lib/index.js';
+import { GATEWAY_AUDIT_CHANNEL, connect, createGateway, createServer, type GatewayAuditEvent } from '../lib/index.js';
+import { specialAddressKind } from '../lib/gateway/addresses.js';
 import { attach, netchan } from '../middleware/express.js';
-import { decodeMuxFrame, encodeHeaders, encodeMuxFrame } from '../lib/transport/ws-mux.js';
+import { decodeMuxFrame, encodeHeaders, encodeMuxFrame } from '../lib/wire/mux-frames.js';
 import { rejection } from './helpers/assert.js';
 import { httpGet, readAll } from './helpers/streams.js';
 import { testCertificates } from './helpers/certs.js';
@@ -68,7 +69,7 @@ function localConnect(port: number): Promise<net.Socket> {
 /** A server whose gateway allows `target`, a client session, and a local socket through its `forward` to it. */
 async function forwardedTo(target: string) {
   const { server, client } = await startServer();
-  server.gateway({ allow: [target] });
+  createGateway(server, { allow: [target] });
   const session = await client();
   const fw = await session.forward({ target });
   onTeardown(() => fw.close());
@@ -114,7 +115,7 @@ describe('TCP gateway: policy on addresses', () => {
   it('refuses malformed rules when the gateway is enabled', async () => {
     const { server } = await startServer();
     for (const bad of ['db', 'db:0', 'db:70000', '10.0.0.0/33:80', 'a b:80', 'db:9-1']) {
-      expect(() => server.gateway({ allow: [bad] }), bad).to.throw().with.property('code', 'ERR_INVALID_ARGUMENT');
+      expect(() => createGateway(server, { allow: [bad] }), bad).to.throw().with.property('code', 'ERR_INVALID_ARGUMENT');
     }
   });
 });
@@ -156,7 +157,7 @@ for (const transport of ['h2', 'ws'] as const) describe(`TCP gateway over ${tran
     onTeardown(() => new Promise<void>((r) => (web.closeAllConnections(), web.close(() => r()))));
     const target = `127.0.0.1:${(web.address() as AddressInfo).port}`;
     const { server, client } = await startServer();
-    server.gateway({ allow: [target] });
+    createGateway(server, { allow: [target] });
     const session = await client();
     const fw = await session.forward({ local: '127.0.0.1:0', target });
     onTeardown(() => fw.close());
@@ -174,7 +175,7 @@ for (const transport of ['h2', 'ws'] as const) describe(`TCP gateway over ${tran
   it('half-close: the target reads to EOF, then answers (dialTcp and forward)', async () => {
     const { target } = await countThenAnswerServer();
     const { server, client } = await startServer();
-    server.gateway({ allow: [target] });
+    createGateway(server, { allow: [target] });
     const session = await client();
     const conn = await session.dialTcp(target);
     conn.end(Buffer.alloc(100_000, 7));
@@ -194,7 +195,7 @@ for (const transport of ['h2', 'ws'] as const) describe(`TCP gateway over ${tran
       received = readAll(socket).then((b) => b.toString());
     });
     const { server, client } = await startServer();
-    server.gateway({ allow: [target] });
+    createGateway(server, { allow: [target] });
     const session = await client();
     const conn = await session.dialTcp(target);
     expect((await readAll(conn)).toString()).to.equal('bye');
@@ -218,7 +219,7 @@ for (const transport of ['h2', 'ws'] as const) describe(`TCP gateway over ${tran
       pump();
     });
     const { server, client } = await startServer();
-    server.gateway({ allow: [target] });
+    createGateway(server, { allow: [target] });
     const session = await client();
     const conn = await session.dialTcp(target);
     conn.pause();
@@ -235,7 +236,7 @@ for (const transport of ['h2', 'ws'] as const) describe(`TCP gateway over ${tran
   it('a denied target is refused with ERR_FORBIDDEN_TARGET and audited', async () => {
     const { target } = await echoServer();
     const { server, client } = await startServer();
-    server.gateway({ allow: ['10.0.0.0/8:5432'] });
+    createGateway(server, { allow: ['10.0.0.0/8:5432'] });
     const session = await client();
     const err = await rejection(session.dialTcp(target));
     expect(err).to.include({ code: 'ERR_FORBIDDEN_TARGET', status: 403 });
@@ -251,7 +252,7 @@ for (const transport of ['h2', 'ws'] as const) describe(`TCP gateway over ${tran
   it('a name resolving to loopback is refused unless a rule names the address', async () => {
     const { port } = await echoServer();
     const { server, client } = await startServer();
-    server.gateway({ allow: [`localhost:${port}`, `*:${port}`, ({ port: p }) => p === port] });
+    createGateway(server, { allow: [`localhost:${port}`, `*:${port}`, ({ port: p }) => p === port] });
     const session = await client();
     const err = await rejection(session.dialTcp(`localhost:${port}`));
     expect(err.code).to.equal('ERR_FORBIDDEN_TARGET');
@@ -260,7 +261,7 @@ for (const transport of ['h2', 'ws'] as const) describe(`TCP gateway over ${tran
     expect(audits[0]).to.include({ outcome: 'forbidden', target: `localhost:${port}` });
     expect(audits[0]!.address).to.match(/^(127\.0\.0\.1|::1)$/);
     // naming the range allows it; the connection goes to the address that was checked
-    server.gateway({ allow: [`127.0.0.0/8:${port}`] });
+    createGateway(server, { allow: [`127.0.0.0/8:${port}`] });
     const conn = await session.dialTcp(`localhost:${port}`);
     conn.end('ping');
     expect((await readAll(conn)).toString()).to.equal('ping');
@@ -268,7 +269,7 @@ for (const transport of ['h2', 'ws'] as const) describe(`TCP gateway over ${tran
 
   it('a name or IP literal leading to cloud metadata is refused, however it is written', async () => {
     const { server, client } = await startServer();
-    server.gateway({
+    createGateway(server, {
       allow: ['*:80', '*.example.test:80', () => true],
       lookup: async (host) => (host === 'metadata.example.test' ? [{ address: '169.254.169.254', family: 4 }] : []),
     });
@@ -284,7 +285,7 @@ for (const transport of ['h2', 'ws'] as const) describe(`TCP gateway over ${tran
 
   it('a wrong token is refused with ERR_UNAUTHORIZED and audited', async () => {
     const { server, client } = await startServer({ authenticate: tokenAuth({ 's3cret': 'alice' }) });
-    server.gateway({ allow: ['127.0.0.1:1'] });
+    createGateway(server, { allow: ['127.0.0.1:1'] });
     const err = await rejection(client({ token: 'wrong' }));
     expect(err.code).to.equal('ERR_UNAUTHORIZED');
     await until(() => audits.length >= 1);
@@ -297,7 +298,7 @@ for (const transport of ['h2', 'ws'] as const) describe(`TCP gateway over ${tran
   it('rules per principal, and a function rule cannot open loopback', async () => {
     const { target, port } = await echoServer();
     const { server, client } = await startServer({ authenticate: tokenAuth({ a: 'alice', b: 'bob' }) });
-    server.gateway({ allow: [{ principal: 'alice', allow: target }, { principal: ['bob'], allow: ({ port: p }) => p === port }] });
+    createGateway(server, { allow: [{ principal: 'alice', allow: target }, { principal: ['bob'], allow: ({ port: p }) => p === port }] });
     const alice = await client({ token: 'a' });
     const bob = await client({ token: 'b' });
     const conn = await alice.dialTcp(target);
@@ -315,7 +316,7 @@ for (const transport of ['h2', 'ws'] as const) describe(`TCP gateway over ${tran
   it('refused, unresolvable and non-gateway targets have their own codes', async () => {
     const closedPort = await freePort();
     const { server, client } = await startServer();
-    server.gateway({ allow: [`127.0.0.1:${closedPort}`, 'no-such-host.invalid:80'] });
+    createGateway(server, { allow: [`127.0.0.1:${closedPort}`, 'no-such-host.invalid:80'] });
     const session = await client();
     expect(await rejection(session.dialTcp(`127.0.0.1:${closedPort}`))).to.include({ code: 'ERR_TARGET_REFUSED', status: 502 });
     expect(await rejection(session.dialTcp('no-such-host.invalid:80'))).to.include({ code: 'ERR_TARGET_UNREACHABLE', status: 502 });
@@ -341,7 +342,7 @@ for (const transport of ['h2', 'ws'] as const) describe(`TCP gateway over ${tran
     await new Promise((resolve) => filler.once('connect', resolve));
     const target = `127.0.0.1:${port}`;
     const { server, client } = await startServer();
-    server.gateway({ allow: [target], connectTimeoutMs: 400 });
+    createGateway(server, { allow: [target], connectTimeoutMs: 400 });
     const session = await client();
     const started = Date.now();
     const err = await rejection(session.dialTcp(target));
@@ -382,7 +383,7 @@ for (const transport of ['h2', 'ws'] as const) describe(`TCP gateway over ${tran
 
   it('a forwarded connection the gateway refuses resets the local socket and says why', async () => {
     const { server, client } = await startServer();
-    server.gateway({ allow: [] });
+    createGateway(server, { allow: [] });
     const session = await client();
     const fw = await session.forward({ target: '10.0.0.1:5432' });
     onTeardown(() => fw.close());
@@ -397,7 +398,7 @@ for (const transport of ['h2', 'ws'] as const) describe(`TCP gateway over ${tran
   it('caps connections per session (ERR_LIMIT) and frees the slot on close', async () => {
     const { target } = await echoServer();
     const { server, client } = await startServer();
-    server.gateway({ allow: [target], maxConnectionsPerSession: 2 });
+    createGateway(server, { allow: [target], maxConnectionsPerSession: 2 });
     const session = await client();
     const a = await session.dialTcp(target);
     const b = await session.dialTcp(target);
@@ -415,7 +416,7 @@ for (const transport of ['h2', 'ws'] as const) describe(`TCP gateway over ${tran
   it('caps connections per principal over its sessions', async () => {
     const { target } = await echoServer();
     const { server, client } = await startServer({ authenticate: tokenAuth({ t: 'carol' }) });
-    server.gateway({ allow: [target], maxConnectionsPerPrincipal: 1 });
+    createGateway(server, { allow: [target], maxConnectionsPerPrincipal: 1 });
     const s1 = await client({ token: 't' });
     const s2 = await client({ token: 't' });
     const a = await s1.dialTcp(target);
@@ -428,7 +429,7 @@ for (const transport of ['h2', 'ws'] as const) describe(`TCP gateway over ${tran
   it('an idle connection is reset after idleTimeoutMs, and audited as such', async () => {
     const { target } = await echoServer();
     const { server, client } = await startServer();
-    server.gateway({ allow: [target], idleTimeoutMs: 200 });
+    createGateway(server, { allow: [target], idleTimeoutMs: 200 });
     const session = await client();
     const conn = await session.dialTcp(target);
     conn.write('a');
@@ -460,7 +461,7 @@ for (const transport of ['h2', 'ws'] as const) describe(`TCP gateway over ${tran
   it('closing the session resets its tunnels; the server forgets them', async () => {
     const { server: tcp, target } = await echoServer();
     const { server, client } = await startServer();
-    server.gateway({ allow: [target] });
+    createGateway(server, { allow: [target] });
     const session = await client();
     const conns: Duplex[] = [];
     for (let i = 0; i < 3; i++) conns.push(await session.dialTcp(target));
@@ -485,7 +486,7 @@ for (const transport of ['h2', 'ws'] as const) describe(`TCP gateway over ${tran
   it('leaks nothing: 300 forwarded connections opened and closed, counters back to baseline', async () => {
     const { server: tcp, target } = await echoServer();
     const { server, client } = await startServer();
-    server.gateway({ allow: [target] });
+    createGateway(server, { allow: [target] });
     const session = await client();
     const fw = await session.forward({ target });
     onTeardown(() => fw.close());
@@ -523,7 +524,7 @@ describe('TCP gateway mounted on Express', function () {
       const { target } = await countThenAnswerServer();
       const certs = await testCertificates();
       const server = createServer({});
-      server.gateway({ allow: [{ principal: 'alice', allow: target }] });
+      createGateway(server, { allow: [{ principal: 'alice', allow: target }] });
       const app = express();
       app.use('/netchan', (req, res, next) => {
         const user = { 'Bearer a': 'alice', 'Bearer b': 'bob' }[req.get('authorization') ?? ''];

@@ -16,7 +16,9 @@ import { WebSocketServer } from 'ws';
 import { ByteFrameDecoder, bytesEnd, bytesHeader, frameBytes } from '../lib/wire/byte-frames.js';
 import { FrameType, encodeFrame } from '../lib/wire/frames.js';
 import { connect, type NetchanServer } from '../lib/index.js';
-import { openTransport, type ClientStream, type ResponseHeaders, type ServerStream } from '../lib/transport/connect.js';
+import { openTransport } from '../lib/transport/connect.js';
+import type { ServerWireStream, WireResponse } from '../lib/transport/contract.js';
+import { Http2ServerStream } from '../lib/transport/http2.js';
 import { MUX_MAX_MESSAGE, WS_SUBPROTOCOL, WsMux } from '../lib/transport/ws-mux.js';
 import { testCertificates } from './helpers/certs.js';
 import { onTeardown, startServer, teardown, until, type Started } from './helpers/net.js';
@@ -133,40 +135,42 @@ async function readUntilFailure(stream: NodeJS.ReadableStream): Promise<{ got: s
 }
 
 /** A raw client: the transport of the library without a session on it, streams written by hand. */
-async function rawClient(started: Started, transport: Transport): Promise<{ open(headers: Record<string, string>): ClientStream }> {
+async function rawClient(started: Started, transport: Transport): Promise<{ open(headers: Record<string, string>): Duplex }> {
   const { caCert } = await testCertificates();
-  const { transport: t } = await openTransport(new URL(started.url), transport, { ca: caCert });
+  const t = await openTransport(new URL(started.url), transport, { ca: caCert });
   onTeardown(() => t.destroy());
-  const base = { ':method': 'POST', ':path': '/', 'netchan-version': '1' };
-  const control = t.request({ ...base, 'netchan-kind': 'session' });
-  const [headers] = (await once(control, 'response')) as [ResponseHeaders];
-  control.resume();
+  const base = { 'netchan-version': '1' };
+  const control = t.open({ ...base, 'netchan-kind': 'session' });
+  const { headers } = await new Promise<WireResponse>((resolve) => control.onResponse(resolve));
+  control.bytes.resume();
   const session = String(headers['netchan-session']);
-  return { open: (h) => t.request({ ...base, 'netchan-session': session, ...h }) };
+  return { open: (h) => t.open({ ...base, 'netchan-session': session, ...h }).bytes };
 }
 
 /**
  * A fake server for a real client: answers the session, a channel `downloads` whose one value is
  * a byte-stream reference `s1`, and that byte stream, whose response body `writeBody` writes.
  */
-async function fakeServer(transport: Transport, writeBody: (stream: ServerStream) => void): Promise<string> {
+async function fakeServer(transport: Transport, writeBody: (stream: Duplex) => void): Promise<string> {
   const certs = await testCertificates();
-  const onStream = (stream: ServerStream, headers: Record<string, string | string[] | undefined>): void => {
+  const onStream = (wire: ServerWireStream): void => {
+    const stream = wire.bytes;
+    const headers = wire.headers;
     stream.on('error', () => undefined);
     const kind = headers['netchan-kind'];
     if (kind === 'session') {
-      stream.respond({ ':status': 200, 'netchan-session': '00112233445566778899aabbccddeeff', 'netchan-heartbeat-ms': '15000', 'netchan-max-frame-bytes': '1048576' });
+      wire.respond(200, { 'netchan-session': '00112233445566778899aabbccddeeff', 'netchan-heartbeat-ms': '15000', 'netchan-max-frame-bytes': '1048576' });
       stream.write(encodeFrame(FrameType.PING, Buffer.alloc(8)));
       stream.resume();
     } else if (kind === 'channel') {
-      stream.respond({ ':status': 200, 'netchan-capacity': '1', 'netchan-credit': '1' });
+      wire.respond(200, { 'netchan-capacity': '1', 'netchan-credit': '1' });
       stream.write(encodeFrame(FrameType.ACK, Buffer.alloc(4)));
       // the client's CREDIT asks for the value
       stream.once('data', () => stream.write(encodeFrame(FrameType.VALUE, referenceValue('s', 's1'))));
       stream.on('data', () => undefined);
     } else {
       expect(headers['netchan-ref']).to.equal('s1');
-      stream.respond({ ':status': 200 });
+      wire.respond(200);
       stream.resume();
       writeBody(stream);
     }
@@ -174,7 +178,7 @@ async function fakeServer(transport: Transport, writeBody: (stream: ServerStream
   let server: http2.Http2SecureServer | https.Server;
   if (transport === 'h2') {
     const h2 = http2.createSecureServer({ key: certs.key, cert: certs.cert });
-    h2.on('stream', (stream, headers) => onStream(stream as unknown as ServerStream, headers));
+    h2.on('stream', (stream, headers) => onStream(new Http2ServerStream(stream, headers)));
     server = h2;
   } else {
     const wss = new WebSocketServer({ noServer: true, maxPayload: MUX_MAX_MESSAGE, handleProtocols: () => WS_SUBPROTOCOL });

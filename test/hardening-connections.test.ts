@@ -72,13 +72,18 @@ async function rawConnection(s: Started, transport: Transport, headers: Record<s
   const ws = new WebSocket(s.url.replace('https:', 'wss:'), WS_SUBPROTOCOL, { ca: caCert, headers: { 'netchan-version': '1', ...headers } });
   ws.on('error', () => undefined);
   await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
-  const mux = new WsMux(ws, 'client');
+  const mux = new WsMux(ws, 'client', new URL(s.url));
   mux.on('error', () => undefined);
   const done = new Promise<void>((resolve) => mux.once('close', () => resolve()));
   void done.then(() => (closed = true));
   onTeardown(() => mux.destroy());
   return {
-    request: (h) => wrap(mux.request({ ':method': 'POST', ':path': new URL(s.url).pathname, 'netchan-version': '1', ...headers, ...h })),
+    request: (h) => {
+      const stream = mux.open({ 'netchan-version': '1', ...headers, ...h });
+      // the mux hands the answer over as the contract says; the HTTP/2 stream as an event
+      stream.onResponse(({ status, headers: answer }) => stream.emit('response', { ...answer, ':status': status }));
+      return wrap(stream);
+    },
     closed: done,
     isClosed: () => closed,
   };

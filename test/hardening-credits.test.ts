@@ -15,6 +15,8 @@ import { Codec } from '../lib/wire/codec.js';
 import { FramedStream, Flusher, TURN_BYTES } from '../lib/session/framed-stream.js';
 import { FrameDecoder, FrameType, encodeFrame } from '../lib/wire/frames.js';
 import { PendingReferences, emptyStats, type StreamContext } from '../lib/session/stream-context.js';
+import { ErrorCodes, netchanError } from '../lib/core/errors.js';
+import type { WireStream } from '../lib/transport/contract.js';
 import { rejection } from './helpers/assert.js';
 import { exchangeBothWays, watchLoop, watchMax } from './helpers/watch.js';
 import { testCertificates } from './helpers/certs.js';
@@ -70,7 +72,7 @@ function valueFlood(count: number): Buffer {
 
 /** Writes bytes straight onto the byte stream under `fs`, as a raw peer would. */
 function writeRaw(fs: FramedStream, bytes: Buffer): void {
-  fs.stream.write(bytes);
+  fs.wire.bytes.write(bytes);
 }
 
 for (const transport of ['h2', 'ws'] as const) describe(`credits and acks enforced, over ${transport === 'h2' ? 'HTTP/2' : 'the WebSocket fallback'} (docs/PROTOCOL.md §5.2)`, function () {
@@ -281,9 +283,10 @@ describe('credits enforced against a raw HTTP/2 client', function () {
 // ---- one channel stream on an in-memory byte stream: the pumps and the window, turn by turn ----
 
 /** A byte stream that takes every write at once and keeps it: only the turn budget holds writers back. */
-function sinkStream(): { stream: Duplex; written: () => Buffer } {
+/** A wire stream that keeps what is written to it and never ends by itself. */
+function sinkStream(): { stream: WireStream; written: () => Buffer } {
   const chunks: Buffer[] = [];
-  const stream = new Duplex({
+  const bytes = new Duplex({
     writableHighWaterMark: 1 << 30,
     read() {},
     write(chunk: Buffer, _encoding, callback) {
@@ -291,6 +294,13 @@ function sinkStream(): { stream: Duplex; written: () => Buffer } {
       callback();
     },
   });
+  const stream: WireStream = {
+    bytes,
+    cutOff: false,
+    endedBy: () => netchanError(ErrorCodes.STREAM_RESET, 'stream reset'),
+    reset: () => void bytes.destroy(),
+    fail: (error) => void bytes.destroy(error),
+  };
   return { stream, written: () => Buffer.concat(chunks) };
 }
 

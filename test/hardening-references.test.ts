@@ -18,7 +18,9 @@ import { Channel, type ChannelLike, type Session } from '../lib/index.js';
 import { bytesEnd, bytesHeader } from '../lib/wire/byte-frames.js';
 import { Codec, type ReferenceHooks } from '../lib/wire/codec.js';
 import { FrameDecoder, FrameType, encodeFrame } from '../lib/wire/frames.js';
-import { openTransport, type ClientStream, type ClientTransport, type ResponseHeaders } from '../lib/transport/connect.js';
+import type { Duplex } from 'node:stream';
+import { openTransport } from '../lib/transport/connect.js';
+import type { ClientWireSession, ClientWireStream, WireResponse } from '../lib/transport/contract.js';
 import { rejection } from './helpers/assert.js';
 import { testCertificates } from './helpers/certs.js';
 import { onTeardown, startServer, teardown, until, type Started } from './helpers/net.js';
@@ -38,15 +40,18 @@ interface Frame {
 
 /** A stream of the raw client: its answer, and the frames (or bytes) that came back. */
 class RawStream {
-  readonly response: Promise<ResponseHeaders>;
+  readonly response: Promise<WireResponse>;
   private readonly chunks: Buffer[] = [];
   readonly ended: Promise<void>;
+  readonly stream: Duplex;
 
-  constructor(readonly stream: ClientStream) {
+  constructor(wire: ClientWireStream) {
+    const stream = wire.bytes;
+    this.stream = stream;
     stream.on('error', () => undefined);
     stream.on('data', (c: Buffer) => this.chunks.push(c));
     this.response = new Promise((resolve, reject) => {
-      stream.once('response', resolve);
+      wire.onResponse(resolve);
       stream.once('close', () => reject(new Error('stream closed before its answer')));
     });
     this.response.catch(() => undefined);
@@ -54,8 +59,8 @@ class RawStream {
   }
 
   async opened(): Promise<void> {
-    const h = await this.response;
-    expect(Number(h[':status']), String(h['netchan-error'])).to.equal(200);
+    const { status, headers } = await this.response;
+    expect(status, String(headers['netchan-error'])).to.equal(200);
   }
 
   get body(): Buffer {
@@ -83,22 +88,21 @@ class RawSession {
   private constructor(
     readonly s: Started,
     readonly kind: 'h2' | 'ws',
-    readonly connections: ClientTransport[],
+    readonly connections: ClientWireSession[],
     readonly id: string,
   ) {}
 
   static async open(s: Started, kind: 'h2' | 'ws'): Promise<RawSession> {
     const conn = await RawSession.connection(s, kind);
-    const control = new RawStream(conn.request({ ':method': 'POST', ':path': '/', 'netchan-version': '1', 'netchan-kind': 'session' }));
-    const h = await control.response;
-    expect(Number(h[':status'])).to.equal(200);
-    return new RawSession(s, kind, [conn], String(h['netchan-session']));
+    const control = new RawStream(conn.open({ 'netchan-version': '1', 'netchan-kind': 'session' }));
+    const { status, headers } = await control.response;
+    expect(status).to.equal(200);
+    return new RawSession(s, kind, [conn], String(headers['netchan-session']));
   }
 
-  private static async connection(s: Started, kind: 'h2' | 'ws'): Promise<ClientTransport> {
+  private static async connection(s: Started, kind: 'h2' | 'ws'): Promise<ClientWireSession> {
     const { caCert } = await testCertificates();
-    const { transport } = await openTransport(new URL(s.url), kind, { ca: caCert });
-    transport.on('error', () => undefined);
+    const transport = await openTransport(new URL(s.url), kind, { ca: caCert });
     onTeardown(() => transport.destroy());
     return transport;
   }
@@ -109,10 +113,8 @@ class RawSession {
   }
 
   stream(sid: string, headers: Record<string, string>, conn = 0): RawStream {
-    const transport = this.connections[conn] as ClientTransport;
-    return new RawStream(
-      transport.request({ ':method': 'POST', ':path': '/', 'netchan-version': '1', 'netchan-session': this.id, 'netchan-stream': sid, ...headers }),
-    );
+    const transport = this.connections[conn] as ClientWireSession;
+    return new RawStream(transport.open({ 'netchan-version': '1', 'netchan-session': this.id, 'netchan-stream': sid, ...headers }));
   }
 
   async named(sid: string, name: string): Promise<RawStream> {

@@ -17,7 +17,7 @@ import { Duplex, PassThrough, Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { expect } from 'chai';
 import express, { type NextFunction, type Request, type Response } from 'express';
-import { Channel, connect, createServer, type ChannelLike, type ConnectOptions, type NetchanServer, type Session } from '../lib/index.js';
+import { Channel, connect, createGateway, createServer, type ChannelLike, type ConnectOptions, type NetchanServer, type Session } from '../lib/index.js';
 import { attach, netchan } from '../middleware/express.js';
 import { rejection } from './helpers/assert.js';
 import { digestOf, httpGet, readAll } from './helpers/streams.js';
@@ -464,7 +464,7 @@ for (const route of routes) {
           await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
           targets[name] = `127.0.0.1:${(srv.address() as AddressInfo).port}`;
         }
-        backend.server.gateway({ allow: Object.values(targets) });
+        createGateway(backend.server, { allow: Object.values(targets) });
       });
       after(async () => {
         web.closeAllConnections();

@@ -11,16 +11,8 @@ import { expect } from 'chai';
 import { WebSocket } from 'ws';
 import { bytesHeader } from '../lib/wire/byte-frames.js';
 import { Channel, connect, createServer, type NetchanServer } from '../lib/index.js';
-import {
-  MUX_INITIAL_WINDOW,
-  MuxType,
-  ResetCode,
-  WS_SUBPROTOCOL,
-  WsMux,
-  decodeMuxFrame,
-  encodeHeaders,
-  encodeMuxFrame,
-} from '../lib/transport/ws-mux.js';
+import { MUX_INITIAL_WINDOW, MuxType, ResetCode, WS_SUBPROTOCOL, decodeMuxFrame, encodeHeaders, encodeMuxFrame } from '../lib/wire/mux-frames.js';
+import { WsMux } from '../lib/transport/ws-mux.js';
 import { rejection } from './helpers/assert.js';
 import { testCertificates } from './helpers/certs.js';
 import { onTeardown, startServer, teardown, until, type Started } from './helpers/net.js';

@@ -1,27 +1,28 @@
 /**
- * The client: a logical session over one HTTP/2 connection. The client opens every stream: for
- * a named channel, for each channel or byte stream it puts inside a value (before the value goes
- * out), and for each server-owned reference it receives.
+ * The client: a logical session over one connection (any transport of lib/transport/). The
+ * client opens every stream: for a named channel, for each channel or byte stream it puts inside
+ * a value (before the value goes out), and for each server-owned reference it receives.
  */
-import http2 from 'node:http2';
 import { randomBytes } from 'node:crypto';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
+import { debug } from '../core/debug.js';
 import { ChannelExporter, RemoteChannel, sendWindow, type ExportableChannel, type RemoteEndpoint } from '../session/channel-stream.js';
 import { ErrorCodes, NetchanError, fromNodeError, netchanError } from '../core/errors.js';
 import { FrameType } from '../wire/frames.js';
 import type { FramedStream } from '../session/framed-stream.js';
 import { CollectionTrigger } from '../session/collector.js';
-import { TARGET_HEADER, dialTcp, forward, type DialTcpOptions, type ForwardOptions, type Forwarder, type TcpOpener } from '../gateway/gateway.js';
 import type { ReferenceKind } from '../wire/codec.js';
-import { Headers, PROTOCOL_VERSION, SessionCore, debug, joinBytes, type BytesMode, type ExportPlan, type ParsedReference, type SessionOptions } from '../session/session.js';
+import { Headers, PROTOCOL_VERSION, header, refusal, serverHeartbeat, type HeaderMap } from '../wire/headers.js';
+import { SessionCore, joinBytes, type BytesMode, type ExportPlan, type ParsedReference, type SessionOptions } from '../session/session.js';
 import { emptyStats, type Stats } from '../session/stream-context.js';
 import { refuseByteStream } from '../wire/byte-frames.js';
-import { destroySession, resetStream } from '../transport/stream-reset.js';
+import type { ClientWireSession, ClientWireStream, TransportKind, WireResponse } from '../transport/contract.js';
 import type { ClientTlsOptions } from '../transport/tls.js';
-import { openTransport, type ClientStream, type ClientTransport, type ResponseHeaders, type TransportChoice } from '../transport/connect.js';
+import { openTransport, type TransportChoice } from '../transport/connect.js';
+import { dialTcp, forward, type DialTcpOptions, type ForwardOptions, type Forwarder, type TcpOpener } from './tunnel.js';
 
-const { HTTP2_HEADER_STATUS, HTTP2_HEADER_METHOD, HTTP2_HEADER_PATH, HTTP2_HEADER_AUTHORITY, HTTP2_HEADER_SCHEME } = http2.constants;
+export { HEARTBEAT_RANGE_MS, serverHeartbeat } from '../wire/headers.js';
 
 /** Options of {@link connect}. */
 export interface ConnectOptions extends ClientTlsOptions, SessionOptions {
@@ -54,32 +55,36 @@ export interface ConnectOptions extends ClientTlsOptions, SessionOptions {
   reconnect?: boolean;
 }
 
+/** The events of a {@link Session}, with their listeners. */
+export interface SessionEvents {
+  /** The connection was lost and a resumption starts. */
+  disconnect: (error: NetchanError) => void;
+  /** The session was resumed on a new connection. */
+  reconnect: () => void;
+  /** The session ended, with why. */
+  close: (error: NetchanError) => void;
+}
+
+/** Typed listeners of a session's events. */
+export interface Session {
+  on<E extends keyof SessionEvents>(event: E, listener: SessionEvents[E]): this;
+  once<E extends keyof SessionEvents>(event: E, listener: SessionEvents[E]): this;
+  off<E extends keyof SessionEvents>(event: E, listener: SessionEvents[E]): this;
+  emit<E extends keyof SessionEvents>(event: E, ...args: Parameters<SessionEvents[E]>): boolean;
+}
+
 /**
- * A handle on a channel the server exports: a {@link RemoteChannel}, with the same interface as a
- * local Channel plus `release()` and `Symbol.dispose` (`using`). Its stream (one of the server's
- * `maxChannelsPerSession`) is released by `release()`, by closing the channel, or once the
- * program drops the handle and it is garbage-collected.
+ * Opens a new connection to the session's server, for a resumption: what `connect` opened the
+ * first one with, asked for `transport`.
  */
-export type RemoteChannelHandle<T> = RemoteChannel<T>;
-
-function header(headers: ResponseHeaders, name: string): string | undefined {
-  const v = headers[name];
-  return Array.isArray(v) ? v[0] : v === undefined ? undefined : String(v);
-}
-
-function refusal(headers: ResponseHeaders): NetchanError {
-  const status = Number(headers[HTTP2_HEADER_STATUS]);
-  const code = header(headers, Headers.error) ?? (status === 401 || status === 403 ? ErrorCodes.UNAUTHORIZED : ErrorCodes.PROTOCOL);
-  const message = header(headers, Headers.message) ?? `server answered ${status}`;
-  return netchanError(code, message, { status });
-}
+export type Reconnector = (transport: TransportKind) => Promise<ClientWireSession>;
 
 /**
  * A client session. Get one with {@link connect}. Events: `'disconnect'` (error) when the
  * connection is lost and a resumption starts, `'reconnect'` once the session is resumed,
  * `'close'` (error) when the session ends.
  */
-export class Session extends SessionCore {
+export class Session extends SessionCore<ClientWireStream> {
   private nextStream = 1;
   private heartbeat: NodeJS.Timeout | null = null;
   private lastFrameAt = Date.now();
@@ -94,31 +99,27 @@ export class Session extends SessionCore {
   /** @internal */
   constructor(
     id: string,
-    private h2: ClientTransport,
-    /** Which transport carries this session: `h2` or `ws`. */
-    public transport: 'h2' | 'ws',
-    private readonly url: URL,
+    private wire: ClientWireSession,
+    private readonly reconnector: Reconnector,
     private readonly extraHeaders: Record<string, string>,
-    private readonly options: ConnectOptions,
+    options: ConnectOptions,
     leaseMs: number,
   ) {
     super(id, emptyStats(), options);
     this.counters.sessions = 1;
     this.leaseMs = leaseMs;
     this.resumable = leaseMs > 0 && options.reconnect !== false;
-    this.bindTransport(h2);
+    this.bindTransport(wire);
   }
 
-  private get path(): string {
-    return this.url.pathname || '/';
+  /** Which transport carries this session now: `h2`, `ws` or `memory`. */
+  get transport(): TransportKind {
+    return this.wire.kind;
   }
 
-  private bindTransport(h2: ClientTransport): void {
-    h2.on('error', (err) => {
-      if (this.h2 === h2) this.lost(fromNodeError(err));
-    });
-    h2.on('close', () => {
-      if (this.h2 === h2) this.lost(netchanError(ErrorCodes.CONNECTION_LOST, 'connection closed'));
+  private bindTransport(wire: ClientWireSession): void {
+    wire.onClose((error) => {
+      if (this.wire === wire) this.lost(error);
     });
   }
 
@@ -128,7 +129,7 @@ export class Session extends SessionCore {
   }
 
   /** @internal */
-  attachControl(stream: ClientStream, heartbeatIntervalMs: number, idleTimeoutMs: number): void {
+  attachControl(stream: ClientWireStream, heartbeatIntervalMs: number, idleTimeoutMs: number): void {
     this.heartbeatIntervalMs = heartbeatIntervalMs;
     this.idleTimeoutMs = idleTimeoutMs;
     this.track(stream);
@@ -174,7 +175,7 @@ export class Session extends SessionCore {
     this.control = null;
     // streams on the old connection are cut off now, whether or not it noticed yet
     for (const fs of this.framedBySid.values()) fs.suspendNow();
-    destroySession(this.h2);
+    this.wire.destroy();
     this.emit('disconnect', error);
     void this.resume(error);
   }
@@ -185,23 +186,20 @@ export class Session extends SessionCore {
     let last: unknown = cause;
     while (!this.ended) {
       try {
-        const choice = this.options.transport ?? 'auto';
-        const open = await openTransport(this.url, choice === 'auto' ? this.transport : choice, { ...this.options, headers: this.extraHeaders });
+        const wire = await this.reconnector(this.transport);
         if (this.ended) {
-          destroySession(open.transport);
+          wire.destroy();
           return;
         }
         try {
-          const { control, headers } = await sessionRequest(this.url, open.transport, this.extraHeaders, { [Headers.session]: this.id, [Headers.resumable]: '1' });
-          this.h2 = open.transport;
-          this.transport = open.kind;
-          this.bindTransport(open.transport);
-          control.on('error', (err) => debug('control stream error: %s', err.message));
+          const { control } = await sessionRequest(wire, this.extraHeaders, { [Headers.session]: this.id, [Headers.resumable]: '1' });
+          this.wire = wire;
+          this.bindTransport(wire);
+          control.bytes.on('error', (err) => debug('control stream error: %s', err.message));
           this.reconnecting = false;
           this.attachControl(control, this.heartbeatIntervalMs, this.idleTimeoutMs);
-          void headers;
         } catch (err) {
-          destroySession(open.transport);
+          wire.destroy();
           throw err;
         }
         for (const [sid, fs] of this.framedBySid) if (fs.suspended) this.resumeStream(sid, fs);
@@ -233,41 +231,41 @@ export class Session extends SessionCore {
     const stream = this.open({ [Headers.kind]: 'resume', [Headers.framesReceived]: String(fs.framesIn) }, sid);
     // An answer that arrives once this connection is lost too (or the session ended) is late:
     // the stream stays suspended for the next connection, and nothing can be opened on this one.
-    const h2 = this.h2;
-    const late = (): boolean => this.ended || this.reconnecting || this.h2 !== h2;
-    stream.once('response', (headers: ResponseHeaders) => {
+    const wire = this.wire;
+    const late = (): boolean => this.ended || this.reconnecting || this.wire !== wire;
+    stream.onResponse((response) => {
       if (late()) return;
-      const status = Number(headers[HTTP2_HEADER_STATUS]);
+      const { status, headers } = response;
       const pending = this.unanswered.get(sid);
       if (status === 404 && pending) {
-        resetStream(stream);
+        stream.reset();
         const again = this.open(pending.kindHeaders, sid);
-        again.once('response', (h: ResponseHeaders) => {
+        again.onResponse((r) => {
           if (late()) return;
-          this.answered(sid, pending, h);
-          if (Number(h[HTTP2_HEADER_STATUS]) === 200) this.continueOn(again, fs, 0);
+          this.answered(sid, pending, r);
+          if (r.status === 200) this.continueOn(again, fs, 0);
           else {
-            resetStream(again);
-            fs.abandon(refusal(h));
+            again.reset();
+            fs.abandon(refusal(r.status, r.headers));
           }
         });
         return;
       }
       if (status !== 200) {
-        resetStream(stream);
-        return fs.abandon(refusal(headers));
+        stream.reset();
+        return fs.abandon(refusal(status, headers));
       }
       // the server got the opening but its answer was lost: this answer stands for it
-      if (pending) this.answered(sid, pending, headers);
+      if (pending) this.answered(sid, pending, response);
       this.continueOn(stream, fs, Number(header(headers, Headers.framesReceived)));
     });
   }
 
-  private continueOn(stream: ClientStream, fs: FramedStream, peerFramesIn: number): void {
+  private continueOn(stream: ClientWireStream, fs: FramedStream, peerFramesIn: number): void {
     try {
       fs.resume(stream, peerFramesIn);
     } catch (err) {
-      resetStream(stream);
+      stream.reset();
       fs.abandon(err as NetchanError);
     }
   }
@@ -277,8 +275,14 @@ export class Session extends SessionCore {
     this.unanswered.delete(streamId);
   }
 
-  /** A handle on the server's channel `name`. Errors (an unknown name) surface on its operations. */
-  channel<T>(name: string): RemoteChannelHandle<T> {
+  /**
+   * A handle on the server's channel `name`: the same interface as a local Channel, plus
+   * `release()` and `Symbol.dispose` (`using`). Its stream (one of the server's
+   * `maxChannelsPerSession`) is released by `release()`, by closing the channel, or once the
+   * program drops the handle and it is garbage-collected. Errors (an unknown name) surface on its
+   * operations.
+   */
+  channel<T>(name: string): RemoteChannel<T> {
     if (this.ended) throw netchanError(ErrorCodes.SESSION_CLOSED, 'session is closed');
     const sid = this.newStreamId();
     const kindHeaders = { [Headers.kind]: 'channel', [Headers.name]: name };
@@ -325,7 +329,7 @@ export class Session extends SessionCore {
       session: this,
       open: (target) => {
         if (this.ended) throw netchanError(ErrorCodes.SESSION_CLOSED, 'session is closed');
-        return this.open({ [Headers.kind]: 'tcp', [TARGET_HEADER]: target }, this.newStreamId());
+        return this.open({ [Headers.kind]: 'tcp', [Headers.target]: target }, this.newStreamId());
       },
     };
   }
@@ -343,10 +347,7 @@ export class Session extends SessionCore {
         return resolve();
       }
       this.stop(netchanError(ErrorCodes.SESSION_CLOSED, 'session closed'), true);
-      // closing a session with no stream left destroys it: not from inside nghttp2's receive
-      // (close() may be called there, lib/transport/stream-reset.ts)
-      const h2 = this.h2;
-      setImmediate(() => (h2.closed || h2.destroyed ? resolve() : h2.close(() => resolve())));
+      void this.wire.close().then(resolve);
     });
     return this.closing;
   }
@@ -356,7 +357,7 @@ export class Session extends SessionCore {
     debug('session %s failed: %s', this.id, error.message);
     this.reconnecting = false;
     this.stop(error);
-    destroySession(this.h2);
+    this.wire.destroy();
   }
 
   private stop(error: NetchanError, graceful = false): void {
@@ -374,28 +375,26 @@ export class Session extends SessionCore {
     return `c${this.nextStream++}`;
   }
 
-  private open(kindHeaders: Record<string, string>, sid: string): ClientStream {
+  private open(kindHeaders: Record<string, string>, sid: string): ClientWireStream {
     if (this.reconnecting && kindHeaders[Headers.kind] !== 'resume') {
       throw netchanError(ErrorCodes.CONNECTION_LOST, 'the connection is lost and the session is being resumed: new channels and byte streams can be opened once it is back', { mayHaveBeenDelivered: false });
     }
-    const stream = this.h2.request({
-      [HTTP2_HEADER_METHOD]: 'POST',
-      [HTTP2_HEADER_PATH]: this.path,
+    const stream = this.wire.open({
       ...this.extraHeaders,
       [Headers.version]: PROTOCOL_VERSION,
       [Headers.session]: this.id,
       [Headers.stream]: sid,
       ...kindHeaders,
     });
-    stream.on('error', (err) => debug('stream %s error: %s', sid, err.message));
+    stream.bytes.on('error', (err) => debug('stream %s error: %s', sid, err.message));
     this.track(stream);
     return stream;
   }
 
-  private remoteOn<T>(stream: ClientStream, sid: string, kindHeaders: Record<string, string>): RemoteEndpoint<T> {
+  private remoteOn<T>(stream: ClientWireStream, sid: string, kindHeaders: Record<string, string>): RemoteEndpoint<T> {
     const rc = this.attachRemote<T>(this.framed(stream), sid);
-    this.awaitAnswer(stream, sid, kindHeaders, (headers) => {
-      if (Number(headers[HTTP2_HEADER_STATUS]) !== 200) return rc.failOpen(refusal(headers));
+    this.awaitAnswer(stream, sid, kindHeaders, ({ status, headers }) => {
+      if (status !== 200) return rc.failOpen(refusal(status, headers));
       const capacity = Number(header(headers, Headers.capacity));
       const credits = Number(header(headers, Headers.credit));
       if (!Number.isInteger(capacity) || capacity < 0 || !Number.isInteger(credits) || credits < 1 || credits > sendWindow(capacity)) {
@@ -411,20 +410,20 @@ export class Session extends SessionCore {
    * connection is lost before the answer, the stream is resumed (the server got it) or opened
    * again (it did not), and the answer comes with that.
    */
-  private readonly unanswered = new Map<string, { kindHeaders: Record<string, string>; answer: (headers: ResponseHeaders) => void }>();
+  private readonly unanswered = new Map<string, { kindHeaders: Record<string, string>; answer: (response: WireResponse) => void }>();
 
-  private awaitAnswer(stream: ClientStream, sid: string, kindHeaders: Record<string, string>, answer: (headers: ResponseHeaders) => void): void {
+  private awaitAnswer(stream: ClientWireStream, sid: string, kindHeaders: Record<string, string>, answer: (response: WireResponse) => void): void {
     const entry = { kindHeaders, answer };
     if (this.resumable) this.unanswered.set(sid, entry);
-    stream.once('response', (headers: ResponseHeaders) => this.answered(sid, entry, headers));
+    stream.onResponse((response) => this.answered(sid, entry, response));
   }
 
-  private answered(sid: string, entry: { answer: (headers: ResponseHeaders) => void }, headers: ResponseHeaders): void {
+  private answered(sid: string, entry: { answer: (response: WireResponse) => void }, response: WireResponse): void {
     if (this.resumable) {
       if (this.unanswered.get(sid) !== entry) return; // answered already, on this or another stream
       this.unanswered.delete(sid);
     }
-    entry.answer(headers);
+    entry.answer(response);
   }
 
   /** No stream opens while the session is being resumed: a value needing one is refused at once, not sent. */
@@ -467,8 +466,8 @@ export class Session extends SessionCore {
         const opened = this.framed(stream);
         fs = opened;
         this.attachExporter(opened, ch, sid);
-        this.awaitAnswer(stream, sid, kindHeaders, (headers) => {
-          if (Number(headers[HTTP2_HEADER_STATUS]) !== 200) opened.destroy(refusal(headers));
+        this.awaitAnswer(stream, sid, kindHeaders, ({ status, headers }) => {
+          if (status !== 200) opened.destroy(refusal(status, headers));
         });
       },
       undo: () => fs?.destroy(netchanError(ErrorCodes.STREAM_RESET, 'the value naming this channel was not sent')),
@@ -478,7 +477,7 @@ export class Session extends SessionCore {
   protected exportBytes(obj: object, mode: BytesMode): ExportPlan {
     this.assertCanOpen();
     const sid = this.newStreamId();
-    let stream: ClientStream | undefined;
+    let stream: ClientWireStream | undefined;
     return {
       ref: { o: 'c', id: sid, m: mode },
       open: () => {
@@ -486,15 +485,13 @@ export class Session extends SessionCore {
         this.trackBytes(stream);
         // a refusal's text body is no byte stream: the local stream fails with the refusal's code
         const opened = stream;
-        opened.once('response', (headers: ResponseHeaders) => {
-          if (Number(headers[HTTP2_HEADER_STATUS]) !== 200) refuseByteStream(opened, refusal(headers));
+        opened.onResponse(({ status, headers }) => {
+          if (status !== 200) refuseByteStream(opened.bytes, refusal(status, headers));
         });
       },
       // not joined yet: the program's stream object is untouched
-      undo: () => {
-        if (stream) resetStream(stream);
-      },
-      start: () => joinBytes(obj, stream as ClientStream, mode),
+      undo: () => stream?.reset(),
+      start: () => joinBytes(obj, (stream as ClientWireStream).bytes, mode),
     };
   }
 
@@ -519,10 +516,11 @@ export class Session extends SessionCore {
   protected importBytes(owner: 'c' | 's', id: string, mode: BytesMode): unknown {
     if (owner !== 's') throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, 'the server cannot name a client-owned reference');
     const sid = this.newStreamId();
-    const stream = this.open({ [Headers.kind]: 'bytes', [Headers.ref]: id }, sid);
-    this.trackBytes(stream);
-    stream.once('response', (headers: ResponseHeaders) => {
-      if (Number(headers[HTTP2_HEADER_STATUS]) !== 200) refuseByteStream(stream, refusal(headers));
+    const wire = this.open({ [Headers.kind]: 'bytes', [Headers.ref]: id }, sid);
+    this.trackBytes(wire);
+    const stream = wire.bytes;
+    wire.onResponse(({ status, headers }) => {
+      if (status !== 200) refuseByteStream(stream, refusal(status, headers));
     });
     if (mode === 'r') stream.end(); // the server's Readable: nothing flows from us
     if (mode === 'w') stream.resume(); // the server's Writable: nothing flows to us
@@ -544,21 +542,21 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
   const choice = options.transport ?? 'auto';
   if (choice !== 'auto' && choice !== 'h2' && choice !== 'ws') throw netchanError(ErrorCodes.INVALID_ARGUMENT, `transport must be auto, h2 or ws, got ${String(choice)}`);
   if (options.socketPath && !options.insecure) throw netchanError(ErrorCodes.INVALID_ARGUMENT, 'socketPath needs insecure: true');
-  const extra: Record<string, string> = { ...(options.headers ?? {}) };
-  if (options.token) extra.authorization = `Bearer ${options.token}`;
-  const open = await openTransport(u, choice, { ...options, headers: extra });
+  const extra = requestHeaders(options);
+  const reconnector: Reconnector = (kind) => openTransport(u, choice === 'auto' && kind !== 'memory' ? kind : choice, { ...options, headers: extra });
+  const wire = await openTransport(u, choice, { ...options, headers: extra });
   try {
-    return await startSession(u, open.transport, open.kind, extra, options);
+    return await startSession(wire, reconnector, extra, options);
   } catch (err) {
-    destroySession(open.transport);
+    wire.destroy();
     // an HTTP/2 hop that reaches a server only over HTTP/1.1 answers 426: try a WebSocket
-    if (choice === 'auto' && open.kind === 'h2' && err instanceof NetchanError && err.status === 426) {
+    if (choice === 'auto' && wire.kind === 'h2' && err instanceof NetchanError && err.status === 426) {
       debug('HTTP/2 refused with 426, falling back to WebSocket');
       const ws = await openTransport(u, 'ws', { ...options, headers: extra });
       try {
-        return await startSession(u, ws.transport, 'ws', extra, options);
+        return await startSession(ws, reconnector, extra, options);
       } catch (err2) {
-        destroySession(ws.transport);
+        ws.destroy();
         throw err2;
       }
     }
@@ -566,56 +564,56 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
   }
 }
 
+/** The headers every stream of a session carries for the app's auth: `headers`, and `token` as a bearer. */
+export function requestHeaders(options: Pick<ConnectOptions, 'headers' | 'token'>): Record<string, string> {
+  const extra: Record<string, string> = { ...(options.headers ?? {}) };
+  if (options.token) extra.authorization = `Bearer ${options.token}`;
+  return extra;
+}
+
 /** Sends a session stream (new, or resuming `extra`'s session) and waits for its answer. */
-async function sessionRequest(u: URL, transport: ClientTransport, auth: Record<string, string>, extra: Record<string, string>): Promise<{ control: ClientStream; headers: ResponseHeaders }> {
-  const control = transport.request({
-    [HTTP2_HEADER_METHOD]: 'POST',
-    [HTTP2_HEADER_PATH]: u.pathname || '/',
-    [HTTP2_HEADER_SCHEME]: u.protocol === 'https:' ? 'https' : 'http',
-    [HTTP2_HEADER_AUTHORITY]: u.host,
+async function sessionRequest(wire: ClientWireSession, auth: Record<string, string>, extra: Record<string, string>): Promise<{ control: ClientWireStream; headers: HeaderMap }> {
+  const control = wire.open({
     ...auth,
     [Headers.version]: PROTOCOL_VERSION,
     [Headers.kind]: 'session',
     ...extra,
   });
-  const headers = await new Promise<ResponseHeaders>((resolve, reject) => {
-    control.once('response', resolve);
-    control.once('error', (err) => reject(fromNodeError(err)));
-    control.once('close', () => reject(netchanError(ErrorCodes.CONNECT, 'server closed the session stream before answering')));
-    transport.once('error', (err) => reject(fromNodeError(err)));
+  const bytes = control.bytes;
+  let onError: (err: Error) => void = () => undefined;
+  let onClose: () => void = () => undefined;
+  const response = await new Promise<WireResponse>((resolve, reject) => {
+    onError = (err) => reject(fromNodeError(err));
+    onClose = () => reject(netchanError(ErrorCodes.CONNECT, 'server closed the session stream before answering'));
+    control.onResponse(resolve);
+    bytes.once('error', onError);
+    bytes.once('close', onClose);
+    wire.onClose(reject);
+  }).finally(() => {
+    bytes.off('error', onError);
+    bytes.off('close', onClose);
   });
-  if (Number(headers[HTTP2_HEADER_STATUS]) !== 200) throw refusal(headers);
-  control.removeAllListeners('close');
-  control.removeAllListeners('error');
-  return { control, headers };
+  if (response.status !== 200) throw refusal(response.status, response.headers);
+  return { control, headers: response.headers };
 }
 
-async function startSession(u: URL, transport: ClientTransport, kind: 'h2' | 'ws', extra: Record<string, string>, options: ConnectOptions): Promise<Session> {
+/**
+ * Opens a session on a connection: the session stream, its answer, then the {@link Session}.
+ * `reconnector` opens the connections of its resumptions. @internal
+ */
+export async function startSession(wire: ClientWireSession, reconnector: Reconnector, extra: Record<string, string>, options: ConnectOptions): Promise<Session> {
   const resume: Record<string, string> = options.reconnect !== false ? { [Headers.resumable]: '1' } : {};
-  const { control, headers } = await sessionRequest(u, transport, extra, resume);
+  const { control, headers } = await sessionRequest(wire, extra, resume);
   const id = header(headers, Headers.session);
   if (!id || !/^[0-9a-f]{32}$/.test(id)) throw netchanError(ErrorCodes.PROTOCOL, 'server sent no valid session id');
   const heartbeat = options.heartbeatIntervalMs ?? serverHeartbeat(header(headers, Headers.heartbeatMs));
   const lease = Number(header(headers, Headers.leaseMs));
-  const session = new Session(id, transport, kind, u, extra, options, Number.isSafeInteger(lease) && lease > 0 ? lease : 0);
+  const session = new Session(id, wire, reconnector, extra, options, Number.isSafeInteger(lease) && lease > 0 ? lease : 0);
   const serverMax = Number(header(headers, Headers.maxFrameBytes));
   if (Number.isSafeInteger(serverMax) && serverMax >= 0) session.peerMaxFrameBytes = serverMax;
   const maxChannels = Number(header(headers, Headers.maxChannels));
   if (Number.isSafeInteger(maxChannels) && maxChannels > 0) session.limitChannels(maxChannels);
-  control.on('error', (err) => debug('control stream error: %s', err.message));
+  control.bytes.on('error', (err) => debug('control stream error: %s', err.message));
   session.attachControl(control, heartbeat, options.idleTimeoutMs ?? heartbeat * 3);
   return session;
-}
-
-/** Heartbeats the client accepts from a server's `netchan-heartbeat-ms`, in ms (§4.1). */
-export const HEARTBEAT_RANGE_MS = { min: 10, max: 3_600_000, default: 15_000 } as const;
-
-/**
- * The heartbeat interval a server asks for, kept within {@link HEARTBEAT_RANGE_MS}: a server
- * (or whatever answers in its name) cannot make the client ping every millisecond, or never.
- */
-export function serverHeartbeat(value: string | undefined): number {
-  const ms = Number(value);
-  if (value === undefined || !Number.isSafeInteger(ms) || ms <= 0) return HEARTBEAT_RANGE_MS.default;
-  return Math.min(HEARTBEAT_RANGE_MS.max, Math.max(HEARTBEAT_RANGE_MS.min, ms));
 }

@@ -15,7 +15,8 @@
 import os from 'node:os';
 import path from 'node:path';
 import type { Channel } from '../core/channel.js';
-import { connect, type ConnectOptions, type RemoteChannelHandle, type Session } from '../client/client.js';
+import { connect, type ConnectOptions, type Session } from '../client/client.js';
+import type { RemoteChannel } from '../session/channel-stream.js';
 import { ensureDevCertificates, loadDevCa } from '../transport/devcert.js';
 import { ErrorCodes, netchanError } from '../core/errors.js';
 import { createServer, type NetchanServer, type ServerOptions } from '../server/server.js';
@@ -60,9 +61,9 @@ export type DialOptions = ConnectOptions & {
 /** What {@link dial} resolves to. */
 export interface Dialer<T> {
   /** Values sent here reach the server's `receive`. */
-  send: RemoteChannelHandle<T>;
+  send: RemoteChannel<T>;
   /** The values the server's `send` gives this client. */
-  receive: RemoteChannelHandle<T>;
+  receive: RemoteChannel<T>;
   /** The session underneath. */
   session: Session;
   /** Releases both handles (values prefetched and not received go back) and ends the session. */

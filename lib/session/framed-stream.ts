@@ -1,12 +1,11 @@
 /**
- * A byte stream (an HTTP/2 stream, or any Duplex a transport provides) carrying frames:
+ * A wire stream (lib/transport/contract.ts) carrying frames:
  * an incremental decoder on the way in, and on the way out an encoder whose frames are
  * coalesced into one write per event-loop turn for all streams of a session.
  */
-import type { Duplex } from 'node:stream';
 import { FRAME_HEADER_BYTES, FrameDecoder, FrameEncoder, FrameType } from '../wire/frames.js';
 import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from '../core/errors.js';
-import { resetStream } from '../transport/stream-reset.js';
+import type { WireStream } from '../transport/contract.js';
 
 /** Receives what a {@link FramedStream} reads. */
 export interface FrameSink {
@@ -124,8 +123,8 @@ export class FramedStream {
   private closed = false;
   /** Called just before the pending frames are written; lets owners append batched acks. */
   beforeFlush: (() => void) | null = null;
-  /** The byte stream under the frames (replaced when a resumable stream is resumed). */
-  stream!: Duplex;
+  /** The wire stream under the frames (replaced when a resumable stream is resumed). */
+  wire!: WireStream;
   /**
    * Asked when the stream is cut off with its connection: `true` keeps this FramedStream
    * (suspended, frames kept) for {@link resume} on a new stream instead of failing it. @internal
@@ -155,13 +154,13 @@ export class FramedStream {
   private drainWaiters: (() => void)[] = [];
 
   constructor(
-    stream: Duplex,
+    wire: WireStream,
     private readonly flusher: Flusher,
     private sink: FrameSink,
     private readonly maxFrameBytes: number,
     private readonly counters: ByteCounters,
   ) {
-    this.bind(stream);
+    this.bind(wire);
   }
 
   /**
@@ -172,13 +171,14 @@ export class FramedStream {
     this.replay ??= [];
   }
 
-  private bind(stream: Duplex): void {
-    this.stream = stream;
+  private bind(wire: WireStream): void {
+    this.wire = wire;
+    const stream = wire.bytes;
     // once the stream failed (a bad frame, a reset), nothing more of it is handed on, not even the
     // rest of the chunk at hand
     this.decoder = new FrameDecoder(
       (type, payload) => {
-        if (this.failed || this.stream !== stream) return;
+        if (this.failed || this.wire !== wire) return;
         if (this.replay) {
           if (type === FrameType.RCVD) return this.confirmed(payload);
           if (this.replayBytes > 2 * this.replaySoftBytes + this.maxFrameBytes) {
@@ -193,9 +193,7 @@ export class FramedStream {
       },
       { maxFrameBytes: this.maxFrameBytes },
     );
-    // an HTTP/2 stream forgets its session when destroyed: keep it to tell a lost connection apart
-    const session = (stream as Duplex & { session?: H2SessionState }).session;
-    const current = () => this.stream === stream && !this.suspended;
+    const current = () => this.wire === wire && !this.suspended;
     stream.on('data', (chunk: Buffer) => {
       if (this.failed || !current()) return;
       this.counters.bytesIn += chunk.length;
@@ -207,10 +205,10 @@ export class FramedStream {
     });
     stream.on('end', () => {
       if (this.failed || !current()) return;
-      // Node also ends the readable side of an HTTP/2 stream that was reset or cut off with its
-      // connection (rstCode set): that is no clean end of the peer's side.
-      if ((stream as Duplex & { rstCode?: number }).rstCode) {
-        this.lost(cutOff(session));
+      // a transport may end the readable side of a stream that was reset or cut off with its
+      // connection: that is no clean end of the peer's side
+      if (wire.cutOff) {
+        this.lost(wire.endedBy());
         return;
       }
       try {
@@ -232,7 +230,7 @@ export class FramedStream {
       if (!current()) return;
       if (!this.failed && !stream.readableEnded) {
         // closed without a clean end of the peer's side: a reset or a lost connection
-        const error = cutOff(session);
+        const error = wire.endedBy();
         if (this.trySuspend(error)) return;
         this.failed = true;
         this.sink.onStreamError(error);
@@ -257,7 +255,7 @@ export class FramedStream {
    * (a pump of values) stops and waits in {@link onceDrain}.
    */
   get congested(): boolean {
-    return this.turnBytes >= TURN_BYTES || this.replayBytes >= this.replaySoftBytes || (!this.suspended && this.stream.writableNeedDrain);
+    return this.turnBytes >= TURN_BYTES || this.replayBytes >= this.replaySoftBytes || (!this.suspended && this.wire.bytes.writableNeedDrain);
   }
 
   /**
@@ -344,13 +342,13 @@ export class FramedStream {
       }
       if (this.suspended) return;
       this.counters.bytesOut += out.length;
-      this.stream.write(out);
+      this.wire.bytes.write(out);
       return;
     }
     const bytes = this.encoder.take();
     if (bytes) {
       this.counters.bytesOut += bytes.length;
-      this.stream.write(bytes);
+      this.wire.bytes.write(bytes);
     }
   }
 
@@ -389,7 +387,7 @@ export class FramedStream {
    * said it received `peerFramesIn` frames in all: the frames after those are written again, in
    * order, before anything new.
    */
-  resume(stream: Duplex, peerFramesIn: number): void {
+  resume(wire: WireStream, peerFramesIn: number): void {
     const replay = this.replay;
     if (!replay || !this.suspended) throw netchanError(ErrorCodes.PROTOCOL, 'stream is not suspended');
     const unconfirmed = this.unconfirmedFrames;
@@ -400,7 +398,8 @@ export class FramedStream {
     }
     this.confirmed(u32(skip));
     this.suspended = false;
-    this.bind(stream);
+    this.bind(wire);
+    const stream = wire.bytes;
     // everything the peer has not got yet, then the confirmation of what we got
     this.framesInUnconfirmed = 0;
     this.bytesInUnconfirmed = 0;
@@ -423,7 +422,7 @@ export class FramedStream {
     if (!this.replay || this.failed || this.closed) return false;
     if (this.suspended) return true;
     this.suspended = true;
-    resetStream(this.stream);
+    this.wire.reset();
     return true;
   }
 
@@ -433,7 +432,7 @@ export class FramedStream {
     this.flush();
     this.ended = true;
     if (this.suspended) return;
-    this.stream.end();
+    this.wire.bytes.end();
   }
 
   /** Drops the stream at once (RST_STREAM on HTTP/2). */
@@ -447,11 +446,11 @@ export class FramedStream {
       this.sink.onStreamClose();
       return;
     }
-    // CANCEL: Http2Stream.close() ends the writable side first, an END_STREAM ahead of the
-    // RST_STREAM, which the peer reads as a clean end (a release, §5.3). On an error, a reset
-    // without that END_STREAM (destroy with an error is RST_STREAM INTERNAL_ERROR, §2.3), from
-    // the next turn when it must wait (lib/transport/stream-reset.ts).
-    resetStream(this.stream, error);
+    // Without an error: CANCEL, which on HTTP/2 ends the writable side first, an END_STREAM
+    // ahead of the RST_STREAM, which the peer reads as a clean end (a release, §5.3). On an
+    // error, a reset without that END_STREAM (INTERNAL_ERROR, §2.3).
+    if (error) this.wire.fail(error);
+    else this.wire.reset();
   }
 
   /**
@@ -498,20 +497,4 @@ function u32(n: number): Buffer {
   const b = Buffer.allocUnsafe(4);
   b.writeUInt32BE(n, 0);
   return b;
-}
-
-interface H2SessionState {
-  closed?: boolean;
-  destroyed?: boolean;
-}
-
-/**
- * Why a stream went away without a clean end of the peer's side: its HTTP/2 session is closing
- * or gone (the connection was lost), or the stream alone was reset.
- */
-function cutOff(session: H2SessionState | undefined): NetchanError {
-  if (session && (session.closed || session.destroyed)) {
-    return netchanError(ErrorCodes.CONNECTION_LOST, 'connection lost before the stream ended');
-  }
-  return fromNodeError(Object.assign(new Error('stream closed before it ended'), { code: 'ERR_HTTP2_STREAM_CANCEL' }));
 }

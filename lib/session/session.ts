@@ -14,7 +14,8 @@ import { Codec, registerReferenceClass, type FoundReference, type ReferenceHooks
 import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from '../core/errors.js';
 import { Flusher, FramedStream } from './framed-stream.js';
 import { PendingReferences, type Stats, type StreamContext } from './stream-context.js';
-import { guardDestroy, resetStream } from '../transport/stream-reset.js';
+import type { WireStream } from '../transport/contract.js';
+import { DEFAULT_MAX_FRAME_BYTES } from '../wire/frames.js';
 
 export { debug } from '../core/debug.js';
 import { debug } from '../core/debug.js';
@@ -23,30 +24,6 @@ registerReferenceClass(Channel, 'channel');
 registerReferenceClass(RemoteChannel, 'channel');
 registerReferenceClass(Stream, 'bytes');
 if (typeof ReadableStream === 'function') registerReferenceClass(ReadableStream, 'bytes');
-
-/** Header names of the wire protocol (docs/PROTOCOL.md §4). */
-export const Headers = {
-  version: 'netchan-version',
-  kind: 'netchan-kind',
-  session: 'netchan-session',
-  stream: 'netchan-stream',
-  name: 'netchan-name',
-  ref: 'netchan-ref',
-  exportRef: 'netchan-export',
-  mode: 'netchan-mode',
-  capacity: 'netchan-capacity',
-  credit: 'netchan-credit',
-  error: 'netchan-error',
-  message: 'netchan-message',
-  maxFrameBytes: 'netchan-max-frame-bytes',
-  maxChannels: 'netchan-max-channels',
-  heartbeatMs: 'netchan-heartbeat-ms',
-  resumable: 'netchan-resumable',
-  leaseMs: 'netchan-lease-ms',
-  framesReceived: 'netchan-frames-received',
-} as const;
-
-export const PROTOCOL_VERSION = '1';
 
 /** Byte-stream direction, from the owner's side: r = owner's data flows out, w = flows in, d = both. */
 export type BytesMode = 'r' | 'w' | 'd';
@@ -61,7 +38,6 @@ export interface SessionOptions {
   referenceTimeoutMs?: number;
 }
 
-export const DEFAULT_MAX_FRAME_BYTES = 1024 * 1024;
 /** The server's default `maxChannelsPerSession`. */
 export const DEFAULT_MAX_CHANNELS = 4096;
 
@@ -159,7 +135,7 @@ export interface ExportPlan {
  * The transport-independent half of a session. Subclasses open or accept streams; this class
  * turns streams into channel endpoints and values into references and back.
  */
-export abstract class SessionCore extends EventEmitter implements StreamContext, ReferenceHooks {
+export abstract class SessionCore<S extends WireStream = WireStream> extends EventEmitter implements StreamContext, ReferenceHooks {
   readonly flusher = new Flusher();
   protected readonly codec: Codec;
   protected readonly maxFrameBytes: number;
@@ -178,7 +154,7 @@ export abstract class SessionCore extends EventEmitter implements StreamContext,
    */
   protected collection = new CollectionTrigger(DEFAULT_MAX_CHANNELS);
   /** Every netchan stream of this session, for teardown. */
-  protected readonly streams = new Set<Duplex>();
+  protected readonly streams = new Set<S>();
   /** Values waiting for referenced streams, by the stream id each still misses. */
   private readonly waits = new Map<string, Set<PendingWait>>();
   /** The exports planned by the encode in progress (see {@link ExportPlan}). */
@@ -299,23 +275,22 @@ export abstract class SessionCore extends EventEmitter implements StreamContext,
   // ---- building blocks for subclasses ----
 
   /** Counts a netchan stream and forgets it when it closes. */
-  protected track(stream: Duplex): void {
-    guardDestroy(stream);
-    this.streams.add(stream);
+  protected track(wire: S): void {
+    this.streams.add(wire);
     this.counters.streams++;
-    this.tracked(stream);
-    stream.once('close', () => {
-      this.streams.delete(stream);
+    this.tracked(wire);
+    wire.bytes.once('close', () => {
+      this.streams.delete(wire);
       this.counters.streams--;
-      this.untracked(stream);
+      this.untracked(wire);
     });
   }
 
   /** For subclasses: a stream of this session opened (it is counted in `streams`). */
-  protected tracked(_stream: Duplex): void {}
+  protected tracked(_wire: S): void {}
 
   /** For subclasses: a stream of this session closed (it is no longer in `streams`). */
-  protected untracked(_stream: Duplex): void {}
+  protected untracked(_wire: S): void {}
 
   /**
    * Takes a byte stream's wire into the session: counted, framed with its end proof (§6.2: the
@@ -323,7 +298,8 @@ export abstract class SessionCore extends EventEmitter implements StreamContext,
    * failing with NetchanErrors. Bytes that arrived before (a server's stream event comes a tick
    * after the stream's first DATA) are decoded when it is called.
    */
-  protected trackBytes(stream: Duplex): void {
+  protected trackBytes(wire: WireStream): void {
+    const stream = wire.bytes;
     proveByteStream(stream);
     this.counters.byteStreams++;
     this.openByteStreams++;
@@ -337,16 +313,16 @@ export abstract class SessionCore extends EventEmitter implements StreamContext,
     // in `stream.errored` and in what for-await or pipeline throw too. Both ends of Node's
     // destroy are mapped, before it records the error: the error destroy is given (a WebSocket
     // mux stream's reset), and the one an HTTP/2 stream's _destroy makes up from the RST code.
-    const wire = stream as Duplex & { destroy(err?: Error, cb?: unknown): Duplex; _destroy(err: Error | null, cb: (err?: Error | null) => void): void };
+    const bytes = stream as Duplex & { destroy(err?: Error, cb?: unknown): Duplex; _destroy(err: Error | null, cb: (err?: Error | null) => void): void };
     const toNetchan = (err: Error | null | undefined) => (err ? fromNodeError(err, ErrorCodes.STREAM_RESET) : err);
-    const destroy = wire.destroy;
-    wire.destroy = function (err?: Error, cb?: unknown) {
+    const destroy = bytes.destroy;
+    bytes.destroy = function (err?: Error, cb?: unknown) {
       return destroy.call(this, toNetchan(err) ?? undefined, cb);
     };
     // Destroyed before its end without a word (an HTTP/2 stream of a lost connection, a peer's
     // CANCEL that Node takes quietly): the reader would see Node's bare "Premature close".
-    const destroyImpl = wire._destroy;
-    wire._destroy = function (err, cb) {
+    const destroyImpl = bytes._destroy;
+    bytes._destroy = function (err, cb) {
       destroyImpl.call(this, err, (e) => {
         if (!e && !this.readableEnded) e = netchanError(ErrorCodes.STREAM_RESET, 'byte stream cut off before its end');
         cb(toNetchan(e));
@@ -354,14 +330,14 @@ export abstract class SessionCore extends EventEmitter implements StreamContext,
     };
   }
 
-  protected framed(stream: Duplex): FramedStream {
+  protected framed(wire: WireStream): FramedStream {
     const placeholder = {
       onFrame() {},
       onStreamEnd() {},
       onStreamError() {},
       onStreamClose() {},
     };
-    return new FramedStream(stream, this.flusher, placeholder, this.maxFrameBytes, this.counters);
+    return new FramedStream(wire, this.flusher, placeholder, this.maxFrameBytes, this.counters);
   }
 
   /** Makes a channel stream resumable when the session is. */
@@ -482,6 +458,6 @@ export abstract class SessionCore extends EventEmitter implements StreamContext,
   }
 
   private resetStreams(): void {
-    for (const stream of this.streams) resetStream(stream);
+    for (const wire of this.streams) wire.reset();
   }
 }

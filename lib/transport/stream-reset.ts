@@ -13,12 +13,11 @@
  * So: an open stream is reset with CANCEL at once, or with any other code (or destroyed with an
  * error) from the next turn (setImmediate: outside any receive); a stream nghttp2 has closed or
  * is closing gets no reset of ours, and its local end waits for the next turn as well; a
- * session is destroyed from the next turn. The WebSocket mux (lib/transport/ws-mux.ts) has no such
- * re-entry: its streams are reset at once.
+ * session is destroyed from the next turn. Only the HTTP/2 adapter (lib/transport/http2.ts) uses
+ * this: the WebSocket mux and the in-memory transport have no such re-entry.
  */
 import http2 from 'node:http2';
 import type { Duplex } from 'node:stream';
-import { MuxStream } from './ws-mux.js';
 
 const { NGHTTP2_CANCEL } = http2.constants;
 
@@ -31,7 +30,7 @@ interface H2Stream extends Duplex {
 }
 
 function isHttp2Stream(stream: Duplex): stream is H2Stream {
-  return typeof (stream as Partial<H2Stream>).close === 'function' && !(stream instanceof MuxStream);
+  return typeof (stream as Partial<H2Stream>).close === 'function';
 }
 
 /**
@@ -68,9 +67,7 @@ function nextTurn(stream: Duplex, fn: () => void): void {
 export function resetStream(stream: Duplex, error?: Error, code?: number): void {
   if (stream.destroyed) return;
   if (!isHttp2Stream(stream)) {
-    const mux = stream instanceof MuxStream ? stream : undefined;
-    if (mux && !error) mux.close(code ?? NGHTTP2_CANCEL);
-    else stream.destroy(error);
+    stream.destroy(error);
     return;
   }
   // the stream went with its session

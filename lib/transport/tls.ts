@@ -109,3 +109,16 @@ export function connectTls(host: string, port: number, options: ClientTlsOptions
 function isIp(host: string): boolean {
   return /^[\d.]+$/.test(host) || host.includes(':');
 }
+
+/**
+ * The principal of a connection's verified TLS client certificate (mTLS): `cert:<CN>`, or `''`
+ * when there is none (no certificate asked for or given, or it did not verify).
+ */
+export function certificatePrincipal(socket: unknown): string {
+  const s = socket as { authorized?: boolean; getPeerCertificate?: () => { subject?: { CN?: string } } | undefined } | undefined;
+  if (s?.authorized && typeof s.getPeerCertificate === 'function') {
+    const cn = s.getPeerCertificate()?.subject?.CN;
+    if (cn) return `cert:${cn}`;
+  }
+  return '';
+}

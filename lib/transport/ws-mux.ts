@@ -1,147 +1,33 @@
 /**
- * The WebSocket fallback transport (docs/PROTOCOL.md §7): the streams of a session multiplexed
- * over one WebSocket, for paths where only HTTP/1.1 gets through. Each mux stream behaves like
- * the subset of an HTTP/2 stream the session layer uses — request headers, a response, data with
- * per-stream flow control, half-close, reset — so sessions, channels and byte streams run over
- * it unchanged.
- *
- * The mux-frame codec is pure (`encodeMuxFrame` / `decodeMuxFrame`), tested with the hex vectors
- * printed in the protocol document.
+ * The WebSocket adapter of the transport contract (lib/transport/contract.ts): a session's
+ * streams multiplexed over one WebSocket (docs/PROTOCOL.md §7), for paths where only HTTP/1.1
+ * gets through. Each mux stream has its own flow control window, half-close and reset; the
+ * frames are lib/wire/mux-frames.ts.
  */
 import { EventEmitter } from 'node:events';
 import { Duplex } from 'node:stream';
-import type { WebSocket } from 'ws';
-import { ErrorCodes, netchanError, type NetchanError } from '../core/errors.js';
+import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from '../core/errors.js';
+import type { HeaderMap } from '../wire/headers.js';
+import type { ClientWireSession, ClientWireStream, ResetReason, ServerWireStream, WirePeer, WireResponse } from './contract.js';
+import { ServerConnection } from './connections.js';
+import { certificatePrincipal } from './tls.js';
+import { MUX_INITIAL_WINDOW, MUX_MAX_DATA, MUX_MAX_STREAMS, MuxType, RESET_NAMES, ResetCode, WS_CLOSE_PROTOCOL, decodeMuxFrame, encodeHeaders, encodeMuxFrame, protocolError, u32, type MuxFrame } from '../wire/mux-frames.js';
 
-/** The WebSocket subprotocol a netchan mux speaks. */
-export const WS_SUBPROTOCOL = 'netchan.v1';
+export { MUX_MAX_MESSAGE, WS_SUBPROTOCOL } from '../wire/mux-frames.js';
 
-/** Mux frame types (§7.2). */
-export const MuxType = {
-  HEADERS: 0x01,
-  DATA: 0x02,
-  END: 0x03,
-  RESET: 0x04,
-  WINDOW: 0x05,
-} as const;
-
-/** HTTP/2 error codes carried by RESET (RFC 9113 §7), as Node's http2 constants name them. */
-export const ResetCode = {
-  NO_ERROR: 0x0,
-  PROTOCOL_ERROR: 0x1,
-  INTERNAL_ERROR: 0x2,
-  FLOW_CONTROL_ERROR: 0x3,
-  REFUSED_STREAM: 0x7,
-  CANCEL: 0x8,
-} as const;
-
-/** Names of the codes, as Node's http2 reports them (`NGHTTP2_CANCEL`). */
-const RESET_NAMES: Record<number, string> = Object.fromEntries(Object.entries(ResetCode).map(([name, code]) => [code, `NGHTTP2_${name}`]));
-
-/** Bytes a stream may send before the receiver grants more (§7.3). */
-export const MUX_INITIAL_WINDOW = 1024 * 1024;
-/**
- * Largest DATA payload a sender puts in one message: 64 KiB and the 5-byte `BYTES` header of a
- * byte stream (§6.2), so that a 64 KiB write goes out as one message, not as 64 KiB and 5 bytes.
- */
-export const MUX_MAX_DATA = 64 * 1024 + 5;
-/** Largest HEADERS payload accepted. */
-export const MUX_MAX_HEADERS = 16 * 1024;
-/** Largest WebSocket message accepted: a 5-byte mux header plus the largest payload. */
-export const MUX_MAX_MESSAGE = 5 + MUX_MAX_DATA;
-/** Streams open at once on one WebSocket; HEADERS beyond it are refused (RESET REFUSED_STREAM). */
-export const MUX_MAX_STREAMS = 10_000;
-/** WebSocket close code for a mux protocol violation (RFC 6455 §7.4.1). */
-export const WS_CLOSE_PROTOCOL = 1002;
-
-/** One decoded mux frame. */
-export interface MuxFrame {
-  type: number;
-  stream: number;
-  payload: Buffer;
+/** The error of a stream reset by the peer. */
+function resetError(code: number): NetchanError {
+  return netchanError(ErrorCodes.STREAM_RESET, `stream reset: Stream closed with error code ${RESET_NAMES[code] ?? code}`);
 }
 
-/** Encodes one mux frame: `type u8 | stream u32 BE | payload`. */
-export function encodeMuxFrame(type: number, stream: number, payload: Uint8Array = EMPTY): Buffer {
-  const out = Buffer.allocUnsafe(5 + payload.length);
-  out[0] = type;
-  out.writeUInt32BE(stream, 1);
-  out.set(payload, 5);
-  return out;
-}
-
-/** Encodes a u32 payload (RESET code, WINDOW increment). */
-export function u32(n: number): Buffer {
-  const b = Buffer.allocUnsafe(4);
-  b.writeUInt32BE(n, 0);
-  return b;
-}
-
-/** Encodes a header block: a JSON object of lowercase names to string values, UTF-8. */
-export function encodeHeaders(headers: Record<string, string | number>): Buffer {
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(headers)) out[k.toLowerCase()] = String(v);
-  return Buffer.from(JSON.stringify(out), 'utf8');
-}
-
-/**
- * Decodes one WebSocket message into a mux frame, or throws `ERR_PROTOCOL`: shorter than 5
- * bytes, stream 0, an unknown type, a RESET or WINDOW payload that is not 4 bytes, an END with
- * a payload, an empty DATA, a HEADERS block too large or not a flat JSON object of strings.
- */
-export function decodeMuxFrame(message: Buffer): MuxFrame & { headers?: Record<string, string> } {
-  if (message.length < 5) throw protocolError(`mux frame of ${message.length} bytes, shorter than its 5-byte header`);
-  const type = message[0];
-  const stream = message.readUInt32BE(1);
-  const payload = message.subarray(5);
-  if (stream === 0) throw protocolError('mux frame on stream 0');
-  switch (type) {
-    case MuxType.HEADERS: {
-      if (payload.length > MUX_MAX_HEADERS) throw protocolError(`header block of ${payload.length} bytes, limit ${MUX_MAX_HEADERS}`);
-      return { type, stream, payload, headers: parseHeaders(payload) };
-    }
-    case MuxType.DATA:
-      if (payload.length === 0) throw protocolError('empty DATA frame');
-      return { type, stream, payload };
-    case MuxType.END:
-      if (payload.length !== 0) throw protocolError('END frame with a payload');
-      return { type, stream, payload };
-    case MuxType.RESET:
-    case MuxType.WINDOW:
-      if (payload.length !== 4) throw protocolError(`${type === MuxType.RESET ? 'RESET' : 'WINDOW'} payload must be 4 bytes, got ${payload.length}`);
-      if (type === MuxType.WINDOW && payload.readUInt32BE(0) === 0) throw protocolError('WINDOW increment of 0');
-      return { type, stream, payload };
-    default:
-      throw protocolError(`unknown mux frame type 0x${type.toString(16).padStart(2, '0')}`);
-  }
-}
-
-function parseHeaders(payload: Buffer): Record<string, string> {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(payload.toString('utf8'));
-  } catch {
-    throw protocolError('header block is not JSON');
-  }
-  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw protocolError('header block is not a JSON object');
-  const out: Record<string, string> = Object.create(null) as Record<string, string>;
-  for (const [k, v] of Object.entries(parsed as Record<string, unknown>)) {
-    if (typeof v !== 'string' || k !== k.toLowerCase() || k === '__proto__') throw protocolError(`bad header ${JSON.stringify(k)}`);
-    out[k] = v;
-  }
-  return out;
-}
-
-function protocolError(message: string): NetchanError {
-  return netchanError(ErrorCodes.PROTOCOL, `WebSocket mux: ${message}`);
-}
-
-const EMPTY = Buffer.alloc(0);
-
-/** Node's error for a stream reset by the peer, as `fromNodeError` knows it. */
-function resetError(code: number): Error {
-  return Object.assign(new Error(`Stream closed with error code ${RESET_NAMES[code] ?? code}`), { code: 'ERR_HTTP2_STREAM_ERROR' });
-}
+/** The mux RESET code of each reset reason (the HTTP/2 codes, §7.2). */
+const RESET_CODES: Readonly<Record<ResetReason, number>> = {
+  cancel: ResetCode.CANCEL,
+  done: ResetCode.NO_ERROR,
+  refused: ResetCode.REFUSED_STREAM,
+  protocol: ResetCode.PROTOCOL_ERROR,
+  internal: ResetCode.INTERNAL_ERROR,
+};
 
 interface PendingWrite {
   chunk: Buffer;
@@ -150,13 +36,15 @@ interface PendingWrite {
 }
 
 /**
- * One stream of a {@link WsMux}: a Duplex with the parts of `Http2Stream` the session layer uses
- * (`respond`, `headersSent`, a `'response'` event, `close(code)`, `rstCode`, `session`).
+ * One stream of a {@link WsMux}: a Duplex of its own bytes, and a wire stream of the contract on
+ * either side (the client's opened stream, the server's accepted one).
  */
-export class MuxStream extends Duplex {
-  /** The HTTP/2 error code this stream was reset with, once it was. */
-  rstCode: number | undefined = undefined;
-  headersSent = false;
+export class MuxStream extends Duplex implements ClientWireStream, ServerWireStream {
+  /** The error code this stream was reset with, once it was (sent or received). */
+  private rstCode: number | undefined = undefined;
+  private headersSent = false;
+  private response: WireResponse | undefined = undefined;
+  private responseListener: ((response: WireResponse) => void) | undefined = undefined;
   private sendWindow = MUX_INITIAL_WINDOW;
   private receiveWindow = MUX_INITIAL_WINDOW;
   /** Bytes handed to the reader and not yet granted back to the sender. */
@@ -172,6 +60,8 @@ export class MuxStream extends Duplex {
   constructor(
     readonly id: number,
     private readonly mux: WsMux,
+    /** The request headers (on the server: what the client opened the stream with). */
+    readonly headers: HeaderMap = {},
   ) {
     // As with HTTP/2 streams, the stream decides when it is done, not its readable side: a
     // consumer's `for await` ending must leave the writable side usable.
@@ -183,26 +73,61 @@ export class MuxStream extends Duplex {
     this.on('finish', maybeDestroy);
   }
 
-  /** The mux, which (like an HTTP/2 session) says whether the connection is closed or destroyed. */
-  get session(): WsMux {
-    return this.mux;
+  // ---- the transport contract ----
+
+  get bytes(): Duplex {
+    return this;
+  }
+
+  get cutOff(): boolean {
+    return Boolean(this.rstCode);
+  }
+
+  endedBy(): NetchanError {
+    if (this.mux.closed || this.mux.destroyed) return netchanError(ErrorCodes.CONNECTION_LOST, 'connection lost before the stream ended');
+    return netchanError(ErrorCodes.STREAM_RESET, 'stream reset: stream closed before it ended');
+  }
+
+  reset(reason: ResetReason = 'cancel'): void {
+    if (!this.destroyed) this.close(RESET_CODES[reason]);
+  }
+
+  fail(error: Error): void {
+    if (!this.destroyed) this.destroy(error);
+  }
+
+  get peer(): WirePeer {
+    return this.mux.peer;
+  }
+
+  get responded(): boolean {
+    return this.headersSent;
+  }
+
+  get gone(): boolean {
+    return this.destroyed;
+  }
+
+  onResponse(fn: (response: WireResponse) => void): void {
+    if (this.response) fn(this.response);
+    else this.responseListener = fn;
   }
 
   /** Sends the response headers (server side). `endStream` ends this side at once. */
-  respond(headers: Record<string, string | number>, options: { endStream?: boolean } = {}): void {
+  respond(status: number, headers: Readonly<Record<string, string>> = {}, options: { endStream?: boolean } = {}): void {
     if (this.headersSent || this.destroyed) return;
     this.headersSent = true;
-    this.mux.send(MuxType.HEADERS, this.id, encodeHeaders(headers));
+    this.mux.send(MuxType.HEADERS, this.id, encodeHeaders({ ':status': status, ...headers }));
     if (options.endStream) this.end();
   }
 
   /**
-   * Resets the stream, as `Http2Stream.close(code)` does: at once, unless the writable side was
-   * already ended and the code is NO_ERROR, in which case the reset follows the END once the
-   * written data went out. A writable side that was not ended is never ended here: the reader
-   * must see a cut-off stream as a reset, not as a clean (truncated) end.
+   * Resets the stream with `code`: at once, unless the writable side was already ended and the
+   * code is NO_ERROR, in which case the reset follows the END once the written data went out. A
+   * writable side that was not ended is never ended here: the reader must see a cut-off stream
+   * as a reset, not as a clean (truncated) end.
    */
-  close(code: number = ResetCode.NO_ERROR): void {
+  private close(code: number): void {
     if (this.destroyed) return;
     if (code === ResetCode.NO_ERROR && this.writableEnded && !this.writableFinished) {
       this.once('finish', () => this.close(code));
@@ -220,7 +145,11 @@ export class MuxStream extends Duplex {
       case MuxType.HEADERS:
         if (this.mux.role === 'client' && !this.headersSent) {
           this.headersSent = true;
-          this.emit('response', { ...frame.headers, ':status': Number(frame.headers?.[':status']) });
+          const headers = frame.headers ?? {};
+          this.response = { status: Number(headers[':status']), headers };
+          const listener = this.responseListener;
+          this.responseListener = undefined;
+          listener?.(this.response);
         } else {
           this.resetWith(ResetCode.PROTOCOL_ERROR, 'second HEADERS frame on a stream');
         }
@@ -271,7 +200,7 @@ export class MuxStream extends Duplex {
     // cut off before both ends: an error for whoever listens for one (as an HTTP/2 stream of a
     // lost connection), so that a reader never takes the cut for an end
     const cut = !(this.endReceived && this.endSent) && this.listenerCount('error') > 0;
-    this.destroy(cut ? Object.assign(new Error('the WebSocket closed'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }) : undefined);
+    this.destroy(cut ? netchanError(ErrorCodes.CONNECTION_LOST, 'connection lost: the WebSocket closed') : undefined);
   }
 
   /** @internal the WebSocket can take more */
@@ -343,7 +272,7 @@ export class MuxStream extends Duplex {
 
   private resetWith(code: number, message: string): void {
     this.sendReset(code);
-    this.destroy(Object.assign(new Error(`WebSocket mux: ${message}`), { code: 'ERR_HTTP2_STREAM_ERROR' }));
+    this.destroy(netchanError(ErrorCodes.STREAM_RESET, `stream reset: WebSocket mux: ${message}`));
   }
 
   private pump(): void {
@@ -383,20 +312,33 @@ export class MuxStream extends Duplex {
   }
 }
 
-/** The WebSocket under a mux: the few things of `ws` it uses. */
-type Socket = Pick<WebSocket, 'send' | 'close' | 'terminate' | 'on' | 'once' | 'bufferedAmount' | 'readyState'> & {
-  _socket?: { remoteAddress?: string; remotePort?: number; cork?(): void; uncork?(): void; on?(event: 'drain', fn: () => void): void; once?(event: 'drain', fn: () => void): void };
-};
+/**
+ * What carries a mux's messages: the few things of a `ws` WebSocket it uses, which the
+ * in-memory transport (lib/transport/memory.ts) provides too.
+ */
+export interface MuxCarrier {
+  send(data: Buffer, options: { binary: true }): void;
+  close(code: number, reason: string): void;
+  terminate(): void;
+  on(event: 'message', listener: (data: Buffer, isBinary: boolean) => void): unknown;
+  on(event: 'close', listener: () => void): unknown;
+  on(event: 'error', listener: (err: Error) => void): unknown;
+  readonly bufferedAmount: number;
+  /** 1 while open, as a WebSocket's. */
+  readonly readyState: number;
+  /** The TCP (or TLS) socket under a WebSocket; none in memory. */
+  readonly _socket?: { remoteAddress?: string; cork?(): void; uncork?(): void; on?(event: 'drain', fn: () => void): void };
+}
 
 /** Above this many bytes buffered in the WebSocket, streams wait for it to drain. */
 const CONGESTED_BYTES = 4 * 1024 * 1024;
 
 /**
- * Streams multiplexed over one WebSocket. On the client it opens streams (`request`); on the
- * server it emits `'stream'` (stream, headers) for each stream the client opens. Emits `'close'`
+ * Streams multiplexed over one WebSocket. On the client it opens streams (`open`); on the
+ * server it emits `'stream'` (a {@link MuxStream}) for each stream the client opens. Emits `'close'`
  * once the WebSocket is gone and `'error'` on a protocol violation by the peer.
  */
-export class WsMux extends EventEmitter {
+export class WsMux extends EventEmitter implements ClientWireSession {
   /** True once `close()` was called: no new streams. */
   closed = false;
   /** True once the WebSocket is gone. */
@@ -407,11 +349,21 @@ export class WsMux extends EventEmitter {
   private corked = false;
   private closeCallbacks: (() => void)[] = [];
 
+  private peerInfo: WirePeer | undefined;
+  /** The pseudo-headers each stream a client opens carries (§7.2). */
+  private readonly pseudo: Record<string, string>;
+
   constructor(
-    private readonly ws: Socket,
+    private readonly ws: MuxCarrier,
     readonly role: 'client' | 'server',
+    /** The client's endpoint URL: its path is every stream's `:path`. */
+    url?: URL,
+    /** What carries it: a WebSocket, or the in-memory transport. */
+    readonly kind: 'ws' | 'memory' = 'ws',
   ) {
     super();
+    this.pseudo = { ':method': 'POST', ':path': url?.pathname || '/' };
+
     ws.on('message', (data: Buffer, isBinary: boolean) => this.onMessage(data, isBinary));
     ws.on('close', () => this.gone());
     ws.on('error', (err: Error) => {
@@ -420,9 +372,14 @@ export class WsMux extends EventEmitter {
     ws._socket?.on?.('drain', () => this.drained());
   }
 
-  /** The TCP (or TLS) socket under the WebSocket, as `Http2Session.socket`: its addresses. */
-  get socket(): { remoteAddress?: string; remotePort?: number } | undefined {
-    return this.ws._socket;
+  /**
+   * What a server knows of the connection, asked of the socket when the first stream arrives
+   * (the server's watch over an upgraded connection starts after the mux).
+   */
+  get peer(): WirePeer {
+    const socket = this.ws._socket;
+    this.peerInfo ??= { remoteAddress: socket?.remoteAddress, certificatePrincipal: certificatePrincipal(socket), connection: ServerConnection.of(socket) };
+    return this.peerInfo;
   }
 
   /** Streams open on this WebSocket. */
@@ -431,24 +388,36 @@ export class WsMux extends EventEmitter {
   }
 
   /** Opens a stream with these request headers (client side). */
-  request(headers: Record<string, string | number>): MuxStream {
+  open(headers: Readonly<Record<string, string>>): MuxStream {
     if (this.role !== 'client') throw new Error('only the client opens mux streams');
     if (this.closed || this.destroyed) throw netchanError(ErrorCodes.SESSION_CLOSED, 'WebSocket mux is closed');
     const id = ++this.lastStreamId;
     const stream = new MuxStream(id, this);
     this.streams.set(id, stream);
-    this.send(MuxType.HEADERS, id, encodeHeaders(headers));
+    this.send(MuxType.HEADERS, id, encodeHeaders({ ...this.pseudo, ...headers }));
     return stream;
   }
 
-  /** Opens no more streams; closes the WebSocket once every stream is done, then calls `callback`. */
-  close(callback?: () => void): void {
-    if (callback) {
-      if (this.destroyed) queueMicrotask(callback);
-      else this.closeCallbacks.push(callback);
-    }
+  onClose(fn: (error: NetchanError) => void): void {
+    let done = false;
+    const once = (error: NetchanError): void => {
+      if (done) return;
+      done = true;
+      fn(error);
+    };
+    this.on('error', (err: Error) => once(fromNodeError(err)));
+    this.on('close', () => once(netchanError(ErrorCodes.CONNECTION_LOST, 'connection closed')));
+  }
+
+  /** Opens no more streams; closes the WebSocket once every stream is done, then resolves. */
+  close(): Promise<void> {
+    const closed = new Promise<void>((resolve) => {
+      if (this.destroyed) queueMicrotask(resolve);
+      else this.closeCallbacks.push(resolve);
+    });
     this.closed = true;
     if (this.streams.size === 0 && !this.destroyed) this.ws.close(1000, 'done');
+    return closed;
   }
 
   /** Drops the WebSocket at once; every stream fails. */
@@ -510,9 +479,9 @@ export class WsMux extends EventEmitter {
         this.send(MuxType.RESET, frame.stream, u32(ResetCode.REFUSED_STREAM));
         return;
       }
-      const s = new MuxStream(frame.stream, this);
+      const s = new MuxStream(frame.stream, this, frame.headers);
       this.streams.set(frame.stream, s);
-      this.emit('stream', s, frame.headers);
+      this.emit('stream', s);
       return;
     }
     // a frame for a stream already gone (a reset crossing it on the wire), or one never opened

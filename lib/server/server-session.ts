@@ -1,0 +1,508 @@
+/**
+ * One client's logical session on the server: a random id bound to a principal. It takes the
+ * streams the client opens (channels, byte streams, resumptions, TCP tunnels), keeps the
+ * client's exports until a value names them and its own until the client opens them, and lives
+ * on for its lease when the connection under it is lost.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Duplex } from 'node:stream';
+import { PassThrough } from 'node:stream';
+import { debug } from '../core/debug.js';
+import { ErrorCodes, netchanError, type NetchanError } from '../core/errors.js';
+import type { ReferenceKind } from '../wire/codec.js';
+import { FrameType } from '../wire/frames.js';
+import { Headers, header, type HeaderMap } from '../wire/headers.js';
+import type { ServerWireStream } from '../transport/contract.js';
+import type { ServerConnection } from '../transport/connections.js';
+import { ChannelExporter, RemoteChannel, sendWindow, type ExportableChannel, type RemoteEndpoint } from '../session/channel-stream.js';
+import { CollectionTrigger } from '../session/collector.js';
+import type { FramedStream } from '../session/framed-stream.js';
+import { refuse } from '../session/refusal.js';
+import { SessionCore, joinBytes, newSessionId, type BytesMode, type ExportPlan, type ParsedReference } from '../session/session.js';
+import type { Stats } from '../session/stream-context.js';
+import type { Limits, ServerOptions, Timeouts } from './options.js';
+import type { TunnelService } from './tunnels.js';
+
+/** What a session needs of its server. */
+export interface SessionHost {
+  readonly statsRef: Stats;
+  readonly limits: Limits;
+  readonly timeouts: Timeouts;
+  readonly pendingReferenceTimeoutMs: number;
+  /** The server's handler of `tcp` streams, when it is a gateway. */
+  readonly tunnels: TunnelService | null;
+  /** The channel exported under `name`, if any. */
+  lookup(name: string, session: ServerSession): ExportableChannel | undefined;
+  /** Whether `principal` may use the exported channel `channel`. */
+  allows(principal: string, channel: string): boolean;
+  /** The session ended: it is no longer found by id. */
+  forgetSession(session: ServerSession): void;
+}
+
+interface PendingExport {
+  kind: 'channel' | 'bytes';
+  obj: object;
+  mode?: BytesMode;
+  timer: NodeJS.Timeout;
+}
+
+/** A stream the client exported, waiting for the value that names it. */
+interface Unclaimed {
+  kind: 'channel' | 'bytes';
+  /** What the value that names it gets: a remote endpoint, or the byte stream's Duplex. */
+  obj: object;
+  mode?: BytesMode;
+  /** A byte stream's wire, to reset it when no value claims it. */
+  wire?: ServerWireStream;
+  timer: NodeJS.Timeout;
+}
+
+export class ServerSession extends SessionCore<ServerWireStream> {
+  private nextRef = 1;
+  private readonly pendingExports = new Map<string, PendingExport>();
+  /** Channels and byte streams the client exported whose reference has not been decoded yet. */
+  private readonly unclaimed = new Map<string, Unclaimed>();
+  /** Exported streams refused over a limit (the most recent 1024), with why. */
+  private readonly refused = new Map<string, string>();
+  /** Stream ids of this session's streams open now (docs/PROTOCOL.md §4: unique in the session). */
+  private readonly openSids = new Set<string>();
+  /** The stream id each arriving stream names, until it is tracked. */
+  private readonly sidOf = new WeakMap<ServerWireStream, string>();
+  /** What a tracked stream must let go of when it closes. */
+  private readonly closing = new WeakMap<ServerWireStream, { connection: ServerConnection | undefined; sid: string | undefined }>();
+  private control: FramedStream | null = null;
+  private idleTimer: NodeJS.Timeout | null = null;
+  private leaseTimer: NodeJS.Timeout | null = null;
+  private lastFrameAt = Date.now();
+  /** The connection that carries the control stream now. */
+  private connection: ServerConnection | undefined;
+  private controlStream: ServerWireStream | null = null;
+  /** Anonymous, and nothing but the control stream open: counted on the connection, timed. */
+  private unused = false;
+  private unusedTimer: NodeJS.Timeout | null = null;
+
+  constructor(
+    readonly server: SessionHost,
+    readonly principal: string,
+    options: ServerOptions,
+    /** The lease agreed with the client (0: not resumable). */
+    readonly leaseMs = 0,
+  ) {
+    super(newSessionId(), server.statsRef, options);
+    this.resumable = leaseMs > 0;
+    // no more streams than the session may have open can ever arrive for its values
+    this.maxWaitingReferences = server.limits.maxChannelsPerSession + server.limits.maxByteStreamsPerSession;
+    this.collection = new CollectionTrigger(server.limits.maxChannelsPerSession);
+  }
+
+  /** True while the session waits for its client to resume it. */
+  get detached(): boolean {
+    return this.leaseTimer !== null;
+  }
+
+  /** Binds the control stream: heartbeats arrive here; its end is the session's end. */
+  attachControl(stream: ServerWireStream, idleTimeoutMs: number): void {
+    const fs = this.framed(stream);
+    this.control = fs;
+    this.controlStream = stream;
+    this.setUnused(false);
+    this.connection = stream.peer.connection;
+    this.lastFrameAt = Date.now();
+    if (this.leaseTimer) clearTimeout(this.leaseTimer);
+    this.leaseTimer = null;
+    if (this.idleTimer) clearInterval(this.idleTimer);
+    this.track(stream);
+    const current = () => this.control === fs;
+    fs.setSink({
+      onFrame: (type, payload) => {
+        this.lastFrameAt = Date.now();
+        // A peer that sends PINGs and reads nothing would have its PONGs pile up here without
+        // end: while the stream's write buffer is full, a PING counts as life but gets no answer.
+        if (type === FrameType.PING && !fs.congested) fs.frame(FrameType.PONG, payload);
+      },
+      onStreamEnd: () => {
+        if (current()) this.end(netchanError(ErrorCodes.SESSION_CLOSED, 'client closed the session'), true);
+      },
+      onStreamError: (err) => {
+        if (!current()) return;
+        if (this.resumable && err.code === ErrorCodes.CONNECTION_LOST) this.detach();
+        else this.end(err);
+      },
+      onStreamClose: () => {
+        if (current() && !this.detached) this.end(netchanError(ErrorCodes.SESSION_CLOSED, 'control stream closed'));
+      },
+    });
+    // Data right behind the answer: some proxies (nginx 1.22 with grpc_pass) hold a response's
+    // HEADERS until DATA follows, and the client waits for them (docs/PROTOCOL.md §4.1).
+    fs.frame(FrameType.PING, randomBytes(8));
+    this.idleTimer = setInterval(() => {
+      if (Date.now() - this.lastFrameAt > idleTimeoutMs) {
+        this.end(netchanError(ErrorCodes.TIMEOUT, `no heartbeat for ${idleTimeoutMs} ms`));
+      }
+    }, Math.max(50, Math.floor(idleTimeoutMs / 3)));
+    this.idleTimer.unref();
+  }
+
+  /**
+   * The connection is gone: keep the session for its lease. Channel streams cut off with it are
+   * suspended (they keep their state and unconfirmed frames); byte streams are lost.
+   */
+  private detach(): void {
+    if (this.ended || this.leaseTimer) return;
+    debug('session %s detached; lease %d ms', this.id, this.leaseMs);
+    if (this.idleTimer) clearInterval(this.idleTimer);
+    this.idleTimer = null;
+    this.control = null;
+    this.controlStream = null;
+    this.setUnused(false);
+    this.leaseTimer = setTimeout(() => {
+      this.leaseTimer = null;
+      this.end(netchanError(ErrorCodes.CONNECTION_LOST, `session not resumed within its lease of ${this.leaseMs} ms`));
+    }, this.leaseMs);
+    this.leaseTimer.unref();
+  }
+
+  /** The client resumes this session on a new connection (a session stream naming it). */
+  resumeControl(stream: ServerWireStream, idleTimeoutMs: number, responseHeaders: Record<string, string>): void {
+    const old = this.control;
+    if (old) {
+      // the client saw the old connection die before we did
+      this.control = null;
+      old.destroy();
+    }
+    stream.respond(200, responseHeaders);
+    this.attachControl(stream, idleTimeoutMs);
+    debug('session %s resumed', this.id);
+  }
+
+  /** A channel stream of this session continues on a new connection (netchan-kind: resume). */
+  private handleResume(stream: ServerWireStream, sid: string): void {
+    const peerIn = Number(header(stream.headers, Headers.framesReceived));
+    const fs = this.framedBySid.get(sid);
+    if (!Number.isSafeInteger(peerIn) || peerIn < 0) return refuse(stream, 400, ErrorCodes.PROTOCOL, 'bad netchan-frames-received');
+    if (!fs || !fs.suspendNow()) return refuse(stream, 404, ErrorCodes.UNKNOWN_REFERENCE, `no channel stream ${sid} to resume in this session`);
+    // for a channel this side owns, the answer to the opening too (the first may have been lost)
+    const ex = this.exporters.get(sid);
+    stream.respond(200, {
+      [Headers.framesReceived]: String(fs.framesIn),
+      ...(ex ? { [Headers.capacity]: String(ex.channel.capacity), [Headers.credit]: String(ex.sendCredits) } : {}),
+    });
+    this.track(stream);
+    try {
+      fs.resume(stream, peerIn);
+      // a frame even when there is nothing to replay, so that a proxy passes the answer on (§4.5)
+      fs.countFrame(ex ? FrameType.ACK : FrameType.CREDIT, 0);
+    } catch (err) {
+      fs.abandon(err as NetchanError);
+      stream.reset('protocol');
+    }
+  }
+
+  /** Ends the session: every stream of it goes. */
+  end(error: NetchanError, graceful = false): void {
+    if (this.ended) return;
+    debug('session %s ends: %s', this.id, error.message);
+    this.setUnused(false);
+    if (this.idleTimer) clearInterval(this.idleTimer);
+    if (this.leaseTimer) clearTimeout(this.leaseTimer);
+    this.leaseTimer = null;
+    for (const p of this.pendingExports.values()) clearTimeout(p.timer);
+    this.counters.pendingReferences -= this.pendingExports.size;
+    this.pendingExports.clear();
+    for (const u of this.unclaimed.values()) this.dropUnclaimed(u);
+    this.unclaimed.clear();
+    if (graceful) this.teardown(error, true);
+    this.control?.end();
+    this.teardown(error);
+    this.server.forgetSession(this);
+  }
+
+  /** A stream of this session counts on its connection too: a connection with a live stream stays open. */
+  protected override tracked(stream: ServerWireStream): void {
+    const connection = stream.peer.connection;
+    connection?.streamOpened();
+    const sid = this.sidOf.get(stream);
+    if (sid !== undefined) this.openSids.add(sid);
+    // a closed HTTP/2 stream has let go of its session: remember the connection for untracked()
+    this.closing.set(stream, { connection, sid });
+    this.watchUse();
+  }
+
+  protected override untracked(stream: ServerWireStream): void {
+    const { connection, sid } = this.closing.get(stream) ?? {};
+    connection?.streamClosed();
+    if (sid !== undefined) this.openSids.delete(sid);
+    this.watchUse();
+  }
+
+  /**
+   * An anonymous session with nothing but its control stream open is unused: bounded per
+   * connection (`maxUnusedAnonymousSessionsPerConnection`) and ended after
+   * `unusedAnonymousSessionTimeoutMs` (docs/PROTOCOL.md §4.3).
+   */
+  private watchUse(): void {
+    if (this.principal !== '' || this.ended) return;
+    const control = this.controlStream;
+    const others = this.streams.size - (control && this.streams.has(control) ? 1 : 0);
+    this.setUnused(control !== null && others === 0);
+  }
+
+  private setUnused(unused: boolean): void {
+    if (unused === this.unused) return;
+    this.unused = unused;
+    if (this.connection) this.connection.unusedAnonymousSessions += unused ? 1 : -1;
+    if (this.unusedTimer) clearTimeout(this.unusedTimer);
+    this.unusedTimer = null;
+    const ms = this.server.timeouts.unusedAnonymousSessionTimeoutMs;
+    if (!unused || ms <= 0) return;
+    this.unusedTimer = setTimeout(() => this.end(netchanError(ErrorCodes.TIMEOUT, `anonymous session with no stream open for ${ms} ms`)), ms);
+    this.unusedTimer.unref();
+  }
+
+  /** A channel or byte stream stream of this session arrived. */
+  handle(stream: ServerWireStream): void {
+    const headers = stream.headers;
+    const kind = header(headers, Headers.kind);
+    const sid = header(headers, Headers.stream);
+    if (!sid || sid.length > 64) return refuse(stream, 400, ErrorCodes.PROTOCOL, 'missing or bad netchan-stream header');
+    if (kind === 'resume') return this.handleResume(stream, sid);
+    if (this.inUse(sid)) return refuse(stream, 400, ErrorCodes.PROTOCOL, `stream id ${sid} reused in this session`);
+    // taken once the stream is accepted (tracked); a refused stream leaves its id free
+    this.sidOf.set(stream, sid);
+    if (kind === 'channel') return this.handleChannel(stream, headers, sid);
+    if (kind === 'bytes') return this.handleBytes(stream, headers, sid);
+    if (kind === 'tcp') return this.handleTcp(stream);
+    refuse(stream, 400, ErrorCodes.PROTOCOL, `unknown netchan-kind ${String(kind)}`);
+  }
+
+  /**
+   * Whether a stream id of this session is taken: its stream is open, its export waits for the
+   * value that names it, or its channel stream is suspended for a resumption. Ids of streams long
+   * gone are not remembered, so that a long session's memory does not grow with every stream.
+   */
+  private inUse(sid: string): boolean {
+    return this.openSids.has(sid) || this.unclaimed.has(sid) || this.framedBySid.has(sid) || this.exporters.has(sid);
+  }
+
+  private handleChannel(stream: ServerWireStream, headers: HeaderMap, sid: string): void {
+    if (this.exporters.size + this.remotes.size >= this.server.limits.maxChannelsPerSession) {
+      return this.refuseLimit(stream, sid, `this session has ${this.server.limits.maxChannelsPerSession} channel streams open, the limit`);
+    }
+    const name = header(headers, Headers.name);
+    const ref = header(headers, Headers.ref);
+    const exported = header(headers, Headers.exportRef);
+    if (exported !== undefined) {
+      // the client owns this channel; we get a handle, claimed when a value names it
+      if (exported !== sid) return refuse(stream, 400, ErrorCodes.PROTOCOL, 'netchan-export must equal netchan-stream');
+      const capacity = Number(header(headers, Headers.capacity) ?? 0);
+      const credits = Number(header(headers, Headers.credit) ?? 1);
+      if (!Number.isInteger(capacity) || capacity < 0 || !Number.isInteger(credits) || credits < 1 || credits > sendWindow(capacity)) {
+        return refuse(stream, 400, ErrorCodes.PROTOCOL, 'bad netchan-capacity or netchan-credit');
+      }
+      stream.respond(200);
+      this.track(stream);
+      const rc = this.attachRemote(this.framed(stream), sid);
+      rc.open({ capacity, credits });
+      this.addUnclaimed(sid, 'channel', rc);
+      this.announce(sid);
+      return;
+    }
+    let channel: ExportableChannel | undefined;
+    if (name !== undefined) {
+      channel = this.server.lookup(name, this);
+      if (!channel) return refuse(stream, 404, ErrorCodes.UNKNOWN_CHANNEL, `no channel named ${JSON.stringify(name)}`);
+      if (!this.server.allows(this.principal, name)) {
+        return refuse(stream, 403, ErrorCodes.UNAUTHORIZED, `principal may not use channel ${JSON.stringify(name)}`);
+      }
+    } else if (ref !== undefined) {
+      const p = this.takePending(ref, 'channel');
+      if (!p) return refuse(stream, 404, ErrorCodes.UNKNOWN_REFERENCE, `no channel reference ${ref} in this session`);
+      channel = p.obj as ExportableChannel;
+    } else {
+      return refuse(stream, 400, ErrorCodes.PROTOCOL, 'channel stream names no channel');
+    }
+    if (this.exporters.has(sid)) return refuse(stream, 400, ErrorCodes.PROTOCOL, `stream id ${sid} already in use`);
+    stream.respond(200, {
+      [Headers.capacity]: String(channel.capacity),
+      [Headers.credit]: String(ChannelExporter.initialCredits(channel)),
+    });
+    this.track(stream);
+    const fs = this.framed(stream);
+    this.attachExporter(fs, channel, sid);
+    // The client waits for this answer (capacity, credits) before it sends; an ACK of 0 puts
+    // data right behind it for proxies that hold HEADERS until DATA follows (§5.2).
+    fs.countFrame(FrameType.ACK, 0);
+    // a value that sends this handle back ({b: sid}) may have arrived first, on another connection
+    this.announce(sid);
+  }
+
+  private handleBytes(stream: ServerWireStream, headers: HeaderMap, sid: string): void {
+    if (this.openByteStreams >= this.server.limits.maxByteStreamsPerSession) {
+      return this.refuseLimit(stream, sid, `this session has ${this.server.limits.maxByteStreamsPerSession} byte streams open, the limit`);
+    }
+    const ref = header(headers, Headers.ref);
+    const exported = header(headers, Headers.exportRef);
+    if (exported !== undefined) {
+      const mode = header(headers, Headers.mode);
+      if (exported !== sid || (mode !== 'r' && mode !== 'w' && mode !== 'd')) {
+        return refuse(stream, 400, ErrorCodes.PROTOCOL, 'bad byte-stream export headers');
+      }
+      // the client's Readable arrives as our request body; its Writable is fed by our response
+      stream.respond(200);
+      this.track(stream);
+      this.trackBytes(stream);
+      const bytes = stream.bytes;
+      // Nothing flows to a Readable, but the response (its end proof, then END_STREAM) ends only
+      // after the request body: proxies (nginx grpc_pass, Caddy) stop forwarding a request body
+      // once its response is complete.
+      if (mode === 'r') bytes.once('end', () => bytes.end());
+      if (mode === 'w') bytes.resume();
+      // Node dumps a server stream's unread body once both sides have ended, unless it was
+      // read from: a short upload can end before its value is decoded.
+      else bytes.read(0);
+      this.addUnclaimed(sid, 'bytes', bytes, mode, stream);
+      this.announce(sid);
+      return;
+    }
+    if (ref === undefined) return refuse(stream, 400, ErrorCodes.PROTOCOL, 'byte stream names no reference');
+    const p = this.takePending(ref, 'bytes');
+    if (!p) return refuse(stream, 404, ErrorCodes.UNKNOWN_REFERENCE, `no byte-stream reference ${ref} in this session`);
+    stream.respond(200);
+    this.track(stream);
+    this.trackBytes(stream);
+    joinBytes(p.obj, stream.bytes, p.mode as BytesMode, 'server');
+  }
+
+  /** A TCP connection through the gateway (docs/PROTOCOL.md §8, lib/gateway/gateway.ts). */
+  private handleTcp(stream: ServerWireStream): void {
+    const tunnels = this.server.tunnels;
+    if (!tunnels) return refuse(stream, 403, ErrorCodes.FORBIDDEN_TARGET, 'this server is not a TCP gateway');
+    this.track(stream);
+    tunnels.handle(stream, { sessionId: this.id, principal: this.principal, nudge: () => this.control?.frame(FrameType.PING, randomBytes(8)) });
+  }
+
+  /**
+   * Refuses a stream over a limit (429, ERR_LIMIT). If it was an export, a value naming it fails
+   * with the same error at once instead of waiting for a stream that will not come.
+   */
+  private refuseLimit(stream: ServerWireStream, sid: string, message: string): void {
+    refuse(stream, 429, ErrorCodes.LIMIT, message);
+    if (this.refused.size >= 1024) this.refused.delete(this.refused.keys().next().value as string);
+    this.refused.set(sid, message);
+    this.announce(sid, true);
+  }
+
+  /**
+   * Keeps an exported stream until a value names it. Not forgotten when the stream closes: a
+   * short byte stream can be complete (and closed by HTTP/2) before its value is decoded, with
+   * its bytes still buffered; a channel can be closed with values still to drain.
+   */
+  private addUnclaimed(sid: string, kind: 'channel' | 'bytes', obj: object, mode?: BytesMode, wire?: ServerWireStream): void {
+    // the timer is made elsewhere: a closure made here would keep `obj` (and what it buffered)
+    const u: Unclaimed = { kind, obj, mode, wire, timer: this.unclaimedTimer(sid) };
+    this.unclaimed.set(sid, u);
+    if (kind === 'bytes') (obj as Duplex).once('close', () => this.unclaimedClosed(sid, u));
+  }
+
+  private unclaimedTimer(sid: string): NodeJS.Timeout {
+    const timer = setTimeout(() => {
+      const u = this.unclaimed.get(sid);
+      if (!u) return;
+      this.unclaimed.delete(sid);
+      debug('session %s: exported stream %s never named by a value, dropped', this.id, sid);
+      this.dropUnclaimed(u);
+    }, this.referenceTimeoutMs);
+    timer.unref();
+    return timer;
+  }
+
+  /**
+   * An exported byte stream closed before a value named it. Reset or failed, what it buffered can
+   * never be read (a destroyed stream hands out nothing), so it goes now, not at the reference
+   * timeout: a closed stream no longer counts toward maxByteStreamsPerSession, and kept whole, the
+   * exports a client resets would have the server hold their buffers with no bound but that
+   * timeout. The value that names it still gets a stream failed with the same error.
+   */
+  private unclaimedClosed(sid: string, u: Unclaimed): void {
+    const wire = u.obj as Duplex;
+    if (this.unclaimed.get(sid) !== u || !wire.errored) return;
+    const failed = new PassThrough();
+    failed.on('error', (err) => debug('byte stream error: %s', err.message));
+    failed.destroy(wire.errored);
+    u.obj = failed;
+  }
+
+
+  protected referencePresent(kind: ReferenceKind, ref: ParsedReference): boolean {
+    // a handle of the client's on one of our channels: its stream may still be on its way
+    if (ref.back !== undefined) return this.exporters.has(ref.back);
+    if (ref.owner !== 'c') throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, 'a client cannot name a server-owned reference');
+    const u = this.unclaimed.get(ref.id);
+    if (!u) {
+      const refused = this.refused.get(ref.id);
+      if (refused !== undefined) throw netchanError(ErrorCodes.LIMIT, `stream ${ref.id} was refused: ${refused}`);
+      return false;
+    }
+    if (u.kind !== kind || u.mode !== ref.mode) {
+      throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, `stream ${ref.id} is not a ${kind === 'channel' ? 'channel' : `byte stream of mode ${ref.mode}`}`);
+    }
+    return true;
+  }
+
+  /** Takes an exported stream for the value naming it (checked present by referencePresent). */
+  private claim(id: string): object {
+    const u = this.unclaimed.get(id);
+    if (!u) throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, `no exported stream ${id} in this session`);
+    this.unclaimed.delete(id);
+    this.refused.delete(id);
+    clearTimeout(u.timer);
+    return u.obj;
+  }
+
+  private dropUnclaimed(u: Unclaimed): void {
+    clearTimeout(u.timer);
+    if (u.kind === 'channel') (u.obj as RemoteEndpoint).release();
+    else u.wire?.reset();
+  }
+
+  private takePending(ref: string, kind: 'channel' | 'bytes'): PendingExport | undefined {
+    const p = this.pendingExports.get(ref);
+    if (!p || p.kind !== kind) return undefined;
+    this.pendingExports.delete(ref);
+    this.counters.pendingReferences--;
+    clearTimeout(p.timer);
+    return p;
+  }
+
+  private addPending(id: string, kind: 'channel' | 'bytes', obj: object, mode?: BytesMode): void {
+    const timer = setTimeout(() => {
+      if (this.pendingExports.delete(id)) {
+        this.counters.pendingReferences--;
+        debug('session %s: reference %s never opened, dropped', this.id, id);
+        if (kind === 'bytes') (obj as Duplex).destroy?.(netchanError(ErrorCodes.UNKNOWN_REFERENCE, 'byte-stream reference never opened'));
+      }
+    }, this.server.pendingReferenceTimeoutMs);
+    timer.unref();
+    this.pendingExports.set(id, { kind, obj, mode, timer });
+    this.counters.pendingReferences++;
+  }
+
+  protected exportChannel(ch: ExportableChannel): ExportPlan {
+    const id = `s${this.nextRef++}`;
+    return { ref: { o: 's', id }, open: () => this.addPending(id, 'channel', ch) };
+  }
+
+  protected exportBytes(obj: object, mode: BytesMode): ExportPlan {
+    const id = `s${this.nextRef++}`;
+    return { ref: { o: 's', id, m: mode }, open: () => this.addPending(id, 'bytes', obj, mode) };
+  }
+
+  protected importChannel(_owner: 'c' | 's', id: string): unknown {
+    // the program's handle: the session keeps only the endpoint (see RemoteChannel)
+    return new RemoteChannel(this.claim(id) as RemoteEndpoint);
+  }
+
+  protected importBytes(_owner: 'c' | 's', id: string): unknown {
+    return this.claim(id);
+  }
+}
