@@ -165,7 +165,7 @@ async function expectDeliveredOnce<T>(session: Session, name: string, ch: Channe
 
 /** The TLS socket under a client session (`h2.socket` is a proxy that refuses `destroy()`). */
 function tlsSocketOf(session: Session): net.Socket {
-  const h2 = (session as unknown as { h2: http2.ClientHttp2Session }).h2;
+  const h2 = (session as unknown as { wire: { h2: http2.ClientHttp2Session } }).wire.h2;
   const sym = Object.getOwnPropertySymbols(h2).find((s) => s.description === 'socket');
   expect(sym, 'the http2 session keeps its socket under Symbol(socket)').to.not.equal(undefined);
   return (h2 as unknown as Record<symbol, net.Socket>)[sym as symbol] as net.Socket;

@@ -226,10 +226,10 @@ describe('WebSocket fallback (docs/PROTOCOL.md §7)', function () {
 
     it('400 channels opened and closed over one WebSocket leave no mux stream, session or socket behind', async () => {
       const started = await startServer();
-      const muxes = (started.server as unknown as { muxes: Set<WsMux> }).muxes;
+      const muxes = (started.server as unknown as { webSockets: { muxes: Set<WsMux> } }).webSockets.muxes;
       const jobs = started.server.channel<number>('jobs', 8);
       const session = await started.client({ transport: 'ws' });
-      const clientMux = (session as unknown as { h2: WsMux }).h2;
+      const clientMux = (session as unknown as { wire: WsMux }).wire;
       for (let i = 0; i < 400; i++) {
         const h = session.channel<number>('jobs');
         await h.send(i);
