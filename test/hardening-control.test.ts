@@ -62,7 +62,7 @@ describe('hardening: the control stream', function () {
 
 describe('hardening: what a server may ask of a client', () => {
   it('regression: a netchan-heartbeat-ms of 1, -5, Infinity, 1e12 or junk does not make the client ping every millisecond or never', async () => {
-    const { serverHeartbeat } = await import('../lib/client/client.js');
+    const { serverHeartbeat } = await import('../lib/wire/headers.js');
     expect(serverHeartbeat('1')).to.equal(10);
     expect(serverHeartbeat('-5')).to.equal(15_000);
     expect(serverHeartbeat('Infinity')).to.equal(15_000);

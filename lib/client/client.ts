@@ -3,26 +3,24 @@
  * client opens every stream: for a named channel, for each channel or byte stream it puts inside
  * a value (before the value goes out), and for each server-owned reference it receives.
  */
-import { randomBytes } from 'node:crypto';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { debug } from '../core/debug.js';
 import { ChannelExporter, RemoteChannel, sendWindow, type ExportableChannel, type RemoteEndpoint } from '../session/channel-stream.js';
 import { ErrorCodes, NetchanError, fromNodeError, netchanError } from '../core/errors.js';
-import { FrameType } from '../wire/frames.js';
+import { ControlStream } from '../session/control.js';
 import type { FramedStream } from '../session/framed-stream.js';
 import { CollectionTrigger } from '../session/collector.js';
 import type { ReferenceKind } from '../wire/codec.js';
-import { Headers, PROTOCOL_VERSION, header, refusal, serverHeartbeat, type HeaderMap } from '../wire/headers.js';
+import { Headers, PROTOCOL_VERSION, header, refusal, type HeaderMap } from '../wire/headers.js';
 import { SessionCore, joinBytes, type BytesMode, type ExportPlan, type ParsedReference, type SessionOptions } from '../session/session.js';
 import { emptyStats, type Stats } from '../session/stream-context.js';
 import { refuseByteStream } from '../wire/byte-frames.js';
 import type { ClientWireSession, ClientWireStream, TransportKind, WireResponse } from '../transport/contract.js';
 import type { ClientTlsOptions } from '../transport/tls.js';
-import { openTransport, type TransportChoice } from '../transport/connect.js';
+import type { TransportChoice } from '../transport/connect.js';
 import { dialTcp, forward, type DialTcpOptions, type ForwardOptions, type Forwarder, type TcpOpener } from './tunnel.js';
 
-export { HEARTBEAT_RANGE_MS, serverHeartbeat } from '../wire/headers.js';
 
 /** Options of {@link connect}. */
 export interface ConnectOptions extends ClientTlsOptions, SessionOptions {
@@ -86,9 +84,7 @@ export type Reconnector = (transport: TransportKind) => Promise<ClientWireSessio
  */
 export class Session extends SessionCore<ClientWireStream> {
   private nextStream = 1;
-  private heartbeat: NodeJS.Timeout | null = null;
-  private lastFrameAt = Date.now();
-  private control: FramedStream | null = null;
+  private control: ControlStream | null = null;
   private closing: Promise<void> | null = null;
   private reconnecting = false;
   /** How long the server keeps this session after a lost connection, in ms (0: no resumption). */
@@ -133,35 +129,25 @@ export class Session extends SessionCore<ClientWireStream> {
     this.heartbeatIntervalMs = heartbeatIntervalMs;
     this.idleTimeoutMs = idleTimeoutMs;
     this.track(stream);
-    const fs = this.framed(stream);
-    this.control = fs;
-    this.lastFrameAt = Date.now();
-    const current = () => this.control === fs && !this.reconnecting;
-    fs.setSink({
-      onFrame: (type, payload) => {
-        this.lastFrameAt = Date.now();
-        // unanswered while the write buffer is full, as on the server: PONGs never pile up
-        if (type === FrameType.PING && !fs.congested) fs.frame(FrameType.PONG, payload);
+    this.control?.stop();
+    const control: ControlStream = new ControlStream(
+      this.framed(stream),
+      { idleTimeoutMs, pingIntervalMs: heartbeatIntervalMs, peer: 'server' },
+      {
+        ended: () => {
+          if (current()) this.fail(netchanError(ErrorCodes.SESSION_CLOSED, 'server ended the session'));
+        },
+        failed: (err) => {
+          if (current()) this.lost(err);
+        },
+        closed: () => {
+          if (current()) this.fail(netchanError(ErrorCodes.SESSION_CLOSED, 'control stream closed'));
+        },
+        idle: (err) => this.lost(err),
       },
-      onStreamEnd: () => {
-        if (current()) this.fail(netchanError(ErrorCodes.SESSION_CLOSED, 'server ended the session'));
-      },
-      onStreamError: (err) => {
-        if (current()) this.lost(err);
-      },
-      onStreamClose: () => {
-        if (current()) this.fail(netchanError(ErrorCodes.SESSION_CLOSED, 'control stream closed'));
-      },
-    });
-    if (this.heartbeat) clearInterval(this.heartbeat);
-    this.heartbeat = setInterval(() => {
-      if (Date.now() - this.lastFrameAt > idleTimeoutMs) {
-        this.lost(netchanError(ErrorCodes.TIMEOUT, `no frame from the server for ${idleTimeoutMs} ms`));
-        return;
-      }
-      fs.frame(FrameType.PING, randomBytes(8));
-    }, heartbeatIntervalMs);
-    this.heartbeat.unref();
+    );
+    const current = (): boolean => this.control === control && !this.reconnecting;
+    this.control = control;
   }
 
   /** The connection is gone: resume the session on a new one if it can be, else end it. */
@@ -170,8 +156,7 @@ export class Session extends SessionCore<ClientWireStream> {
     if (!this.resumable || this.closing) return this.fail(error);
     this.reconnecting = true;
     debug('session %s lost its connection (%s); resuming', this.id, error.message);
-    if (this.heartbeat) clearInterval(this.heartbeat);
-    this.heartbeat = null;
+    this.control?.stop();
     this.control = null;
     // streams on the old connection are cut off now, whether or not it noticed yet
     for (const fs of this.framedBySid.values()) fs.suspendNow();
@@ -362,7 +347,7 @@ export class Session extends SessionCore<ClientWireStream> {
 
   private stop(error: NetchanError, graceful = false): void {
     if (this.ended) return;
-    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.control?.stop();
     // graceful: the channel streams' acknowledgements are written before the control stream ends
     if (graceful) this.teardown(error, true);
     this.control?.end();
@@ -528,51 +513,8 @@ export class Session extends SessionCore<ClientWireStream> {
   }
 }
 
-/**
- * Connects to a netchan server and opens a session.
- * @param url `https://host:port/path` (the path the server or the Express mount serves);
- *   `http://` only with `insecure: true`.
- */
-export async function connect(url: string | URL, options: ConnectOptions = {}): Promise<Session> {
-  const u = new URL(url);
-  if (u.protocol === 'http:' && !options.insecure) {
-    throw netchanError(ErrorCodes.INVALID_ARGUMENT, 'an http: URL is plaintext: pass insecure: true to allow it (loopback, unix socket, or behind a TLS-terminating proxy)');
-  }
-  if (u.protocol !== 'https:' && u.protocol !== 'http:') throw netchanError(ErrorCodes.INVALID_ARGUMENT, `connect needs an https: URL, got ${u.protocol}`);
-  const choice = options.transport ?? 'auto';
-  if (choice !== 'auto' && choice !== 'h2' && choice !== 'ws') throw netchanError(ErrorCodes.INVALID_ARGUMENT, `transport must be auto, h2 or ws, got ${String(choice)}`);
-  if (options.socketPath && !options.insecure) throw netchanError(ErrorCodes.INVALID_ARGUMENT, 'socketPath needs insecure: true');
-  const extra = requestHeaders(options);
-  const reconnector: Reconnector = (kind) => openTransport(u, choice === 'auto' && kind !== 'memory' ? kind : choice, { ...options, headers: extra });
-  const wire = await openTransport(u, choice, { ...options, headers: extra });
-  try {
-    return await startSession(wire, reconnector, extra, options);
-  } catch (err) {
-    wire.destroy();
-    // an HTTP/2 hop that reaches a server only over HTTP/1.1 answers 426: try a WebSocket
-    if (choice === 'auto' && wire.kind === 'h2' && err instanceof NetchanError && err.status === 426) {
-      debug('HTTP/2 refused with 426, falling back to WebSocket');
-      const ws = await openTransport(u, 'ws', { ...options, headers: extra });
-      try {
-        return await startSession(ws, reconnector, extra, options);
-      } catch (err2) {
-        ws.destroy();
-        throw err2;
-      }
-    }
-    throw err;
-  }
-}
-
-/** The headers every stream of a session carries for the app's auth: `headers`, and `token` as a bearer. */
-export function requestHeaders(options: Pick<ConnectOptions, 'headers' | 'token'>): Record<string, string> {
-  const extra: Record<string, string> = { ...(options.headers ?? {}) };
-  if (options.token) extra.authorization = `Bearer ${options.token}`;
-  return extra;
-}
-
 /** Sends a session stream (new, or resuming `extra`'s session) and waits for its answer. */
-async function sessionRequest(wire: ClientWireSession, auth: Record<string, string>, extra: Record<string, string>): Promise<{ control: ClientWireStream; headers: HeaderMap }> {
+export async function sessionRequest(wire: ClientWireSession, auth: Record<string, string>, extra: Record<string, string>): Promise<{ control: ClientWireStream; headers: HeaderMap }> {
   const control = wire.open({
     ...auth,
     [Headers.version]: PROTOCOL_VERSION,
@@ -595,25 +537,4 @@ async function sessionRequest(wire: ClientWireSession, auth: Record<string, stri
   });
   if (response.status !== 200) throw refusal(response.status, response.headers);
   return { control, headers: response.headers };
-}
-
-/**
- * Opens a session on a connection: the session stream, its answer, then the {@link Session}.
- * `reconnector` opens the connections of its resumptions. @internal
- */
-export async function startSession(wire: ClientWireSession, reconnector: Reconnector, extra: Record<string, string>, options: ConnectOptions): Promise<Session> {
-  const resume: Record<string, string> = options.reconnect !== false ? { [Headers.resumable]: '1' } : {};
-  const { control, headers } = await sessionRequest(wire, extra, resume);
-  const id = header(headers, Headers.session);
-  if (!id || !/^[0-9a-f]{32}$/.test(id)) throw netchanError(ErrorCodes.PROTOCOL, 'server sent no valid session id');
-  const heartbeat = options.heartbeatIntervalMs ?? serverHeartbeat(header(headers, Headers.heartbeatMs));
-  const lease = Number(header(headers, Headers.leaseMs));
-  const session = new Session(id, wire, reconnector, extra, options, Number.isSafeInteger(lease) && lease > 0 ? lease : 0);
-  const serverMax = Number(header(headers, Headers.maxFrameBytes));
-  if (Number.isSafeInteger(serverMax) && serverMax >= 0) session.peerMaxFrameBytes = serverMax;
-  const maxChannels = Number(header(headers, Headers.maxChannels));
-  if (Number.isSafeInteger(maxChannels) && maxChannels > 0) session.limitChannels(maxChannels);
-  control.bytes.on('error', (err) => debug('control stream error: %s', err.message));
-  session.attachControl(control, heartbeat, options.idleTimeoutMs ?? heartbeat * 3);
-  return session;
 }

@@ -5,7 +5,8 @@
  */
 import type { ServerWireStream } from '../transport/contract.js';
 import { memoryConnection, type MemoryConnection } from '../transport/memory.js';
-import { requestHeaders, startSession, type ConnectOptions, type Session } from './client.js';
+import type { ConnectOptions, Session } from './client.js';
+import { requestHeaders, startSession } from './connect.js';
 
 /** What takes the server side of an in-memory connection: a `NetchanServer`. */
 export interface MemoryServer {

@@ -15,7 +15,8 @@
 import os from 'node:os';
 import path from 'node:path';
 import type { Channel } from '../core/channel.js';
-import { connect, type ConnectOptions, type Session } from '../client/client.js';
+import type { ConnectOptions, Session } from '../client/client.js';
+import { connect } from '../client/connect.js';
 import type { RemoteChannel } from '../session/channel-stream.js';
 import { ensureDevCertificates, loadDevCa } from '../transport/devcert.js';
 import { ErrorCodes, netchanError } from '../core/errors.js';

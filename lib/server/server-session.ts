@@ -4,9 +4,6 @@
  * client's exports until a value names them and its own until the client opens them, and lives
  * on for its lease when the connection under it is lost.
  */
-import { randomBytes } from 'node:crypto';
-import type { Duplex } from 'node:stream';
-import { PassThrough } from 'node:stream';
 import { debug } from '../core/debug.js';
 import { ErrorCodes, netchanError, type NetchanError } from '../core/errors.js';
 import type { ReferenceKind } from '../wire/codec.js';
@@ -16,11 +13,12 @@ import type { ServerWireStream } from '../transport/contract.js';
 import type { ServerConnection } from '../transport/connections.js';
 import { ChannelExporter, RemoteChannel, sendWindow, type ExportableChannel, type RemoteEndpoint } from '../session/channel-stream.js';
 import { CollectionTrigger } from '../session/collector.js';
-import type { FramedStream } from '../session/framed-stream.js';
+import { ControlStream } from '../session/control.js';
 import { refuse } from '../session/refusal.js';
 import { SessionCore, joinBytes, newSessionId, type BytesMode, type ExportPlan, type ParsedReference } from '../session/session.js';
 import type { Stats } from '../session/stream-context.js';
 import type { Limits, ServerOptions, Timeouts } from './options.js';
+import { ClientExports, ServerExports } from './exports.js';
 import type { TunnelService } from './tunnels.js';
 
 /** What a session needs of its server. */
@@ -39,41 +37,20 @@ export interface SessionHost {
   forgetSession(session: ServerSession): void;
 }
 
-interface PendingExport {
-  kind: 'channel' | 'bytes';
-  obj: object;
-  mode?: BytesMode;
-  timer: NodeJS.Timeout;
-}
-
-/** A stream the client exported, waiting for the value that names it. */
-interface Unclaimed {
-  kind: 'channel' | 'bytes';
-  /** What the value that names it gets: a remote endpoint, or the byte stream's Duplex. */
-  obj: object;
-  mode?: BytesMode;
-  /** A byte stream's wire, to reset it when no value claims it. */
-  wire?: ServerWireStream;
-  timer: NodeJS.Timeout;
-}
-
 export class ServerSession extends SessionCore<ServerWireStream> {
   private nextRef = 1;
-  private readonly pendingExports = new Map<string, PendingExport>();
+  /** References this side sent whose streams the client has not opened yet. */
+  private readonly pendingExports: ServerExports;
   /** Channels and byte streams the client exported whose reference has not been decoded yet. */
-  private readonly unclaimed = new Map<string, Unclaimed>();
-  /** Exported streams refused over a limit (the most recent 1024), with why. */
-  private readonly refused = new Map<string, string>();
+  private readonly unclaimed: ClientExports;
   /** Stream ids of this session's streams open now (docs/PROTOCOL.md §4: unique in the session). */
   private readonly openSids = new Set<string>();
   /** The stream id each arriving stream names, until it is tracked. */
   private readonly sidOf = new WeakMap<ServerWireStream, string>();
   /** What a tracked stream must let go of when it closes. */
   private readonly closing = new WeakMap<ServerWireStream, { connection: ServerConnection | undefined; sid: string | undefined }>();
-  private control: FramedStream | null = null;
-  private idleTimer: NodeJS.Timeout | null = null;
+  private control: ControlStream | null = null;
   private leaseTimer: NodeJS.Timeout | null = null;
-  private lastFrameAt = Date.now();
   /** The connection that carries the control stream now. */
   private connection: ServerConnection | undefined;
   private controlStream: ServerWireStream | null = null;
@@ -93,6 +70,8 @@ export class ServerSession extends SessionCore<ServerWireStream> {
     // no more streams than the session may have open can ever arrive for its values
     this.maxWaitingReferences = server.limits.maxChannelsPerSession + server.limits.maxByteStreamsPerSession;
     this.collection = new CollectionTrigger(server.limits.maxChannelsPerSession);
+    this.unclaimed = new ClientExports(this.id, this.referenceTimeoutMs);
+    this.pendingExports = new ServerExports(this.id, server.pendingReferenceTimeoutMs, this.counters);
   }
 
   /** True while the session waits for its client to resume it. */
@@ -102,45 +81,36 @@ export class ServerSession extends SessionCore<ServerWireStream> {
 
   /** Binds the control stream: heartbeats arrive here; its end is the session's end. */
   attachControl(stream: ServerWireStream, idleTimeoutMs: number): void {
-    const fs = this.framed(stream);
-    this.control = fs;
+    this.control?.stop();
     this.controlStream = stream;
     this.setUnused(false);
     this.connection = stream.peer.connection;
-    this.lastFrameAt = Date.now();
     if (this.leaseTimer) clearTimeout(this.leaseTimer);
     this.leaseTimer = null;
-    if (this.idleTimer) clearInterval(this.idleTimer);
     this.track(stream);
-    const current = () => this.control === fs;
-    fs.setSink({
-      onFrame: (type, payload) => {
-        this.lastFrameAt = Date.now();
-        // A peer that sends PINGs and reads nothing would have its PONGs pile up here without
-        // end: while the stream's write buffer is full, a PING counts as life but gets no answer.
-        if (type === FrameType.PING && !fs.congested) fs.frame(FrameType.PONG, payload);
+    const control: ControlStream = new ControlStream(
+      this.framed(stream),
+      { idleTimeoutMs, peer: 'client' },
+      {
+        ended: () => {
+          if (current()) this.end(netchanError(ErrorCodes.SESSION_CLOSED, 'client closed the session'), true);
+        },
+        failed: (err) => {
+          if (!current()) return;
+          if (this.resumable && err.code === ErrorCodes.CONNECTION_LOST) this.detach();
+          else this.end(err);
+        },
+        closed: () => {
+          if (current() && !this.detached) this.end(netchanError(ErrorCodes.SESSION_CLOSED, 'control stream closed'));
+        },
+        idle: (err) => this.end(err),
       },
-      onStreamEnd: () => {
-        if (current()) this.end(netchanError(ErrorCodes.SESSION_CLOSED, 'client closed the session'), true);
-      },
-      onStreamError: (err) => {
-        if (!current()) return;
-        if (this.resumable && err.code === ErrorCodes.CONNECTION_LOST) this.detach();
-        else this.end(err);
-      },
-      onStreamClose: () => {
-        if (current() && !this.detached) this.end(netchanError(ErrorCodes.SESSION_CLOSED, 'control stream closed'));
-      },
-    });
+    );
+    const current = (): boolean => this.control === control;
+    this.control = control;
     // Data right behind the answer: some proxies (nginx 1.22 with grpc_pass) hold a response's
     // HEADERS until DATA follows, and the client waits for them (docs/PROTOCOL.md §4.1).
-    fs.frame(FrameType.PING, randomBytes(8));
-    this.idleTimer = setInterval(() => {
-      if (Date.now() - this.lastFrameAt > idleTimeoutMs) {
-        this.end(netchanError(ErrorCodes.TIMEOUT, `no heartbeat for ${idleTimeoutMs} ms`));
-      }
-    }, Math.max(50, Math.floor(idleTimeoutMs / 3)));
-    this.idleTimer.unref();
+    control.ping();
   }
 
   /**
@@ -150,8 +120,7 @@ export class ServerSession extends SessionCore<ServerWireStream> {
   private detach(): void {
     if (this.ended || this.leaseTimer) return;
     debug('session %s detached; lease %d ms', this.id, this.leaseMs);
-    if (this.idleTimer) clearInterval(this.idleTimer);
-    this.idleTimer = null;
+    this.control?.stop();
     this.control = null;
     this.controlStream = null;
     this.setUnused(false);
@@ -203,13 +172,10 @@ export class ServerSession extends SessionCore<ServerWireStream> {
     if (this.ended) return;
     debug('session %s ends: %s', this.id, error.message);
     this.setUnused(false);
-    if (this.idleTimer) clearInterval(this.idleTimer);
+    this.control?.stop();
     if (this.leaseTimer) clearTimeout(this.leaseTimer);
     this.leaseTimer = null;
-    for (const p of this.pendingExports.values()) clearTimeout(p.timer);
-    this.counters.pendingReferences -= this.pendingExports.size;
     this.pendingExports.clear();
-    for (const u of this.unclaimed.values()) this.dropUnclaimed(u);
     this.unclaimed.clear();
     if (graceful) this.teardown(error, true);
     this.control?.end();
@@ -303,7 +269,7 @@ export class ServerSession extends SessionCore<ServerWireStream> {
       this.track(stream);
       const rc = this.attachRemote(this.framed(stream), sid);
       rc.open({ capacity, credits });
-      this.addUnclaimed(sid, 'channel', rc);
+      this.unclaimed.add(sid, 'channel', rc);
       this.announce(sid);
       return;
     }
@@ -315,7 +281,7 @@ export class ServerSession extends SessionCore<ServerWireStream> {
         return refuse(stream, 403, ErrorCodes.UNAUTHORIZED, `principal may not use channel ${JSON.stringify(name)}`);
       }
     } else if (ref !== undefined) {
-      const p = this.takePending(ref, 'channel');
+      const p = this.pendingExports.take(ref, 'channel');
       if (!p) return refuse(stream, 404, ErrorCodes.UNKNOWN_REFERENCE, `no channel reference ${ref} in this session`);
       channel = p.obj as ExportableChannel;
     } else {
@@ -360,12 +326,12 @@ export class ServerSession extends SessionCore<ServerWireStream> {
       // Node dumps a server stream's unread body once both sides have ended, unless it was
       // read from: a short upload can end before its value is decoded.
       else bytes.read(0);
-      this.addUnclaimed(sid, 'bytes', bytes, mode, stream);
+      this.unclaimed.add(sid, 'bytes', bytes, mode, stream);
       this.announce(sid);
       return;
     }
     if (ref === undefined) return refuse(stream, 400, ErrorCodes.PROTOCOL, 'byte stream names no reference');
-    const p = this.takePending(ref, 'bytes');
+    const p = this.pendingExports.take(ref, 'bytes');
     if (!p) return refuse(stream, 404, ErrorCodes.UNKNOWN_REFERENCE, `no byte-stream reference ${ref} in this session`);
     stream.respond(200);
     this.track(stream);
@@ -378,7 +344,7 @@ export class ServerSession extends SessionCore<ServerWireStream> {
     const tunnels = this.server.tunnels;
     if (!tunnels) return refuse(stream, 403, ErrorCodes.FORBIDDEN_TARGET, 'this server is not a TCP gateway');
     this.track(stream);
-    tunnels.handle(stream, { sessionId: this.id, principal: this.principal, nudge: () => this.control?.frame(FrameType.PING, randomBytes(8)) });
+    tunnels.handle(stream, { sessionId: this.id, principal: this.principal, nudge: () => this.control?.ping() });
   }
 
   /**
@@ -387,122 +353,33 @@ export class ServerSession extends SessionCore<ServerWireStream> {
    */
   private refuseLimit(stream: ServerWireStream, sid: string, message: string): void {
     refuse(stream, 429, ErrorCodes.LIMIT, message);
-    if (this.refused.size >= 1024) this.refused.delete(this.refused.keys().next().value as string);
-    this.refused.set(sid, message);
+    this.unclaimed.refuse(sid, message);
     this.announce(sid, true);
   }
-
-  /**
-   * Keeps an exported stream until a value names it. Not forgotten when the stream closes: a
-   * short byte stream can be complete (and closed by HTTP/2) before its value is decoded, with
-   * its bytes still buffered; a channel can be closed with values still to drain.
-   */
-  private addUnclaimed(sid: string, kind: 'channel' | 'bytes', obj: object, mode?: BytesMode, wire?: ServerWireStream): void {
-    // the timer is made elsewhere: a closure made here would keep `obj` (and what it buffered)
-    const u: Unclaimed = { kind, obj, mode, wire, timer: this.unclaimedTimer(sid) };
-    this.unclaimed.set(sid, u);
-    if (kind === 'bytes') (obj as Duplex).once('close', () => this.unclaimedClosed(sid, u));
-  }
-
-  private unclaimedTimer(sid: string): NodeJS.Timeout {
-    const timer = setTimeout(() => {
-      const u = this.unclaimed.get(sid);
-      if (!u) return;
-      this.unclaimed.delete(sid);
-      debug('session %s: exported stream %s never named by a value, dropped', this.id, sid);
-      this.dropUnclaimed(u);
-    }, this.referenceTimeoutMs);
-    timer.unref();
-    return timer;
-  }
-
-  /**
-   * An exported byte stream closed before a value named it. Reset or failed, what it buffered can
-   * never be read (a destroyed stream hands out nothing), so it goes now, not at the reference
-   * timeout: a closed stream no longer counts toward maxByteStreamsPerSession, and kept whole, the
-   * exports a client resets would have the server hold their buffers with no bound but that
-   * timeout. The value that names it still gets a stream failed with the same error.
-   */
-  private unclaimedClosed(sid: string, u: Unclaimed): void {
-    const wire = u.obj as Duplex;
-    if (this.unclaimed.get(sid) !== u || !wire.errored) return;
-    const failed = new PassThrough();
-    failed.on('error', (err) => debug('byte stream error: %s', err.message));
-    failed.destroy(wire.errored);
-    u.obj = failed;
-  }
-
 
   protected referencePresent(kind: ReferenceKind, ref: ParsedReference): boolean {
     // a handle of the client's on one of our channels: its stream may still be on its way
     if (ref.back !== undefined) return this.exporters.has(ref.back);
     if (ref.owner !== 'c') throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, 'a client cannot name a server-owned reference');
-    const u = this.unclaimed.get(ref.id);
-    if (!u) {
-      const refused = this.refused.get(ref.id);
-      if (refused !== undefined) throw netchanError(ErrorCodes.LIMIT, `stream ${ref.id} was refused: ${refused}`);
-      return false;
-    }
-    if (u.kind !== kind || u.mode !== ref.mode) {
-      throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, `stream ${ref.id} is not a ${kind === 'channel' ? 'channel' : `byte stream of mode ${ref.mode}`}`);
-    }
-    return true;
-  }
-
-  /** Takes an exported stream for the value naming it (checked present by referencePresent). */
-  private claim(id: string): object {
-    const u = this.unclaimed.get(id);
-    if (!u) throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, `no exported stream ${id} in this session`);
-    this.unclaimed.delete(id);
-    this.refused.delete(id);
-    clearTimeout(u.timer);
-    return u.obj;
-  }
-
-  private dropUnclaimed(u: Unclaimed): void {
-    clearTimeout(u.timer);
-    if (u.kind === 'channel') (u.obj as RemoteEndpoint).release();
-    else u.wire?.reset();
-  }
-
-  private takePending(ref: string, kind: 'channel' | 'bytes'): PendingExport | undefined {
-    const p = this.pendingExports.get(ref);
-    if (!p || p.kind !== kind) return undefined;
-    this.pendingExports.delete(ref);
-    this.counters.pendingReferences--;
-    clearTimeout(p.timer);
-    return p;
-  }
-
-  private addPending(id: string, kind: 'channel' | 'bytes', obj: object, mode?: BytesMode): void {
-    const timer = setTimeout(() => {
-      if (this.pendingExports.delete(id)) {
-        this.counters.pendingReferences--;
-        debug('session %s: reference %s never opened, dropped', this.id, id);
-        if (kind === 'bytes') (obj as Duplex).destroy?.(netchanError(ErrorCodes.UNKNOWN_REFERENCE, 'byte-stream reference never opened'));
-      }
-    }, this.server.pendingReferenceTimeoutMs);
-    timer.unref();
-    this.pendingExports.set(id, { kind, obj, mode, timer });
-    this.counters.pendingReferences++;
+    return this.unclaimed.present(kind, ref.id, ref.mode);
   }
 
   protected exportChannel(ch: ExportableChannel): ExportPlan {
     const id = `s${this.nextRef++}`;
-    return { ref: { o: 's', id }, open: () => this.addPending(id, 'channel', ch) };
+    return { ref: { o: 's', id }, open: () => this.pendingExports.add(id, 'channel', ch) };
   }
 
   protected exportBytes(obj: object, mode: BytesMode): ExportPlan {
     const id = `s${this.nextRef++}`;
-    return { ref: { o: 's', id, m: mode }, open: () => this.addPending(id, 'bytes', obj, mode) };
+    return { ref: { o: 's', id, m: mode }, open: () => this.pendingExports.add(id, 'bytes', obj, mode) };
   }
 
   protected importChannel(_owner: 'c' | 's', id: string): unknown {
     // the program's handle: the session keeps only the endpoint (see RemoteChannel)
-    return new RemoteChannel(this.claim(id) as RemoteEndpoint);
+    return new RemoteChannel(this.unclaimed.claim(id) as RemoteEndpoint);
   }
 
   protected importBytes(_owner: 'c' | 's', id: string): unknown {
-    return this.claim(id);
+    return this.unclaimed.claim(id);
   }
 }
