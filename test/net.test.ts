@@ -39,7 +39,7 @@ function bigSource(totalBytes: number): { stream: Readable; digest: Promise<stri
 
 const UPLOAD_BYTES = Number(process.env.UPLOAD_BYTES ?? 32 * 1024 * 1024);
 
-for (const transport of ['h2', 'ws'] as const) describe(`channels over ${transport === 'h2' ? 'HTTP/2' : 'the WebSocket fallback'}`, function () {
+for (const transport of ['h2', 'ws', 'memory'] as const) describe(`channels over ${{ h2: 'HTTP/2', ws: 'the WebSocket fallback', memory: 'the in-memory transport' }[transport]}`, function () {
   this.timeout(30_000);
   before(() => useTransport(transport));
   after(() => useTransport('h2'));

@@ -2,18 +2,22 @@
  * Test helpers: a real TLS HTTP/2 netchan server on 127.0.0.1 port 0, clients that trust the
  * generated test CA, and one teardown that closes everything a test opened.
  */
-import { connect, createServer, type ConnectOptions, type NetchanServer, type ServerOptions, type Session } from '../../lib/index.js';
+import { connect, connectInMemory, createServer, type ConnectOptions, type NetchanServer, type ServerOptions, type Session } from '../../lib/index.js';
 import { testCertificates } from './certs.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
 
-let defaultTransport: ConnectOptions['transport'] = 'h2';
+/** The transports a suite can run over: the network's, and the in-memory one. */
+export type TestTransport = NonNullable<ConnectOptions['transport']> | 'memory';
+
+let defaultTransport: TestTransport = 'h2';
 
 /**
  * Makes `startServer().client()` use this transport unless a test says otherwise; for running one
- * suite over HTTP/2 and over the WebSocket fallback.
+ * suite over HTTP/2, over the WebSocket fallback, and in memory (`connectInMemory`: same server,
+ * no sockets, anonymous).
  */
-export function useTransport(transport: ConnectOptions['transport']): void {
+export function useTransport(transport: TestTransport): void {
   defaultTransport = transport;
 }
 
@@ -49,7 +53,11 @@ export async function startServer(options: ServerOptions = {}): Promise<Started>
     url,
     port,
     async client(clientOptions: ConnectOptions = {}) {
-      const session = await connect(url, { ca: certs.caCert, transport: defaultTransport, ...clientOptions });
+      const transport = clientOptions.transport ?? defaultTransport;
+      const session =
+        transport === 'memory'
+          ? (await connectInMemory(server, clientOptions)).session
+          : await connect(url, { ca: certs.caCert, ...clientOptions, transport });
       onTeardown(() => session.close());
       return session;
     },
