@@ -27,7 +27,7 @@ describe('limits', function () {
     expect(createServer({}).timeouts).to.deep.equal(DEFAULT_TIMEOUTS);
   });
 
-  for (const transport of ['h2', 'ws'] as const) {
+  for (const transport of ['h2', 'ws', 'memory'] as const) {
     describe(`over ${transport}`, () => {
       before(() => useTransport(transport));
       after(() => useTransport('h2'));
