@@ -5,28 +5,27 @@
  */
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { Duplex, Readable, Stream, Writable, pipeline } from 'node:stream';
+import { Stream } from 'node:stream';
 import { proveByteStream } from '../wire/byte-frames.js';
 import { Channel } from '../core/channel.js';
 import { ChannelExporter, RemoteChannel, RemoteEndpoint, type ExportableChannel } from './channel-stream.js';
 import { CollectionTrigger } from './collector.js';
 import { Codec, registerReferenceClass, type FoundReference, type ReferenceHooks, type ReferenceKind } from '../wire/codec.js';
-import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from '../core/errors.js';
+import { ErrorCodes, netchanError, type NetchanError } from '../core/errors.js';
 import { Flusher, FramedStream } from './framed-stream.js';
 import { PendingReferences, type Stats, type StreamContext } from './stream-context.js';
 import type { WireStream } from '../transport/contract.js';
 import { DEFAULT_MAX_FRAME_BYTES } from '../wire/frames.js';
+import { bytesModeOf, takeBytes, type BytesMode } from './byte-streams.js';
+import { ReferenceWaits, openExports, parseReference, type ExportPlan, type ParsedReference } from './references.js';
 
-export { debug } from '../core/debug.js';
-import { debug } from '../core/debug.js';
+export { bytesModeOf, joinBytes, type BytesMode } from './byte-streams.js';
+export type { ExportPlan, ParsedReference } from './references.js';
 
 registerReferenceClass(Channel, 'channel');
 registerReferenceClass(RemoteChannel, 'channel');
 registerReferenceClass(Stream, 'bytes');
 if (typeof ReadableStream === 'function') registerReferenceClass(ReadableStream, 'bytes');
-
-/** Byte-stream direction, from the owner's side: r = owner's data flows out, w = flows in, d = both. */
-export type BytesMode = 'r' | 'w' | 'd';
 
 /** Limits and timings shared by client and server sessions. */
 export interface SessionOptions {
@@ -45,91 +44,8 @@ export function newSessionId(): string {
   return randomBytes(16).toString('hex');
 }
 
-/** Decides the byte-stream mode of a stream object, or throws ERR_ENCODE. */
-export function bytesModeOf(obj: object): BytesMode {
-  if (obj instanceof Duplex) return 'd';
-  if (obj instanceof Readable) return 'r';
-  if (obj instanceof Writable) return 'w';
-  if (typeof ReadableStream === 'function' && obj instanceof ReadableStream) return 'r';
-  throw netchanError(ErrorCodes.ENCODE, 'only Node Readable, Writable, Duplex and web ReadableStream can travel as byte streams');
-}
-
 /** How long a graceful close waits for the peer to end its side of each stream. */
 const GRACEFUL_CLOSE_MS = 2000;
-
-/** Joins a local stream object to the HTTP/2 stream that carries it, in the direction(s) of `mode`. */
-export function joinBytes(local: object, wire: Duplex, mode: BytesMode, side: 'client' | 'server' = 'client'): void {
-  const done = (err: Error | null | undefined) => {
-    if (err) debug('byte stream ended with %s', err.message);
-  };
-  const source = typeof ReadableStream === 'function' && local instanceof ReadableStream ? Readable.fromWeb(local as never) : local;
-  if (mode === 'r' || mode === 'd') pipeline(source as Readable, wire, done);
-  // Nothing flows from a Writable. The server's side is the response: it ends only after the
-  // request body, since proxies (nginx grpc_pass, Caddy) stop forwarding a request body once
-  // its response is complete.
-  else if (side === 'server') wire.once('end', () => wire.end());
-  else wire.end();
-  if (mode === 'w' || mode === 'd') pipeline(wire, local as Writable, done);
-  else wire.resume();
-}
-
-/**
- * Opens the exports of one value, then starts them: if one cannot open, those opened before it
- * are taken back before anything flowed, and the error is thrown (the value is not sent).
- */
-function openExports(plans: ExportPlan[]): void {
-  let opened = 0;
-  try {
-    for (; opened < plans.length; opened++) plans[opened]!.open?.();
-  } catch (err) {
-    for (let i = 0; i < opened; i++) plans[i]!.undo?.();
-    throw fromNodeError(err);
-  }
-  for (const plan of plans) plan.start?.();
-}
-
-/** A value waiting for the streams of its references: woken once every one of them arrived. */
-interface PendingWait {
-  missing: Set<string>;
-  resolve: () => void;
-  reject: (err: NetchanError) => void;
-  timer: NodeJS.Timeout;
-}
-
-/** A reference as a value carries it (docs/PROTOCOL.md §5.1, §6.1). */
-export type ParsedReference =
-  | { back: string }
-  | { back?: undefined; owner: 'c' | 's'; id: string; mode?: BytesMode };
-
-/** Reads a reference's payload, or throws ERR_DECODE. */
-function parseReference(kind: ReferenceKind, data: Record<string, unknown>): ParsedReference {
-  if (kind === 'channel' && typeof data.b === 'string') return { back: data.b };
-  const id = data.id;
-  const owner = data.o;
-  if (typeof id !== 'string' || id.length === 0 || id.length > 64 || (owner !== 'c' && owner !== 's')) {
-    throw netchanError(ErrorCodes.DECODE, 'malformed reference');
-  }
-  if (kind === 'channel') return { owner, id };
-  const mode = data.m;
-  if (mode !== 'r' && mode !== 'w' && mode !== 'd') throw netchanError(ErrorCodes.DECODE, 'malformed byte-stream reference mode');
-  return { owner, id, mode };
-}
-
-/**
- * What encoding one channel or byte stream commits the session to. Nothing of it happens while
- * the value is encoded: only once the whole value is known to be sendable (encoded, within the
- * size limits) are the exports opened, and only once all of them opened do bytes start to flow.
- */
-export interface ExportPlan {
-  /** The reference the value carries. */
-  ref: Record<string, unknown>;
-  /** Opens what the reference needs (its stream, its pending entry); nothing flows yet. */
-  open?(): void;
-  /** Takes `open` back when a later export of the same value could not open. */
-  undo?(): void;
-  /** Starts the flow (a byte stream's pipeline), once every export of the value opened. */
-  start?(): void;
-}
 
 /**
  * The transport-independent half of a session. Subclasses open or accept streams; this class
@@ -155,8 +71,8 @@ export abstract class SessionCore<S extends WireStream = WireStream> extends Eve
   protected collection = new CollectionTrigger(DEFAULT_MAX_CHANNELS);
   /** Every netchan stream of this session, for teardown. */
   protected readonly streams = new Set<S>();
-  /** Values waiting for referenced streams, by the stream id each still misses. */
-  private readonly waits = new Map<string, Set<PendingWait>>();
+  /** Values waiting for referenced streams. */
+  private readonly waits: ReferenceWaits;
   /** The exports planned by the encode in progress (see {@link ExportPlan}). */
   private plans: ExportPlan[] | null = null;
   /**
@@ -189,6 +105,7 @@ export abstract class SessionCore<S extends WireStream = WireStream> extends Eve
     this.maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
     this.referenceTimeoutMs = options.referenceTimeoutMs ?? 10_000;
     this.codec = new Codec({ maxValueBytes: this.maxFrameBytes, maxDepth: options.maxDepth ?? 64 });
+    this.waits = new ReferenceWaits(this.referenceTimeoutMs, () => this.maxWaitingReferences);
   }
 
   /**
@@ -307,27 +224,7 @@ export abstract class SessionCore<S extends WireStream = WireStream> extends Eve
       this.counters.byteStreams--;
       this.openByteStreams--;
     });
-    stream.on('error', (err) => debug('byte stream error: %s', (err as Error).message));
-    // The program holds this stream: whatever ends it with an error (a reset by the peer, whose
-    // source failed or whose session ended; the connection lost) ends it with a NetchanError,
-    // in `stream.errored` and in what for-await or pipeline throw too. Both ends of Node's
-    // destroy are mapped, before it records the error: the error destroy is given (a WebSocket
-    // mux stream's reset), and the one an HTTP/2 stream's _destroy makes up from the RST code.
-    const bytes = stream as Duplex & { destroy(err?: Error, cb?: unknown): Duplex; _destroy(err: Error | null, cb: (err?: Error | null) => void): void };
-    const toNetchan = (err: Error | null | undefined) => (err ? fromNodeError(err, ErrorCodes.STREAM_RESET) : err);
-    const destroy = bytes.destroy;
-    bytes.destroy = function (err?: Error, cb?: unknown) {
-      return destroy.call(this, toNetchan(err) ?? undefined, cb);
-    };
-    // Destroyed before its end without a word (an HTTP/2 stream of a lost connection, a peer's
-    // CANCEL that Node takes quietly): the reader would see Node's bare "Premature close".
-    const destroyImpl = bytes._destroy;
-    bytes._destroy = function (err, cb) {
-      destroyImpl.call(this, err, (e) => {
-        if (!e && !this.readableEnded) e = netchanError(ErrorCodes.STREAM_RESET, 'byte stream cut off before its end');
-        cb(toNetchan(e));
-      });
-    };
+    takeBytes(stream);
   }
 
   protected framed(wire: WireStream): FramedStream {
@@ -381,32 +278,7 @@ export abstract class SessionCore<S extends WireStream = WireStream> extends Eve
    * ERR_UNKNOWN_REFERENCE after the reference timeout.
    */
   protected waitFor(keys: readonly string[]): never {
-    let fresh = 0;
-    for (const key of keys) if (!this.waits.has(key)) fresh++;
-    if (this.waits.size + fresh > this.maxWaitingReferences) {
-      throw netchanError(ErrorCodes.LIMIT, `values of this session would wait for more than ${this.maxWaitingReferences} streams at once`);
-    }
-    const ready = new Promise<void>((resolve, reject) => {
-      const wait: PendingWait = { missing: new Set(keys), resolve, reject, timer: undefined as unknown as NodeJS.Timeout };
-      wait.timer = setTimeout(() => {
-        for (const key of wait.missing) this.unwait(key, wait);
-        reject(netchanError(ErrorCodes.UNKNOWN_REFERENCE, `referenced stream${wait.missing.size > 1 ? 's' : ''} ${[...wait.missing].join(', ')} did not arrive within ${this.referenceTimeoutMs} ms`));
-      }, this.referenceTimeoutMs);
-      wait.timer.unref();
-      for (const key of wait.missing) {
-        let set = this.waits.get(key);
-        if (!set) this.waits.set(key, (set = new Set()));
-        set.add(wait);
-      }
-    });
-    throw new PendingReferences(ready);
-  }
-
-  private unwait(key: string, wait: PendingWait): void {
-    const set = this.waits.get(key);
-    if (!set) return;
-    set.delete(wait);
-    if (set.size === 0) this.waits.delete(key);
+    throw new PendingReferences(this.waits.waitFor(keys));
   }
 
   /**
@@ -414,16 +286,7 @@ export abstract class SessionCore<S extends WireStream = WireStream> extends Eve
    * it was refused, so they are woken at once, to fail (with the refusal) instead of waiting.
    */
   protected announce(key: string, refused = false): void {
-    const set = this.waits.get(key);
-    if (!set) return;
-    this.waits.delete(key);
-    for (const w of set) {
-      w.missing.delete(key);
-      if (w.missing.size > 0 && !refused) continue;
-      for (const other of w.missing) this.unwait(other, w);
-      clearTimeout(w.timer);
-      w.resolve();
-    }
+    this.waits.announce(key, refused);
   }
 
   /**
@@ -435,13 +298,7 @@ export abstract class SessionCore<S extends WireStream = WireStream> extends Eve
   protected teardown(error: NetchanError, graceful = false): void {
     if (this.ended) return;
     this.ended = true;
-    const waiting = new Set<PendingWait>();
-    for (const set of this.waits.values()) for (const w of set) waiting.add(w);
-    this.waits.clear();
-    for (const w of waiting) {
-      clearTimeout(w.timer);
-      w.reject(error);
-    }
+    this.waits.failAll(error);
     // streams cut off with a connection, waiting for a resumption that will not come
     for (const fs of [...this.framedBySid.values()]) fs.abandon(error);
     if (graceful) {
