@@ -1,7 +1,9 @@
 /**
  * Go's channels in process: rendezvous (capacity 0) or buffered, FIFO, close that drains,
- * abortable waits, and `select`. Knows nothing of the network; the session layer builds on
- * the small waiter interface below.
+ * abortable waits, and `select`. Knows nothing of the network. The session layer serves a local
+ * channel to a peer the way `select` waits on one: it parks {@link Waiter}s in the channel's wait
+ * lists, which it reaches through {@link channelWaits} only, so that the methods of a program's
+ * Channel are the ones it documents.
  */
 import { ErrorCodes, netchanError, NetchanError } from './errors.js';
 import { Deque, WaitList, type WaitNode } from './queue.js';
@@ -37,11 +39,40 @@ export interface ChannelLike<T> extends AsyncIterable<T> {
   readonly length: number;
 }
 
-/** Whoever waits on a {@link Waiter}: a single operation, a select, or a network adapter. @internal */
+/**
+ * Whoever waits on a {@link Waiter}: a single operation, a select, or the session's port on a
+ * channel it serves. The channel calls it synchronously as the waiter is served: `complete` with
+ * the value received (`ok` false: closed and drained) or, for a send, once the value was taken;
+ * `fail` when a send is refused because the channel closed. @internal
+ */
 export interface Completion {
-  done: boolean;
   complete(waiter: Waiter, value: unknown, ok: boolean): void;
   fail(waiter: Waiter, error: Error): void;
+}
+
+/**
+ * A channel's wait lists, for those outside the class that wait on channels as `select` does:
+ * `select` itself and the session's port on a channel it serves to a peer
+ * (lib/session/local-port.ts). Functions of the channel rather than its methods, so that a
+ * program's Channel shows only what it documents. @internal
+ */
+export interface ChannelWaits {
+  /** Gives `value` to a waiting receiver or the buffer; false if neither can take it. */
+  offer<T>(ch: Channel<T>, value: T): boolean;
+  /** True if a receive would not block. */
+  canTake(ch: Channel<unknown>): boolean;
+  /** Takes the next value; the caller made sure there is one ({@link ChannelWaits.canTake}). */
+  take<T>(ch: Channel<T>): T;
+  /** Parks a waiter among the senders or the receivers, as its `sending` says. */
+  park(ch: Channel<unknown>, waiter: Waiter): void;
+}
+
+/** Set by Channel's static block: only code inside the class may reach its private members. */
+let waits: ChannelWaits;
+
+/** See {@link ChannelWaits}. @internal */
+export function channelWaits(): ChannelWaits {
+  return waits;
 }
 
 /** A blocked send or receive, linked into a channel's wait list. @internal */
@@ -133,6 +164,15 @@ export class Channel<T> implements ChannelLike<T> {
    */
   get [Symbol.for('netchan.channel')](): true {
     return true;
+  }
+
+  static {
+    waits = {
+      offer: (ch, value) => ch.offer(value),
+      canTake: (ch) => ch.canTake(),
+      take: (ch) => ch.take(),
+      park: (ch, waiter) => ch.park(waiter),
+    };
   }
 
   readonly capacity: number;
@@ -269,8 +309,7 @@ export class Channel<T> implements ChannelLike<T> {
     };
   }
 
-  /** Gives `value` to a waiting receiver or the buffer; false if neither can take it. @internal */
-  offer(value: T): boolean {
+  private offer(value: T): boolean {
     const receiver = this.receivers.shift();
     if (receiver) {
       receiver.owner.complete(receiver, value, true);
@@ -283,8 +322,8 @@ export class Channel<T> implements ChannelLike<T> {
     return false;
   }
 
-  /** Takes the next value; the caller made sure there is one (buffered or a waiting sender). @internal */
-  take(): T {
+  /** The caller made sure there is a value (buffered or a waiting sender). */
+  private take(): T {
     if (this.buffer.length > 0) {
       const value = this.buffer.shift();
       const sender = this.senders.shift();
@@ -299,14 +338,12 @@ export class Channel<T> implements ChannelLike<T> {
     return sender.value as T;
   }
 
-  /** True if a receive would not block. @internal */
-  canTake(): boolean {
+  private canTake(): boolean {
     return this.buffer.length > 0 || this.senders.size > 0;
   }
 
-  /** Parks a select case. @internal */
-  park(waiter: Waiter, sending: boolean): void {
-    (sending ? this.senders : this.receivers).push(waiter);
+  private park(waiter: Waiter): void {
+    (waiter.sending ? this.senders : this.receivers).push(waiter);
   }
 }
 
@@ -378,12 +415,12 @@ export function select<T = unknown>(cases: SelectCase<T>[], options: SelectOptio
     const c = cases[index] as SelectCase<T>;
     if ('receive' in c) {
       const ch = c.receive;
-      if (ch.canTake()) return Promise.resolve({ index, value: ch.take(), ok: true });
+      if (waits.canTake(ch)) return Promise.resolve({ index, value: waits.take(ch), ok: true });
       if (ch.closed) return Promise.resolve({ index, ok: false });
     } else {
       const ch = c.send;
       if (ch.closed) return Promise.reject(closedError(ch.closeReason));
-      if (ch.offer(c.value)) return Promise.resolve({ index, ok: true });
+      if (waits.offer(ch, c.value)) return Promise.resolve({ index, ok: true });
     }
   }
   if (options.default) return Promise.resolve({ index: -1, ok: false });
@@ -396,7 +433,7 @@ export function select<T = unknown>(cases: SelectCase<T>[], options: SelectOptio
     const sending = 'send' in c;
     const waiter = new Waiter(sending ? c.value : undefined, op, index, sending);
     op.waiters.push(waiter);
-    (sending ? c.send : c.receive).park(waiter, sending);
+    waits.park(sending ? c.send : c.receive, waiter);
   }
   if (signal) {
     op.signal = signal;
@@ -406,10 +443,10 @@ export function select<T = unknown>(cases: SelectCase<T>[], options: SelectOptio
 }
 
 /**
- * The `for await` iterator of a channel or remote handle: values until the channel is closed
- * and drained, then done (or the close error thrown). @internal
+ * The `for await` iterator of a channel when no value is at hand: values until the channel is
+ * closed and drained, then done (or the close error thrown).
  */
-export function channelIterator<T>(ch: { receive(): Promise<T> }, closeError: () => Error | undefined): AsyncIterator<T> {
+function channelIterator<T>(ch: { receive(): Promise<T> }, closeError: () => Error | undefined): AsyncIterator<T> {
   const step = (value: T): IteratorResult<T> => ({ value, done: false });
   const end = (err: unknown): IteratorResult<T> => {
     if (err instanceof NetchanError && err.code === ErrorCodes.CHANNEL_CLOSED) {

@@ -1,0 +1,106 @@
+/**
+ * The owner port on a local {@link Channel}: the peer's values enter it as a sender would, and
+ * the peer's receives wait in it as a receiver would, both as `select` waits: a {@link Waiter}
+ * parked in the channel's wait lists, completed synchronously when it is served, with no promise
+ * per value. A parked waiter can also be withdrawn from the list at any time, which is what
+ * the stream needs when it goes: values the peer sent and no one took yet are withdrawn, since
+ * they were never acknowledged.
+ *
+ * The wait lists are private to the Channel; this reaches them through `channelWaits()`, the
+ * one internal interface core/channel.ts has for this (offer, canTake, take, park). Everything
+ * else it uses is the Channel's documented API: `returnValue` and `closeReason` among it.
+ */
+import { Waiter, channelWaits, type Channel, type Completion } from '../core/channel.js';
+import { Deque } from '../core/queue.js';
+import { NOTHING, type OwnerPort, type PortListener } from './owner-port.js';
+
+export class LocalPort implements OwnerPort, Completion {
+  private readonly waits = channelWaits();
+  /** The peer's values parked as waiting senders, first first: the channel serves them in that order. */
+  private readonly parked = new Deque<Waiter>();
+  private receiver: Waiter | null = null;
+
+  constructor(
+    private readonly channel: Channel<unknown>,
+    private readonly listener: PortListener,
+  ) {}
+
+  get capacity(): number {
+    return this.channel.capacity;
+  }
+
+  get closed(): boolean {
+    return this.channel.closed;
+  }
+
+  get closeReason(): Error | undefined {
+    return this.channel.closeReason;
+  }
+
+  get drained(): boolean {
+    return this.channel.closed && !this.waits.canTake(this.channel);
+  }
+
+  get waiting(): boolean {
+    return this.receiver !== null;
+  }
+
+  close(error?: Error): void {
+    this.channel.close(error);
+  }
+
+  onClose(listener: (error: Error | undefined) => void): () => void {
+    return this.channel.onClose(listener);
+  }
+
+  give(value: unknown): boolean {
+    // behind values of the peer already parked, this one waits its turn: order holds whatever room opens
+    if (this.parked.length === 0 && this.waits.offer(this.channel, value)) return true;
+    const waiter = new Waiter(value, this, 0, true);
+    this.parked.push(waiter);
+    this.waits.park(this.channel, waiter);
+    return false;
+  }
+
+  tryTake(): unknown {
+    return this.waits.canTake(this.channel) ? this.waits.take(this.channel) : NOTHING;
+  }
+
+  awaitValue(): void {
+    this.receiver = new Waiter(undefined, this, 0, false);
+    this.waits.park(this.channel, this.receiver);
+  }
+
+  putBack(value: unknown): void {
+    this.channel.returnValue(value);
+  }
+
+  detach(): void {
+    if (this.receiver) {
+      this.receiver.list?.remove(this.receiver);
+      this.receiver = null;
+    }
+    while (this.parked.length > 0) {
+      const w = this.parked.shift();
+      w.list?.remove(w);
+    }
+  }
+
+  /** The channel served a waiter of this port. @internal */
+  complete(waiter: Waiter, value: unknown, ok: boolean): void {
+    if (waiter.sending) {
+      this.parked.shift();
+      this.listener.given();
+      return;
+    }
+    this.receiver = null;
+    if (ok) this.listener.taken(value);
+    else this.listener.exhausted();
+  }
+
+  /** The channel closed with a value of the peer parked: refused, and the CLOSE says so. @internal */
+  fail(waiter: Waiter): void {
+    if (waiter.sending) this.parked.shift();
+    else this.receiver = null;
+  }
+}
