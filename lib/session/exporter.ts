@@ -63,13 +63,7 @@ export class ChannelExporter extends OrderedEndpoint implements PortListener {
     this.sendCredits = sendWindow(this.port.capacity);
     this.demandLimit = receiveWindow(this.port.capacity);
     this.ackEagerly = Math.max(1, Math.floor(this.sendCredits / 4));
-    fs.urgent = this.port.capacity === 0;
-    fs.beforeFlush = () => {
-      if (this.ackPending > 0) {
-        fs.countFrame(FrameType.ACK, this.ackPending);
-        this.ackPending = 0;
-      }
-    };
+    fs.writeValuesAtOnce(this.port.capacity === 0);
     ctx.counters.channels++;
     this.unlistenClose = this.port.onClose((error) => this.channelClosed(error));
   }
@@ -237,6 +231,14 @@ export class ChannelExporter extends OrderedEndpoint implements PortListener {
     if (!this.closeSent) this.channelClosed(this.port.closeReason);
     this.done = true;
     this.fs.end();
+  }
+
+  /** The batched ACK goes out with whatever the stream writes (a FrameSink hook). */
+  beforeFlush(): void {
+    if (this.ackPending > 0) {
+      this.fs.countFrame(FrameType.ACK, this.ackPending);
+      this.ackPending = 0;
+    }
   }
 
   onStreamEnd(): void {

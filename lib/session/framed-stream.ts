@@ -6,6 +6,10 @@
 import { FRAME_HEADER_BYTES, FrameDecoder, FrameEncoder, FrameType } from '../wire/frames.js';
 import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from '../core/errors.js';
 import type { WireStream } from '../transport/contract.js';
+import type { Flushable, Flusher } from './flusher.js';
+import { ReplayLog } from './replay-log.js';
+
+export { Flusher, RECEIPT_DELAY_MS } from './flusher.js';
 
 /** Receives what a {@link FramedStream} reads. */
 export interface FrameSink {
@@ -16,70 +20,15 @@ export interface FrameSink {
   onStreamError(error: NetchanError): void;
   /** The stream is fully closed, both directions: release everything attached to it. */
   onStreamClose(): void;
-}
-
-/**
- * Batches the writes of many streams into one flush per event-loop turn (setImmediate), so that
- * a loop of `await send()` produces one write with many frames instead of one write per value.
- */
-export class Flusher {
-  private dirty: FramedStream[] = [];
-  private scheduled = false;
-  private readonly run = (): void => {
-    this.scheduled = false;
-    const list = this.dirty;
-    this.dirty = [];
-    for (const fs of list) {
-      fs.queued = false;
-      fs.endTurn();
-    }
-  };
-
-  mark(fs: FramedStream): void {
-    // called once per frame: a flag, not a Set lookup
-    if (fs.queued) return;
-    fs.queued = true;
-    this.dirty.push(fs);
-    if (!this.scheduled) {
-      this.scheduled = true;
-      setImmediate(this.run);
-    }
-  }
-
-  private lazy: FramedStream[] = [];
-  private lazyTimer: NodeJS.Timeout | null = null;
-  private readonly runLazy = (): void => {
-    this.lazyTimer = null;
-    const list = this.lazy;
-    this.lazy = [];
-    for (const fs of list) {
-      fs.lazyQueued = false;
-      if (fs.owesReceipt) this.mark(fs);
-    }
-  };
-
-  /**
-   * Flushes `fs` within {@link RECEIPT_DELAY_MS} unless something else does first: for receipts,
-   * which otherwise ride along with the stream's own writes. One timer for every stream.
-   */
-  markLazy(fs: FramedStream): void {
-    if (fs.lazyQueued) return;
-    fs.lazyQueued = true;
-    this.lazy.push(fs);
-    if (!this.lazyTimer) {
-      this.lazyTimer = setTimeout(this.runLazy, RECEIPT_DELAY_MS);
-      this.lazyTimer.unref();
-    }
-  }
+  /** Called just before the pending frames are written: a sink appends its batched acks here. */
+  beforeFlush?(): void;
 }
 
 /**
  * Receipts (RCVD, docs/PROTOCOL.md §4.5) ride along with what a stream writes anyway. On their
- * own they go after this long, or once this many frames or bytes are unconfirmed: each one
- * written alone is an HTTP/2 DATA frame and a write, which cost the cluster echo a third of its
- * server CPU; and the peer keeps what it sent until confirmed.
+ * own they go after RECEIPT_DELAY_MS (lib/session/flusher.ts), or once this many frames or bytes
+ * are unconfirmed.
  */
-export const RECEIPT_DELAY_MS = 250;
 const RECEIPT_EAGER_FRAMES = 64;
 const RECEIPT_EAGER_BYTES = 256 * 1024;
 
@@ -105,14 +54,7 @@ export interface ByteCounters {
   bytesOut: number;
 }
 
-/** Sent frames kept until the peer confirms it received them (resumable streams only). */
-interface ReplayEntry {
-  bytes: Buffer;
-  /** Number of frames in `bytes`. */
-  frames: number;
-}
-
-export class FramedStream {
+export class FramedStream implements Flushable {
   /** In its Flusher's list for the end of this turn. @internal */
   queued = false;
   /** Starts small: most of a busy server's streams are idle, and each keeps the buffer it grew to. */
@@ -121,15 +63,8 @@ export class FramedStream {
   private ended = false;
   private failed = false;
   private closed = false;
-  /** Called just before the pending frames are written; lets owners append batched acks. */
-  beforeFlush: (() => void) | null = null;
   /** The wire stream under the frames (replaced when a resumable stream is resumed). */
   wire!: WireStream;
-  /**
-   * Asked when the stream is cut off with its connection: `true` keeps this FramedStream
-   * (suspended, frames kept) for {@link resume} on a new stream instead of failing it. @internal
-   */
-  canSuspend: (() => boolean) | null = null;
   /** Cut off and waiting for {@link resume}. */
   suspended = false;
   /** Frames received (all types but RCVD) since the stream opened, across resumptions. */
@@ -148,9 +83,10 @@ export class FramedStream {
   private framesPending = 0;
   /** Bytes framed since the last end of a turn ({@link endTurn}). */
   private turnBytes = 0;
-  private replay: ReplayEntry[] | null = null;
-  /** Bytes in {@link replay}. */
-  private replayBytes = 0;
+  /** What was written and not confirmed yet (resumable streams only). */
+  private replay: ReplayLog | null = null;
+  /** Whether the stream may be suspended when its connection is lost (resumable streams only). */
+  private canSuspend: () => boolean = () => false;
   private drainWaiters: (() => void)[] = [];
 
   constructor(
@@ -165,10 +101,13 @@ export class FramedStream {
 
   /**
    * Keeps what it writes until the peer confirms receipt (RCVD frames, docs/PROTOCOL.md §4.5), so
-   * that the stream can be resumed on a new connection without loss or duplication.
+   * that the stream can be resumed on a new connection without loss or duplication. When the
+   * stream is cut off with its connection, `canSuspend` is asked: `true` keeps it (suspended,
+   * frames kept) for {@link resume} on a new stream instead of failing it.
    */
-  enableResume(): void {
-    this.replay ??= [];
+  enableResume(canSuspend: () => boolean): void {
+    this.replay ??= new ReplayLog();
+    this.canSuspend = canSuspend;
   }
 
   private bind(wire: WireStream): void {
@@ -181,8 +120,8 @@ export class FramedStream {
         if (this.failed || this.wire !== wire) return;
         if (this.replay) {
           if (type === FrameType.RCVD) return this.confirmed(payload);
-          if (this.replayBytes > 2 * this.replaySoftBytes + this.maxFrameBytes) {
-            return this.fail(netchanError(ErrorCodes.PROTOCOL, `peer leaves ${this.replayBytes} bytes of frames unconfirmed (no RCVD, §4.5)`));
+          if (this.replay.bytes > 2 * this.replaySoftBytes + this.maxFrameBytes) {
+            return this.fail(netchanError(ErrorCodes.PROTOCOL, `peer leaves ${this.replay.bytes} bytes of frames unconfirmed (no RCVD, §4.5)`));
           }
           this.framesIn++;
           this.bytesInUnconfirmed += payload.length;
@@ -255,7 +194,7 @@ export class FramedStream {
    * (a pump of values) stops and waits in {@link onceDrain}.
    */
   get congested(): boolean {
-    return this.turnBytes >= TURN_BYTES || this.replayBytes >= this.replaySoftBytes || (!this.suspended && this.wire.bytes.writableNeedDrain);
+    return this.turnBytes >= TURN_BYTES || (this.replay !== null && this.replay.bytes >= this.replaySoftBytes) || (!this.suspended && this.wire.bytes.writableNeedDrain);
   }
 
   /**
@@ -287,11 +226,17 @@ export class FramedStream {
     for (const fn of waiters) fn();
   }
 
+  /** Write VALUE frames at once instead of at the end of the turn (see {@link writeValuesAtOnce}). */
+  private urgent = false;
+
   /**
-   * Write VALUE frames at once instead of at the end of the turn. For rendezvous channels: each
-   * value waits for its peer anyway, so coalescing saves nothing and costs latency. @internal
+   * Writes VALUE frames at once instead of at the end of the turn, from now on: for rendezvous
+   * channels, whose every value waits for its peer anyway, so coalescing saves nothing and costs
+   * latency. Set when the channel's capacity is known.
    */
-  urgent = false;
+  writeValuesAtOnce(yes: boolean): void {
+    this.urgent = yes;
+  }
 
   frame(type: number, payload: Uint8Array): void {
     if (!this.writable) return;
@@ -313,20 +258,19 @@ export class FramedStream {
     this.flusher.mark(this);
   }
 
-  /** Marks the stream as having something to flush (e.g. batched acks added by `beforeFlush`). */
+  /** Marks the stream as having something to flush (e.g. batched acks its sink adds in `beforeFlush`). */
   touch(): void {
     if (this.writable) this.flusher.mark(this);
   }
 
   flush(): void {
     if (!this.writable) return;
-    this.beforeFlush?.();
+    this.sink.beforeFlush?.();
     const frames = this.framesPending;
     this.framesPending = 0;
     if (this.replay) {
       // The receipt confirmation rides along at the end of the same write, outside the frames
-      // kept for replay (a view of the written buffer: no copy). A write of its own per flush
-      // cost the cluster echo about a third more HTTP/2 stream writes.
+      // kept for replay (a view of the written buffer: no copy), instead of a write of its own.
       const replayable = this.encoder.length;
       if (!this.suspended && this.framesInUnconfirmed > 0) {
         this.encoder.countFrame(FrameType.RCVD, this.framesInUnconfirmed);
@@ -337,8 +281,7 @@ export class FramedStream {
       if (!out) return;
       if (replayable > 0) {
         this.framesOut += frames;
-        this.replay.push({ bytes: replayable === out.length ? out : out.subarray(0, replayable), frames });
-        this.replayBytes += replayable;
+        this.replay.push(replayable === out.length ? out : out.subarray(0, replayable), frames);
       }
       if (this.suspended) return;
       this.counters.bytesOut += out.length;
@@ -355,31 +298,16 @@ export class FramedStream {
   /** The peer received `n` more of our frames: forget them. */
   private confirmed(payload: Buffer): void {
     if (payload.length !== 4) return this.fail(netchanError(ErrorCodes.PROTOCOL, 'RCVD payload must be 4 bytes'));
-    let n = payload.readUInt32BE(0);
-    const replay = this.replay as ReplayEntry[];
-    while (n > 0 && replay.length > 0) {
-      const head = replay[0] as ReplayEntry;
-      if (head.frames <= n) {
-        n -= head.frames;
-        replay.shift();
-        this.replayBytes -= head.bytes.length;
-      } else {
-        const rest = skipFrames(head.bytes, n);
-        this.replayBytes -= head.bytes.length - rest.length;
-        replay[0] = { bytes: rest, frames: head.frames - n };
-        n = 0;
-      }
+    if ((this.replay as ReplayLog).confirm(payload.readUInt32BE(0)) > 0) {
+      return this.fail(netchanError(ErrorCodes.PROTOCOL, 'RCVD confirms more frames than were sent'));
     }
-    if (n > 0) return this.fail(netchanError(ErrorCodes.PROTOCOL, 'RCVD confirms more frames than were sent'));
     // the pumps held back by unconfirmed frames go on
     if (this.drainWaiters.length > 0 && !this.suspended) this.drained();
   }
 
   /** Frames sent and not yet confirmed by the peer. */
   get unconfirmedFrames(): number {
-    let n = 0;
-    for (const e of this.replay ?? []) n += e.frames;
-    return n;
+    return this.replay?.frames ?? 0;
   }
 
   /**
@@ -403,9 +331,8 @@ export class FramedStream {
     // everything the peer has not got yet, then the confirmation of what we got
     this.framesInUnconfirmed = 0;
     this.bytesInUnconfirmed = 0;
-    const parts = replay.map((e) => e.bytes);
-    if (parts.length > 0) {
-      const out = Buffer.concat(parts);
+    const out = replay.all();
+    if (out.length > 0) {
       this.counters.bytesOut += out.length;
       stream.write(out);
     }
@@ -473,7 +400,7 @@ export class FramedStream {
   }
 
   private trySuspend(error: NetchanError): boolean {
-    if (!this.replay || this.ended || error.code !== ErrorCodes.CONNECTION_LOST || !this.canSuspend?.()) return false;
+    if (!this.replay || this.ended || error.code !== ErrorCodes.CONNECTION_LOST || !this.canSuspend()) return false;
     this.suspended = true;
     return true;
   }
@@ -484,13 +411,6 @@ export class FramedStream {
     this.sink.onStreamError(error);
     this.destroy(error);
   }
-}
-
-/** `bytes` without its first `n` frames. */
-function skipFrames(bytes: Buffer, n: number): Buffer {
-  let pos = 0;
-  for (let i = 0; i < n; i++) pos += FRAME_HEADER_BYTES + bytes.readUInt32BE(pos + 1);
-  return bytes.subarray(pos);
 }
 
 function u32(n: number): Buffer {

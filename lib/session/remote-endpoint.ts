@@ -105,20 +105,23 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
   ) {
     super(fs, ctx);
     this.sender = new RemoteSender(fs, ctx);
-    fs.beforeFlush = () => {
-      // ACK before CREDIT: the owner reads the values acknowledged before the new demand, so
-      // the outstanding demand it counts never exceeds what this side computed (§5.2)
-      if (this.consumedPending > 0) {
-        fs.countFrame(FrameType.ACK, this.consumedPending);
-        this.consumedPending = 0;
-      }
-      if (this.demandPending > 0) {
-        fs.countFrame(FrameType.CREDIT, this.demandPending);
-        this.creditsWritten += this.demandPending;
-        this.demandPending = 0;
-      }
-    };
     ctx.counters.channels++;
+  }
+
+  /** The batched ACK and CREDIT go out with whatever the stream writes (a FrameSink hook). */
+  beforeFlush(): void {
+    // ACK before CREDIT: the owner reads the values acknowledged before the new demand, so
+    // the outstanding demand it counts never exceeds what this side computed (§5.2)
+    const fs = this.fs;
+    if (this.consumedPending > 0) {
+      fs.countFrame(FrameType.ACK, this.consumedPending);
+      this.consumedPending = 0;
+    }
+    if (this.demandPending > 0) {
+      fs.countFrame(FrameType.CREDIT, this.demandPending);
+      this.creditsWritten += this.demandPending;
+      this.demandPending = 0;
+    }
   }
 
   /** The owner accepted the stream: start sending and receiving. */
@@ -126,7 +129,7 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
     if (this.opened || this.failure) return;
     this.opened = true;
     this.cap = info.capacity;
-    this.fs.urgent = info.capacity === 0;
+    this.fs.writeValuesAtOnce(info.capacity === 0);
     this.demandLimit = receiveWindow(info.capacity);
     this.sender.open(info.capacity, info.credits);
     this.topUpDemand();

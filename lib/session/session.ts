@@ -240,8 +240,7 @@ export abstract class SessionCore<S extends WireStream = WireStream> extends Eve
   /** Makes a channel stream resumable when the session is. */
   private resumeOn(fs: FramedStream, streamId: string): void {
     if (!this.resumable) return;
-    fs.enableResume();
-    fs.canSuspend = () => !this.ended;
+    fs.enableResume(() => !this.ended);
     this.framedBySid.set(streamId, fs);
   }
 
