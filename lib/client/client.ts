@@ -2,66 +2,30 @@
  * The client: a logical session over one connection (any transport of lib/transport/). The
  * client opens every stream: for a named channel, for each channel or byte stream it puts inside
  * a value (before the value goes out), and for each server-owned reference it receives.
+ *
+ * Over 400 lines because it is one class whose parts share its state: the streams it opens, the
+ * answers it waits for, and their resumption on a new connection. What stands alone is beside
+ * it: options.ts, connect.ts, session-request.ts, tunnel.ts, memory.ts.
  */
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { debug } from '../core/debug.js';
 import { ChannelExporter, RemoteChannel, sendWindow, type ExportableChannel, type RemoteEndpoint } from '../session/channel-stream.js';
-import { ErrorCodes, NetchanError, fromNodeError, netchanError } from '../core/errors.js';
+import { ErrorCodes, NetchanError, netchanError } from '../core/errors.js';
 import { ControlStream } from '../session/control.js';
 import type { FramedStream } from '../session/framed-stream.js';
 import { CollectionTrigger } from '../session/collector.js';
 import type { ReferenceKind } from '../wire/codec.js';
-import { Headers, PROTOCOL_VERSION, header, refusal, type HeaderMap } from '../wire/headers.js';
-import { SessionCore, joinBytes, type BytesMode, type ExportPlan, type ParsedReference, type SessionOptions } from '../session/session.js';
+import { Headers, PROTOCOL_VERSION, header, refusal } from '../wire/headers.js';
+import { SessionCore, joinBytes, type BytesMode, type ExportPlan, type ParsedReference } from '../session/session.js';
 import { emptyStats, type Stats } from '../session/stream-context.js';
 import { refuseByteStream } from '../wire/byte-frames.js';
 import type { ClientWireSession, ClientWireStream, TransportKind, WireResponse } from '../transport/contract.js';
-import type { ClientTlsOptions } from '../transport/tls.js';
-import type { TransportChoice } from '../transport/connect.js';
+import type { ConnectOptions, Reconnector, SessionEvents } from './options.js';
+import { sessionRequest } from './session-request.js';
 import { dialTcp, forward, type DialTcpOptions, type ForwardOptions, type Forwarder, type TcpOpener } from './tunnel.js';
 
-
-/** Options of {@link connect}. */
-export interface ConnectOptions extends ClientTlsOptions, SessionOptions {
-  /** Extra request headers sent on every stream (e.g. for the app's own auth). */
-  headers?: Record<string, string>;
-  /** A bearer token, sent as `authorization: Bearer <token>` on every stream. */
-  token?: string;
-  /** Heartbeat interval in ms. Default: what the server asks for (15000 unless configured). */
-  heartbeatIntervalMs?: number;
-  /** The session is considered dead after this long without a frame from the server, in ms. Default 3 × heartbeat. */
-  idleTimeoutMs?: number;
-  /**
-   * `h2`: HTTP/2 only. `ws`: the WebSocket fallback only (one WebSocket carrying every stream,
-   * docs/PROTOCOL.md §7). `auto` (default): HTTP/2, falling back to a WebSocket when the server
-   * or a proxy on the way speaks only HTTP/1.1 (ALPN without `h2`, or a `426` answer).
-   */
-  transport?: TransportChoice;
-  /**
-   * Allows an `http:` URL: plaintext HTTP/2 (h2c) or WebSocket, for loopback, a unix socket
-   * (`socketPath`) or behind a TLS-terminating proxy. Default false: `http:` URLs are refused.
-   */
-  insecure?: boolean;
-  /** With `insecure`, connect to this unix socket; the URL then gives only the path. */
-  socketPath?: string;
-  /**
-   * Reconnect and resume the session when the connection drops (docs/PROTOCOL.md §4.5): channel
-   * streams continue where they were, nothing lost or duplicated, order kept; byte streams in
-   * progress fail. The server decides how long it keeps the session (its lease). Default true.
-   */
-  reconnect?: boolean;
-}
-
-/** The events of a {@link Session}, with their listeners. */
-export interface SessionEvents {
-  /** The connection was lost and a resumption starts. */
-  disconnect: (error: NetchanError) => void;
-  /** The session was resumed on a new connection. */
-  reconnect: () => void;
-  /** The session ended, with why. */
-  close: (error: NetchanError) => void;
-}
+export type { ConnectOptions, Reconnector, SessionEvents } from './options.js';
 
 /** Typed listeners of a session's events. */
 export interface Session {
@@ -70,12 +34,6 @@ export interface Session {
   off<E extends keyof SessionEvents>(event: E, listener: SessionEvents[E]): this;
   emit<E extends keyof SessionEvents>(event: E, ...args: Parameters<SessionEvents[E]>): boolean;
 }
-
-/**
- * Opens a new connection to the session's server, for a resumption: what `connect` opened the
- * first one with, asked for `transport`.
- */
-export type Reconnector = (transport: TransportKind) => Promise<ClientWireSession>;
 
 /**
  * A client session. Get one with {@link connect}. Events: `'disconnect'` (error) when the
@@ -511,30 +469,4 @@ export class Session extends SessionCore<ClientWireStream> {
     if (mode === 'w') stream.resume(); // the server's Writable: nothing flows to us
     return stream;
   }
-}
-
-/** Sends a session stream (new, or resuming `extra`'s session) and waits for its answer. */
-export async function sessionRequest(wire: ClientWireSession, auth: Record<string, string>, extra: Record<string, string>): Promise<{ control: ClientWireStream; headers: HeaderMap }> {
-  const control = wire.open({
-    ...auth,
-    [Headers.version]: PROTOCOL_VERSION,
-    [Headers.kind]: 'session',
-    ...extra,
-  });
-  const bytes = control.bytes;
-  let onError: (err: Error) => void = () => undefined;
-  let onClose: () => void = () => undefined;
-  const response = await new Promise<WireResponse>((resolve, reject) => {
-    onError = (err) => reject(fromNodeError(err));
-    onClose = () => reject(netchanError(ErrorCodes.CONNECT, 'server closed the session stream before answering'));
-    control.onResponse(resolve);
-    bytes.once('error', onError);
-    bytes.once('close', onClose);
-    wire.onClose(reject);
-  }).finally(() => {
-    bytes.off('error', onError);
-    bytes.off('close', onClose);
-  });
-  if (response.status !== 200) throw refusal(response.status, response.headers);
-  return { control, headers: response.headers };
 }

@@ -7,7 +7,9 @@ import { ErrorCodes, NetchanError, netchanError } from '../core/errors.js';
 import { Headers, header, serverHeartbeat } from '../wire/headers.js';
 import type { ClientWireSession } from '../transport/contract.js';
 import { openTransport } from '../transport/connect.js';
-import { Session, sessionRequest, type ConnectOptions, type Reconnector } from './client.js';
+import { Session } from './client.js';
+import type { ConnectOptions, Reconnector } from './options.js';
+import { sessionRequest } from './session-request.js';
 
 /**
  * Connects to a netchan server and opens a session.

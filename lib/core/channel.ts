@@ -4,6 +4,8 @@
  * channel to a peer the way `select` waits on one: it parks {@link Waiter}s in the channel's wait
  * lists, which it reaches through {@link channelWaits} only, so that the methods of a program's
  * Channel are the ones it documents.
+ *
+ * Over 400 lines: one class (and `select`, which shares its wait lists) with its documentation.
  */
 import { ErrorCodes, netchanError, NetchanError } from './errors.js';
 import { Deque, WaitList, type WaitNode } from './queue.js';

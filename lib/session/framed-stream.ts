@@ -1,7 +1,11 @@
 /**
  * A wire stream (lib/transport/contract.ts) carrying frames:
  * an incremental decoder on the way in, and on the way out an encoder whose frames are
- * coalesced into one write per event-loop turn for all streams of a session.
+ * coalesced into one write per event-loop turn for all streams of a session (lib/session/flusher.ts),
+ * and for a resumable stream the frames kept until the peer confirms them (lib/session/replay-log.ts).
+ *
+ * Just over 400 lines: one class, the per-stream state of reading, writing, congestion and
+ * resumption, which all decide together when a stream is writable.
  */
 import { FRAME_HEADER_BYTES, FrameDecoder, FrameEncoder, FrameType } from '../wire/frames.js';
 import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from '../core/errors.js';

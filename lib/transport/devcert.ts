@@ -2,6 +2,8 @@
  * Development certificates made in pure JS (no openssl CLI): a throwaway CA plus a server
  * certificate (and optionally a client certificate for mTLS) signed by it. Meant for tests,
  * benchmarks and zero-config local servers, never for production trust.
+ *
+ * Over 400 lines: certificate making, the per-user directory and its locking belong together.
  */
 import { X509Certificate, KeyObject, createPrivateKey, randomBytes, webcrypto } from 'node:crypto';
 import { mkdir, open, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';

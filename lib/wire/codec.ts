@@ -30,6 +30,9 @@
  * | 0x04 | Error | one map `{name, message, ...own properties, cause?}` |
  * | 0x10 | channel reference | one map (session-defined, PROTOCOL.md §5) |
  * | 0x11 | byte-stream reference | one map (session-defined, PROTOCOL.md §5) |
+ *
+ * Over 400 lines on purpose: every rule for hostile input is in this one file, next to the
+ * validator that enforces it, so that a reviewer reads them together.
  */
 import { Packr, Unpackr, addExtension } from 'msgpackr';
 import { ErrorCodes, NetchanError, netchanError } from '../core/errors.js';
