@@ -25,5 +25,7 @@ export type { GatewayAuditEvent } from './gateway/audit.js';
 export { GATEWAY_DEFAULTS } from './gateway/rules.js';
 export type { GatewayOptions, GatewayPrincipalRule, GatewayRule, GatewayTargetRequest, GatewayTargetRule } from './gateway/rules.js';
 export type { Stats } from './session/stream-context.js';
+export { DIAGNOSTICS_CHANNELS } from './core/diagnostics.js';
+export type { ProtocolErrorEvent, SessionCloseEvent, SessionEvent, StreamEvent, StreamRefusedEvent } from './core/diagnostics.js';
 export { listen, dial, devCertificateDir, CLUSTER_CHANNELS } from './cluster/cluster.js';
 export type { Listener, ListenOptions, Dialer, DialOptions } from './cluster/cluster.js';

@@ -10,6 +10,7 @@
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { debug } from '../core/debug.js';
+import { publish } from '../core/diagnostics.js';
 import { ChannelExporter, RemoteChannel, sendWindow, type ExportableChannel, type RemoteEndpoint } from '../session/channel-stream.js';
 import { ErrorCodes, NetchanError, netchanError } from '../core/errors.js';
 import { ControlStream } from '../session/control.js';
@@ -41,6 +42,7 @@ export interface Session {
  * `'close'` (error) when the session ends.
  */
 export class Session extends SessionCore<ClientWireStream> {
+  protected readonly side = 'client';
   private nextStream = 1;
   private control: ControlStream | null = null;
   private closing: Promise<void> | null = null;
@@ -102,6 +104,7 @@ export class Session extends SessionCore<ClientWireStream> {
           if (current()) this.fail(netchanError(ErrorCodes.SESSION_CLOSED, 'control stream closed'));
         },
         idle: (err) => this.lost(err),
+        violation: (err) => this.violated(err, 'control'),
       },
     );
     const current = (): boolean => this.control === control && !this.reconnecting;
@@ -147,6 +150,7 @@ export class Session extends SessionCore<ClientWireStream> {
         }
         for (const [sid, fs] of this.framedBySid) if (fs.suspended) this.resumeStream(sid, fs);
         debug('session %s resumed', this.id);
+        publish('sessionResume', () => ({ side: 'client', sessionId: this.id, principal: undefined, transport: this.transport, resumable: true }));
         this.emit('reconnect');
         return;
       } catch (err) {
@@ -311,6 +315,7 @@ export class Session extends SessionCore<ClientWireStream> {
     this.control?.end();
     this.teardown(error);
     this.counters.sessions = 0;
+    publish('sessionClose', () => ({ side: 'client', sessionId: this.id, code: error.code, message: error.message }));
     this.emit('close', error);
   }
 
@@ -425,7 +430,7 @@ export class Session extends SessionCore<ClientWireStream> {
       ref: { o: 'c', id: sid, m: mode },
       open: () => {
         stream = this.open({ [Headers.kind]: 'bytes', [Headers.exportRef]: sid, [Headers.mode]: mode }, sid);
-        this.trackBytes(stream);
+        this.trackBytes(stream, sid);
         // a refusal's text body is no byte stream: the local stream fails with the refusal's code
         const opened = stream;
         opened.onResponse(({ status, headers }) => {
@@ -460,7 +465,7 @@ export class Session extends SessionCore<ClientWireStream> {
     if (owner !== 's') throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, 'the server cannot name a client-owned reference');
     const sid = this.newStreamId();
     const wire = this.open({ [Headers.kind]: 'bytes', [Headers.ref]: id }, sid);
-    this.trackBytes(wire);
+    this.trackBytes(wire, sid);
     const stream = wire.bytes;
     wire.onResponse(({ status, headers }) => {
       if (status !== 200) refuseByteStream(stream, refusal(status, headers));

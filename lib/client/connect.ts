@@ -3,6 +3,7 @@
  * stream and its answer, then the {@link Session} on it.
  */
 import { debug } from '../core/debug.js';
+import { publish } from '../core/diagnostics.js';
 import { ErrorCodes, NetchanError, netchanError } from '../core/errors.js';
 import { Headers, header, serverHeartbeat } from '../wire/headers.js';
 import type { ClientWireSession } from '../transport/contract.js';
@@ -72,5 +73,6 @@ export async function startSession(wire: ClientWireSession, reconnector: Reconne
   if (Number.isSafeInteger(maxChannels) && maxChannels > 0) session.limitChannels(maxChannels);
   control.bytes.on('error', (err) => debug('control stream error: %s', err.message));
   session.attachControl(control, heartbeat, options.idleTimeoutMs ?? heartbeat * 3);
+  publish('sessionOpen', () => ({ side: 'client', sessionId: id, principal: undefined, transport: wire.kind, resumable: session.leaseMs > 0 && options.reconnect !== false }));
   return session;
 }

@@ -5,6 +5,7 @@
  * on for its lease when the connection under it is lost.
  */
 import { debug } from '../core/debug.js';
+import { publish } from '../core/diagnostics.js';
 import { ErrorCodes, netchanError, type NetchanError } from '../core/errors.js';
 import type { ReferenceKind } from '../wire/codec.js';
 import { FrameType } from '../wire/frames.js';
@@ -38,6 +39,7 @@ export interface SessionHost {
 }
 
 export class ServerSession extends SessionCore<ServerWireStream> {
+  protected readonly side = 'server';
   private nextRef = 1;
   /** References this side sent whose streams the client has not opened yet. */
   private readonly pendingExports: ServerExports;
@@ -104,6 +106,7 @@ export class ServerSession extends SessionCore<ServerWireStream> {
           if (current() && !this.detached) this.end(netchanError(ErrorCodes.SESSION_CLOSED, 'control stream closed'));
         },
         idle: (err) => this.end(err),
+        violation: (err) => this.violated(err, 'control'),
       },
     );
     const current = (): boolean => this.control === control;
@@ -142,6 +145,7 @@ export class ServerSession extends SessionCore<ServerWireStream> {
     stream.respond(200, responseHeaders);
     this.attachControl(stream, idleTimeoutMs);
     debug('session %s resumed', this.id);
+    publish('sessionResume', () => ({ side: 'server', sessionId: this.id, principal: this.principal, transport: stream.peer.transport, resumable: true }));
   }
 
   /** A channel stream of this session continues on a new connection (netchan-kind: resume). */
@@ -181,6 +185,7 @@ export class ServerSession extends SessionCore<ServerWireStream> {
     this.control?.end();
     this.teardown(error);
     this.server.forgetSession(this);
+    publish('sessionClose', () => ({ side: 'server', sessionId: this.id, code: error.code, message: error.message }));
   }
 
   /** A stream of this session counts on its connection too: a connection with a live stream stays open. */
@@ -316,7 +321,7 @@ export class ServerSession extends SessionCore<ServerWireStream> {
       // the client's Readable arrives as our request body; its Writable is fed by our response
       stream.respond(200);
       this.track(stream);
-      this.trackBytes(stream);
+      this.trackBytes(stream, sid);
       const bytes = stream.bytes;
       // Nothing flows to a Readable, but the response (its end proof, then END_STREAM) ends only
       // after the request body: proxies (nginx grpc_pass, Caddy) stop forwarding a request body
@@ -335,7 +340,7 @@ export class ServerSession extends SessionCore<ServerWireStream> {
     if (!p) return refuse(stream, 404, ErrorCodes.UNKNOWN_REFERENCE, `no byte-stream reference ${ref} in this session`);
     stream.respond(200);
     this.track(stream);
-    this.trackBytes(stream);
+    this.trackBytes(stream, sid);
     joinBytes(p.obj, stream.bytes, p.mode as BytesMode, 'server');
   }
 

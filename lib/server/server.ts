@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Channel } from '../core/channel.js';
 import { debug } from '../core/debug.js';
+import { publish } from '../core/diagnostics.js';
 import { ErrorCodes, fromNodeError, netchanError } from '../core/errors.js';
 import { DEFAULT_MAX_FRAME_BYTES } from '../wire/frames.js';
 import { Headers, PROTOCOL_VERSION, header, http1Refusal, refusalBody, refusalHeaders } from '../wire/headers.js';
@@ -206,6 +207,7 @@ export class NetchanServer implements SessionHost {
       this.sessionsByPrincipal.set(principal, held + 1);
       stream.respond(200, this.sessionHeaders(session));
       session.attachControl(stream, this.idleTimeoutMs);
+      publish('sessionOpen', () => ({ side: 'server', sessionId: session.id, principal, transport: stream.peer.transport, resumable: lease > 0 }));
       return;
     }
     const sessionId = header(headers, Headers.session);
@@ -297,7 +299,7 @@ export class NetchanServer implements SessionHost {
         upgrade: (req, socket, head) => {
           if (!this.isOurPath(req.url)) return void socket.end(http1Refusal(404, 'Not Found', ErrorCodes.NOT_FOUND, 'not a netchan endpoint'));
           const s = socket as { remoteAddress?: string };
-          const principal = this.authenticated(req.headers, { remoteAddress: s.remoteAddress, certificatePrincipal: certificatePrincipal(socket), connection: undefined });
+          const principal = this.authenticated(req.headers, { transport: 'ws', remoteAddress: s.remoteAddress, certificatePrincipal: certificatePrincipal(socket), connection: undefined });
           if (principal === undefined) return void socket.end(http1Refusal(401, 'Unauthorized', ErrorCodes.UNAUTHORIZED, 'not authenticated'));
           this.handleUpgrade(req, socket, head, { principal });
         },

@@ -1,7 +1,7 @@
 /**
  * Asks V8 for a full garbage collection, for sessions whose remote channel handles pile up.
  *
- * A handle the program dropped is released by a FinalizationRegistry (lib/session/channel-stream.ts),
+ * A handle the program dropped is released by a FinalizationRegistry (lib/session/remote-channel.ts),
  * which V8 runs only after a full collection. V8 schedules those by heap growth, and a dropped
  * handle's stream costs little heap but a place in the server's `maxChannelsPerSession`: the
  * README's request/reply pattern reached 4096 unreleased reply channels between two full

@@ -19,6 +19,8 @@ export interface ControlEvents {
   closed(): void;
   /** Nothing arrived for the idle timeout: `error` says so (ERR_TIMEOUT). */
   idle(error: NetchanError): void;
+  /** A frame broke the rules (the stream then fails): for observers. */
+  violation(error: NetchanError): void;
 }
 
 /** How a side keeps its control stream. */
@@ -51,6 +53,7 @@ export class ControlStream {
       onStreamEnd: () => events.ended(),
       onStreamError: (err) => events.failed(err),
       onStreamClose: () => events.closed(),
+      onViolation: (err) => events.violation(err),
     });
     const idle = netchanError.bind(null, ErrorCodes.TIMEOUT, options.peer === 'server' ? `no frame from the server for ${idleTimeoutMs} ms` : `no heartbeat for ${idleTimeoutMs} ms`);
     this.timer = setInterval(

@@ -26,6 +26,8 @@ export interface FrameSink {
   onStreamClose(): void;
   /** Called just before the pending frames are written: a sink appends its batched acks here. */
   beforeFlush?(): void;
+  /** The stream is failed for a frame of the peer's that breaks the rules (then `onStreamError`). */
+  onViolation?(error: NetchanError): void;
 }
 
 /**
@@ -125,7 +127,7 @@ export class FramedStream implements Flushable {
         if (this.replay) {
           if (type === FrameType.RCVD) return this.confirmed(payload);
           if (this.replay.bytes > 2 * this.replaySoftBytes + this.maxFrameBytes) {
-            return this.fail(netchanError(ErrorCodes.PROTOCOL, `peer leaves ${this.replay.bytes} bytes of frames unconfirmed (no RCVD, §4.5)`));
+            return this.violation(netchanError(ErrorCodes.PROTOCOL, `peer leaves ${this.replay.bytes} bytes of frames unconfirmed (no RCVD, §4.5)`));
           }
           this.framesIn++;
           this.bytesInUnconfirmed += payload.length;
@@ -143,7 +145,7 @@ export class FramedStream implements Flushable {
       try {
         this.decoder.push(chunk);
       } catch (err) {
-        this.fail(fromNodeError(err));
+        this.violation(fromNodeError(err));
       }
     });
     stream.on('end', () => {
@@ -157,7 +159,7 @@ export class FramedStream implements Flushable {
       try {
         this.decoder.end();
       } catch (err) {
-        this.fail(fromNodeError(err));
+        this.violation(fromNodeError(err));
         return;
       }
       this.sink.onStreamEnd();
@@ -301,9 +303,9 @@ export class FramedStream implements Flushable {
 
   /** The peer received `n` more of our frames: forget them. */
   private confirmed(payload: Buffer): void {
-    if (payload.length !== 4) return this.fail(netchanError(ErrorCodes.PROTOCOL, 'RCVD payload must be 4 bytes'));
+    if (payload.length !== 4) return this.violation(netchanError(ErrorCodes.PROTOCOL, 'RCVD payload must be 4 bytes'));
     if ((this.replay as ReplayLog).confirm(payload.readUInt32BE(0)) > 0) {
-      return this.fail(netchanError(ErrorCodes.PROTOCOL, 'RCVD confirms more frames than were sent'));
+      return this.violation(netchanError(ErrorCodes.PROTOCOL, 'RCVD confirms more frames than were sent'));
     }
     // the pumps held back by unconfirmed frames go on
     if (this.drainWaiters.length > 0 && !this.suspended) this.drained();
@@ -407,6 +409,13 @@ export class FramedStream implements Flushable {
     if (!this.replay || this.ended || error.code !== ErrorCodes.CONNECTION_LOST || !this.canSuspend()) return false;
     this.suspended = true;
     return true;
+  }
+
+  /** Fails the stream for a frame of the peer's that breaks the rules. */
+  private violation(error: NetchanError): void {
+    if (this.failed) return;
+    this.sink.onViolation?.(error);
+    this.fail(error);
   }
 
   private fail(error: NetchanError): void {

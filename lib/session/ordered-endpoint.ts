@@ -120,8 +120,17 @@ export abstract class OrderedEndpoint implements FrameSink {
     }
   }
 
+  /** The stream id both sides use. */
+  abstract readonly streamId: string;
+
+  /** The framed stream found a frame that breaks the rules (a FrameSink hook): for observers. */
+  onViolation(error: NetchanError): void {
+    this.ctx.violated?.(error, this.streamId);
+  }
+
   /** Tells the peer what went wrong, then drops the stream. */
   protected protocolError(error: NetchanError): void {
+    this.ctx.violated?.(error, this.streamId);
     if (this.fs.writable) {
       try {
         this.fs.frame(FrameType.ERROR, this.ctx.encode({ code: error.code, message: error.message }));

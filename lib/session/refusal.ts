@@ -3,7 +3,8 @@
  * and a short text body, then the stream is let go.
  */
 import type { ServerWireStream } from '../transport/contract.js';
-import { refusalBody, refusalHeaders } from '../wire/headers.js';
+import { publish } from '../core/diagnostics.js';
+import { Headers, header, refusalBody, refusalHeaders } from '../wire/headers.js';
 
 /**
  * Answers `stream` with `status` and the refusal `code`, and lets it go. A client may never end
@@ -13,6 +14,14 @@ import { refusalBody, refusalHeaders } from '../wire/headers.js';
  */
 export function refuse(stream: ServerWireStream, status: number, code: string, message: string): void {
   if (stream.gone) return;
+  publish('streamRefused', () => ({
+    status,
+    code,
+    message,
+    sessionId: header(stream.headers, Headers.session),
+    kind: header(stream.headers, Headers.kind),
+    remoteAddress: stream.peer.remoteAddress,
+  }));
   stream.respond(status, refusalHeaders(code, message));
   stream.bytes.end(refusalBody(code, message));
   stream.bytes.resume();

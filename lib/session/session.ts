@@ -16,6 +16,7 @@ import { Flusher, FramedStream } from './framed-stream.js';
 import { PendingReferences, type Stats, type StreamContext } from './stream-context.js';
 import type { WireStream } from '../transport/contract.js';
 import { DEFAULT_MAX_FRAME_BYTES } from '../wire/frames.js';
+import { publish, type Side } from '../core/diagnostics.js';
 import { bytesModeOf, takeBytes, type BytesMode } from './byte-streams.js';
 import { ReferenceWaits, openExports, parseReference, type ExportPlan, type ParsedReference } from './references.js';
 
@@ -52,6 +53,8 @@ const GRACEFUL_CLOSE_MS = 2000;
  * turns streams into channel endpoints and values into references and back.
  */
 export abstract class SessionCore<S extends WireStream = WireStream> extends EventEmitter implements StreamContext, ReferenceHooks {
+  /** Which end of the session this is, for observers. */
+  protected abstract readonly side: Side;
   readonly flusher = new Flusher();
   protected readonly codec: Codec;
   protected readonly maxFrameBytes: number;
@@ -215,16 +218,23 @@ export abstract class SessionCore<S extends WireStream = WireStream> extends Eve
    * failing with NetchanErrors. Bytes that arrived before (a server's stream event comes a tick
    * after the stream's first DATA) are decoded when it is called.
    */
-  protected trackBytes(wire: WireStream): void {
+  protected trackBytes(wire: WireStream, streamId: string): void {
     const stream = wire.bytes;
     proveByteStream(stream);
     this.counters.byteStreams++;
     this.openByteStreams++;
+    publish('streamOpen', () => ({ side: this.side, sessionId: this.id, streamId, kind: 'bytes' }));
     stream.once('close', () => {
       this.counters.byteStreams--;
       this.openByteStreams--;
+      publish('streamClose', () => ({ side: this.side, sessionId: this.id, streamId, kind: 'bytes' }));
     });
     takeBytes(stream);
+  }
+
+  /** The stream `streamId` failed for an error in what it carried: observers hear of it. */
+  violated(error: NetchanError, streamId: string): void {
+    publish('protocolError', () => ({ side: this.side, sessionId: this.id, streamId, code: error.code, message: error.message }));
   }
 
   protected framed(wire: WireStream): FramedStream {
@@ -253,9 +263,11 @@ export abstract class SessionCore<S extends WireStream = WireStream> extends Eve
     const ex = new ChannelExporter(fs, this, channel, streamId, (e) => {
       if (this.exporters.get(e.streamId) === e) this.exporters.delete(e.streamId);
       this.forgetFramed(streamId, fs);
+      publish('streamClose', () => ({ side: this.side, sessionId: this.id, streamId, kind: 'channel', role: 'owner' }));
     });
     fs.setSink(ex);
     this.exporters.set(streamId, ex);
+    publish('streamOpen', () => ({ side: this.side, sessionId: this.id, streamId, kind: 'channel', role: 'owner' }));
     return ex;
   }
 
@@ -265,10 +277,12 @@ export abstract class SessionCore<S extends WireStream = WireStream> extends Eve
       this.remotes.delete(r as RemoteEndpoint<unknown>);
       this.collection.closed(this.remotes.size);
       this.forgetFramed(streamId, fs);
+      publish('streamClose', () => ({ side: this.side, sessionId: this.id, streamId, kind: 'channel', role: 'remote' }));
     });
     fs.setSink(rc);
     this.remotes.add(rc as RemoteEndpoint<unknown>);
     this.collection.opened(this.remotes.size);
+    publish('streamOpen', () => ({ side: this.side, sessionId: this.id, streamId, kind: 'channel', role: 'remote' }));
     return rc;
   }
 

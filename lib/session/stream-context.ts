@@ -3,6 +3,7 @@
  * hooks, counters, and the frame size limit. Kept apart so that channel streams never import
  * the session (no circular imports).
  */
+import type { NetchanError } from '../core/errors.js';
 
 /** Counters an operator or a test can read through `stats()`. */
 export interface Stats {
@@ -52,4 +53,6 @@ export interface StreamContext {
   /** Decodes a value; throws NetchanError on bad input, PendingReferences to retry later. */
   decode(bytes: Uint8Array): unknown;
   readonly counters: Stats;
+  /** The stream `streamId` failed for an error in what it carried (a rule the peer broke): for observers. */
+  violated?(error: NetchanError, streamId: string): void;
 }

@@ -69,6 +69,8 @@ export interface ClientWireStream extends WireStream {
 
 /** What a server knows of the connection a stream arrived on. */
 export interface WirePeer {
+  /** The adapter that carries it. */
+  readonly transport: TransportKind;
   /** The remote IP address, when the transport has one. */
   readonly remoteAddress: string | undefined;
   /** The principal of a verified TLS client certificate (`cert:<CN>`), or `''`. */

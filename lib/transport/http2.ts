@@ -108,7 +108,7 @@ export class Http2ServerStream extends Http2WireStream implements ServerWireStre
  * socket of an HTTP/2 session is a proxy that throws once the session let go of it.
  */
 function peerOf(socket: net.Socket | tls.TLSSocket | undefined): WirePeer {
-  return { remoteAddress: socket?.remoteAddress, certificatePrincipal: certificatePrincipal(socket), connection: ServerConnection.of(socket) };
+  return { transport: 'h2', remoteAddress: socket?.remoteAddress, certificatePrincipal: certificatePrincipal(socket), connection: ServerConnection.of(socket) };
 }
 
 /** A client's HTTP/2 connection. */

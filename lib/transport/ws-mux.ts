@@ -5,6 +5,7 @@
  * half-close and reset; the frames are lib/wire/mux-frames.ts.
  */
 import { EventEmitter } from 'node:events';
+import { publish } from '../core/diagnostics.js';
 import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from '../core/errors.js';
 import { MUX_MAX_STREAMS, MuxType, ResetCode, WS_CLOSE_PROTOCOL, decodeMuxFrame, encodeHeaders, encodeMuxFrame, protocolError, u32 } from '../wire/mux-frames.js';
 import type { ClientWireSession, WirePeer } from './contract.js';
@@ -81,7 +82,7 @@ export class WsMux extends EventEmitter implements ClientWireSession, MuxLink {
    */
   get peer(): WirePeer {
     const socket = this.ws._socket;
-    this.peerInfo ??= { remoteAddress: socket?.remoteAddress, certificatePrincipal: certificatePrincipal(socket), connection: ServerConnection.of(socket) };
+    this.peerInfo ??= { transport: this.kind, remoteAddress: socket?.remoteAddress, certificatePrincipal: certificatePrincipal(socket), connection: ServerConnection.of(socket) };
     return this.peerInfo;
   }
 
@@ -192,6 +193,7 @@ export class WsMux extends EventEmitter implements ClientWireSession, MuxLink {
   }
 
   private violation(err: NetchanError): void {
+    publish('protocolError', () => ({ side: this.role, sessionId: undefined, streamId: undefined, code: err.code, message: err.message }));
     if (this.listenerCount('error') > 0) this.emit('error', err);
     this.ws.close(WS_CLOSE_PROTOCOL, err.message.slice(0, 120));
     // a peer that does not answer the close handshake is dropped
