@@ -124,7 +124,7 @@ const echoHandles = new WeakMap<Session, ReturnType<Session['channel']>>();
 /** One echo through the server: request/reply works. */
 async function echoes(session: Session, value: number): Promise<void> {
   let remote = echoHandles.get(session);
-  if (!remote) echoHandles.set(session, (remote = session.channel('echo')));
+  if (!remote) echoHandles.set(session, (remote = session.channel('honest-echo')));
   const reply = new Channel<number>(1);
   await remote.send({ reply, value });
   expect(await reply.receive()).to.equal(value);
