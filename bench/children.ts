@@ -170,7 +170,7 @@ export function rate(n: number): string {
   return n.toFixed(0);
 }
 
-/** A markdown table (the README carries it as printed). */
+/** A markdown table (docs/benchmarks.md carries it as printed). */
 export function table(head: string[], rows: string[][]): string {
   const line = (r: string[]) => `| ${r.join(' | ')} |`;
   const align = head.map((_, i) => (i === 0 ? '---' : '---:'));

@@ -5,7 +5,9 @@
  *   raw TLS       netchan's codec and length-prefixed frames straight on a TLS socket, no channel
  *                 semantics (the limit); one write per chunk read, on both sides
  *   raw HTTP/2    the same frames on one Node http2 stream per client (TLS): what HTTP/2 itself
- *                 costs, netchan's transport without its semantics (a reference, not in the issue)
+ *                 costs, netchan's transport without its semantics
+ *   raw-h2-pair   the same frames on two raw HTTP/2 streams per client, laid out as a `dial`
+ *                 client's channels (tasks on one, echoes on the other, acks back), no semantics
  *   ws            ws over TLS (https server), the same codec, one binary message per task
  *   grpc          @grpc/grpc-js, one bidi stream per client over TLS, a generic service whose
  *                 serialize/deserialize are the same codec (no .proto)

@@ -1,5 +1,5 @@
 /**
- * `npm run demo`: the seed's cluster example on loopback. One server sends tasks as fast as its
+ * `npm run demo`: the cluster example on loopback. One server sends tasks as fast as its
  * clients take them; each client echoes every task back. TLS 1.3 with the development
  * certificate `listen` creates (once) in a per-user directory.
  *

@@ -1,8 +1,7 @@
 /**
- * The seed's simple multi-client example, the netchan way: many clients each send the server a
- * timestamp every 500 ms, and the server answers each on the reply channel that came inside the
- * request, so every answer reaches the client that asked (the seed echoed into the shared
- * channel, where any client could pick it up).
+ * Many clients each send the server a timestamp every 500 ms, and the server answers each on the
+ * reply channel that came inside the request, so every answer reaches the client that asked
+ * (an echo into the shared channel could reach any client).
  *
  *   npx tsx examples/multi-client.ts [--clients 10] [--seconds 3]
  */
