@@ -10,7 +10,7 @@
  * never ask which one they run on, and only this folder imports `node:http2` or `ws`.
  */
 import type { Duplex } from 'node:stream';
-import type { NetchanError } from '../core/errors.js';
+import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from '../core/errors.js';
 import type { HeaderMap } from '../wire/headers.js';
 import type { ServerConnection } from './connections.js';
 
@@ -106,4 +106,25 @@ export interface ClientWireSession {
   close(): Promise<void>;
   /** Drops the connection and every stream on it. Safe from anywhere. */
   destroy(): void;
+}
+
+/** What a connection's `'error'` and `'close'` events can be subscribed on: an HTTP/2 session, a mux. */
+interface ClosingEmitter {
+  on(event: 'error', listener: (err: Error) => void): unknown;
+  on(event: 'close', listener: () => void): unknown;
+}
+
+/**
+ * {@link ClientWireSession.onClose} for a connection that reports its end as events: `fn` once,
+ * with the first error (as a NetchanError), or ERR_CONNECTION_LOST at its close.
+ */
+export function onConnectionClose(connection: ClosingEmitter, fn: (error: NetchanError) => void): void {
+  let done = false;
+  const once = (error: NetchanError): void => {
+    if (done) return;
+    done = true;
+    fn(error);
+  };
+  connection.on('error', (err) => once(fromNodeError(err)));
+  connection.on('close', () => once(netchanError(ErrorCodes.CONNECTION_LOST, 'connection closed')));
 }

@@ -8,7 +8,7 @@ import type net from 'node:net';
 import type tls from 'node:tls';
 import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from '../core/errors.js';
 import { Headers, type HeaderMap } from '../wire/headers.js';
-import type { ClientWireSession, ClientWireStream, ResetReason, ServerWireStream, WirePeer, WireResponse } from './contract.js';
+import { onConnectionClose, type ClientWireSession, type ClientWireStream, type ResetReason, type ServerWireStream, type WirePeer, type WireResponse } from './contract.js';
 import { ServerConnection, type ConnectionTimeouts } from './connections.js';
 import { destroySession, guardDestroy, resetStream } from './stream-reset.js';
 import { certificatePrincipal } from './tls.js';
@@ -128,15 +128,9 @@ export class Http2ClientSession implements ClientWireSession {
   }
 
   onClose(fn: (error: NetchanError) => void): void {
-    let done = false;
-    const once = (error: NetchanError): void => {
-      if (done) return;
-      done = true;
-      fn(error);
-    };
-    this.h2.on('error', (err) => once(fromNodeError(err)));
-    this.h2.on('close', () => once(netchanError(ErrorCodes.CONNECTION_LOST, 'connection closed')));
+    onConnectionClose(this.h2, fn);
   }
+
 
   get closed(): boolean {
     return this.h2.closed || this.h2.destroyed;

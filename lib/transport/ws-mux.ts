@@ -6,9 +6,9 @@
  */
 import { EventEmitter } from 'node:events';
 import { publish } from '../core/diagnostics.js';
-import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from '../core/errors.js';
+import { ErrorCodes, netchanError, type NetchanError } from '../core/errors.js';
 import { MUX_MAX_STREAMS, MuxType, ResetCode, WS_CLOSE_PROTOCOL, decodeMuxFrame, encodeHeaders, encodeMuxFrame, protocolError, u32 } from '../wire/mux-frames.js';
-import type { ClientWireSession, WirePeer } from './contract.js';
+import { onConnectionClose, type ClientWireSession, type WirePeer } from './contract.js';
 import { ServerConnection } from './connections.js';
 import { MuxStream, type MuxLink } from './mux-stream.js';
 import { certificatePrincipal } from './tls.js';
@@ -103,15 +103,9 @@ export class WsMux extends EventEmitter implements ClientWireSession, MuxLink {
   }
 
   onClose(fn: (error: NetchanError) => void): void {
-    let done = false;
-    const once = (error: NetchanError): void => {
-      if (done) return;
-      done = true;
-      fn(error);
-    };
-    this.on('error', (err: Error) => once(fromNodeError(err)));
-    this.on('close', () => once(netchanError(ErrorCodes.CONNECTION_LOST, 'connection closed')));
+    onConnectionClose(this, fn);
   }
+
 
   /** Opens no more streams; closes the WebSocket once every stream is done, then resolves. */
   close(): Promise<void> {
