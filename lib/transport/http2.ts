@@ -6,7 +6,7 @@
 import http2 from 'node:http2';
 import type net from 'node:net';
 import type tls from 'node:tls';
-import { ErrorCodes, fromNodeError, netchanError, type NetchanError } from '../core/errors.js';
+import { ErrorCodes, netchanError, type NetchanError } from '../core/errors.js';
 import { Headers, type HeaderMap } from '../wire/headers.js';
 import { onConnectionClose, type ClientWireSession, type ClientWireStream, type ResetReason, type ServerWireStream, type WirePeer, type WireResponse } from './contract.js';
 import { ServerConnection, type ConnectionTimeouts } from './connections.js';
@@ -14,6 +14,11 @@ import { destroySession, guardDestroy, resetStream } from './stream-reset.js';
 import { certificatePrincipal } from './tls.js';
 
 const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM, NGHTTP2_PROTOCOL_ERROR, NGHTTP2_INTERNAL_ERROR } = http2.constants;
+
+/** Each HTTP/2 stream's receive window, in bytes (both sides). */
+export const STREAM_WINDOW_BYTES = 1024 * 1024;
+/** Each HTTP/2 connection's receive window, in bytes (both sides): many streams' worth. */
+export const CONNECTION_WINDOW_BYTES = 32 * 1024 * 1024;
 
 /** The HTTP/2 error code of each reset reason (RFC 9113 §7). */
 export const RESET_CODES: Readonly<Record<ResetReason, number>> = {
@@ -50,7 +55,7 @@ class Http2WireStream {
     if (session && (session.closed || session.destroyed)) {
       return netchanError(ErrorCodes.CONNECTION_LOST, 'connection lost before the stream ended');
     }
-    return fromNodeError(Object.assign(new Error('stream closed before it ended'), { code: 'ERR_HTTP2_STREAM_CANCEL' }));
+    return netchanError(ErrorCodes.STREAM_RESET, 'stream reset: stream closed before it ended');
   }
 
   reset(reason: ResetReason = 'cancel'): void {
@@ -150,11 +155,11 @@ export class Http2ClientSession implements ClientWireSession {
 export function openHttp2(url: URL, socket: net.Socket | tls.TLSSocket): Http2ClientSession {
   const h2 = http2.connect(url.origin, {
     createConnection: () => socket,
-    settings: { initialWindowSize: 1024 * 1024 },
+    settings: { initialWindowSize: STREAM_WINDOW_BYTES },
     maxSessionMemory: 64,
   });
   h2.on('error', () => undefined); // reported through onClose
-  h2.setLocalWindowSize(32 * 1024 * 1024);
+  h2.setLocalWindowSize(CONNECTION_WINDOW_BYTES);
   return new Http2ClientSession(h2, url);
 }
 

@@ -11,7 +11,7 @@ import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { debug } from '../core/debug.js';
 import { ServerConnection, type ConnectionTimeouts } from './connections.js';
-import { Http2ServerStream } from './http2.js';
+import { CONNECTION_WINDOW_BYTES, Http2ServerStream, STREAM_WINDOW_BYTES } from './http2.js';
 
 /** How to listen. */
 export interface ListenerOptions {
@@ -47,14 +47,14 @@ export class Listener {
   private readonly h2Sockets = new WeakSet<net.Socket>();
 
   constructor(options: ListenerOptions, handlers: ListenerHandlers) {
-    const h2 = http2.createServer({ settings: { initialWindowSize: 1024 * 1024, maxConcurrentStreams: 10_000 } });
+    const h2 = http2.createServer({ settings: { initialWindowSize: STREAM_WINDOW_BYTES, maxConcurrentStreams: 10_000 } });
     this.http2Server = h2;
     h2.on('session', (s) => {
       ServerConnection.of(s.socket)?.closeWith(s);
       this.h2Sessions.add(s);
       s.once('close', () => this.h2Sessions.delete(s));
       s.on('error', (err) => debug('http2 session error: %s', err.message));
-      s.once('remoteSettings', () => s.setLocalWindowSize(32 * 1024 * 1024));
+      s.once('remoteSettings', () => s.setLocalWindowSize(CONNECTION_WINDOW_BYTES));
     });
     h2.on('stream', (stream, headers) => {
       stream.on('error', (err) => debug('stream error: %s', err.message));
