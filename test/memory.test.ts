@@ -79,6 +79,28 @@ describe('the in-memory transport', function () {
     expect(session.closed).to.equal(false);
   });
 
+  it('regression: streams held back while the pipe is congested go on once it drains (eight 1 MiB byte streams in one value)', async () => {
+    const server = serverInMemory();
+    const uploads = server.channel<{ parts: Readable[]; reply: ChannelLike<number[]> }>('uploads', 1);
+    void (async () => {
+      for await (const { parts, reply } of uploads) {
+        const sizes = await Promise.all(
+          parts.map(async (part) => {
+            let n = 0;
+            for await (const chunk of part) n += (chunk as Buffer).length;
+            return n;
+          }),
+        );
+        await reply.send(sizes);
+      }
+    })();
+    const { session } = await sessionTo(server);
+    const reply = new Channel<number[]>();
+    const parts = Array.from({ length: 8 }, () => Readable.from([randomBytes(1 << 20)]));
+    await session.channel<{ parts: Readable[]; reply: ChannelLike<number[]> }>('uploads').send({ parts, reply });
+    expect(await reply.receive()).to.deep.equal(Array(8).fill(1 << 20));
+  });
+
   it('without a lease, a cut ends the session and its pending operations fail with ERR_CONNECTION_LOST', async () => {
     const server = serverInMemory({ sessionLeaseMs: 0 });
     server.channel<number>('quiet', 0);

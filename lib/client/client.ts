@@ -253,7 +253,7 @@ export class Session extends SessionCore<ClientWireStream> {
   /**
    * Opens one TCP connection to `target` (`host:port`, resolved by the server) through the
    * server's gateway (docs/gateway.md). Resolves once the server is connected, to a Duplex whose
-   * bytes are the connection's: `end()` half-closes, a reset arrives as an error. Rejects with
+   * bytes are the connection's: `end()` half-closes, a reset arrives as a NetchanError. Rejects with
    * ERR_FORBIDDEN_TARGET, ERR_TARGET_REFUSED, ERR_TARGET_UNREACHABLE, ERR_TARGET_TIMEOUT or ERR_LIMIT.
    */
   dialTcp(target: string, options?: DialTcpOptions): Promise<Duplex> {

@@ -14,6 +14,7 @@ import { formatHostPort, parseHostPort } from '../wire/host-port.js';
 import type { Stats } from '../session/stream-context.js';
 import type { ClientWireStream, WireResponse } from '../transport/contract.js';
 import { join } from '../transport/relay.js';
+import { takeBytes } from '../session/byte-streams.js';
 
 /** What the client half needs of its session. @internal */
 export interface TcpOpener {
@@ -105,6 +106,8 @@ export async function dialTcp(opener: TcpOpener, target: string, options: DialTc
   const wire = openTunnel(opener, formatHostPort(host, port));
   await established(wire, options.signal);
   counted(wire, opener.counters);
+  // the program holds it: it fails with NetchanErrors, whatever the transport
+  takeBytes(wire.bytes);
   return wire.bytes;
 }
 

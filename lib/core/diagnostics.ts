@@ -97,11 +97,6 @@ interface Payloads {
   protocolError: ProtocolErrorEvent;
 }
 
-/** Whether anyone listens on `name`: check before building a payload. */
-export function observed(name: keyof Payloads): boolean {
-  return channels[name].hasSubscribers;
-}
-
 /** Publishes `event` on `name` when anyone listens. `event` is made only then. */
 export function publish<K extends keyof Payloads>(name: K, event: () => Payloads[K]): void {
   const channel = channels[name];

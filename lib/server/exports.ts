@@ -114,14 +114,15 @@ export class ClientExports {
    * timeout. The value that names it still gets a stream failed with the same error.
    */
   private closed(sid: string, u: Unclaimed): void {
+    if (this.unclaimed.get(sid) !== u) return;
+    // the wire is closed: nothing to reset, and it would keep its connection's state alive
+    u.wire = undefined;
     const bytes = u.obj as Duplex;
-    if (this.unclaimed.get(sid) !== u || !bytes.errored) return;
+    if (!bytes.errored) return;
     const failed = new PassThrough();
     failed.on('error', (err) => debug('byte stream error: %s', err.message));
     failed.destroy(bytes.errored);
     u.obj = failed;
-    // the wire is closed: nothing to reset, and it holds the buffers
-    u.wire = undefined;
   }
 }
 

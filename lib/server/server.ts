@@ -318,7 +318,11 @@ export class NetchanServer implements SessionHost {
     this.tunnelService?.close();
     for (const session of [...this.sessions.values()]) session.end(netchanError(ErrorCodes.SESSION_CLOSED, 'server closing'));
     this.webSockets.close();
-    const closed = this.standalone?.close();
+    const listener = this.standalone;
+    if (!listener) return;
+    // the standalone server's own connections are dropped; under an app, WebSocket connections
+    // close once their sessions' streams are done, as the app's HTTP/2 ones do
+    const closed = listener.close();
     this.webSockets.destroy();
     await closed;
   }

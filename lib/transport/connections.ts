@@ -93,11 +93,6 @@ export class ServerConnection {
     return (socket as Socket | undefined)?.[CONNECTION];
   }
 
-  /** The connection a stream arrived on (an HTTP/2 stream, or a stream of a WebSocket mux). */
-  static ofStream(stream: unknown): ServerConnection | undefined {
-    return ServerConnection.of((stream as { session?: { socket?: unknown } }).session?.socket);
-  }
-
   /** From now on the connection is closed as `closable` says: gracefully, then dropped after a grace period. */
   closeWith(closable: Closable): void {
     this.closer = () => {

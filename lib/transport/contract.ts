@@ -63,7 +63,10 @@ export interface WireResponse {
 
 /** A stream this side opened. */
 export interface ClientWireStream extends WireStream {
-  /** Calls `fn` with the response once it arrives (at once if it has); never if the stream fails first. */
+  /**
+   * Calls `fn` with the response once it arrives; never if the stream fails first. One listener
+   * per stream, registered before the response can arrive (right after `open`).
+   */
   onResponse(fn: (response: WireResponse) => void): void;
 }
 
@@ -100,8 +103,6 @@ export interface ClientWireSession {
   open(headers: Readonly<Record<string, string>>): ClientWireStream;
   /** Calls `fn` once, when the connection is gone (lost, or closed by either side). */
   onClose(fn: (error: NetchanError) => void): void;
-  /** True once the connection is closed or closing: no stream can be opened. */
-  readonly closed: boolean;
   /** No new streams; resolves once the open ones are done and the connection is closed. */
   close(): Promise<void>;
   /** Drops the connection and every stream on it. Safe from anywhere. */

@@ -102,10 +102,6 @@ export class Http2ServerStream extends Http2WireStream implements ServerWireStre
     this.bytes.respond({ ':status': status, ...headers }, options);
   }
 
-  /** The HTTP/2 session the stream came on, and its id there (the Express adapter watches it). */
-  get connection(): { session: http2.ServerHttp2Session | undefined; streamId: number | undefined } {
-    return { session: this.bytes.session as http2.ServerHttp2Session | undefined, streamId: this.bytes.id };
-  }
 }
 
 /**

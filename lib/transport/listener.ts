@@ -38,8 +38,6 @@ export interface ListenerHandlers {
 
 /** A listening server: its connections, and how to stop it. */
 export class Listener {
-  /** The `node:http2` server handling HTTP/2 connections. */
-  readonly http2Server: http2.Http2Server;
   /** The listening server (TLS, or plain TCP when `insecure`). */
   readonly server: net.Server;
   private readonly h2Sessions = new Set<http2.ServerHttp2Session>();
@@ -48,7 +46,6 @@ export class Listener {
 
   constructor(options: ListenerOptions, handlers: ListenerHandlers) {
     const h2 = http2.createServer({ settings: { initialWindowSize: STREAM_WINDOW_BYTES, maxConcurrentStreams: 10_000 } });
-    this.http2Server = h2;
     h2.on('session', (s) => {
       ServerConnection.of(s.socket)?.closeWith(s);
       this.h2Sessions.add(s);

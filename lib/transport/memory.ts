@@ -6,6 +6,7 @@
  * of one process with the semantics of the network, and for tests about semantics, not wire.
  */
 import { EventEmitter } from 'node:events';
+import { ErrorCodes, fromNodeError } from '../core/errors.js';
 import type { ClientWireSession, ServerWireStream } from './contract.js';
 import { WsMux, type MuxCarrier, type MuxStream } from './ws-mux.js';
 
@@ -21,6 +22,8 @@ class PipeEnd extends EventEmitter implements MuxCarrier {
   peer!: PipeEnd;
   readyState = 1;
   bufferedAmount = 0;
+  /** What the mux asks of the socket under a WebSocket: a `'drain'` once what was sent is taken. */
+  readonly _socket = { on: (_event: 'drain', fn: () => void): void => void this.on('drain', fn) };
   private queue: Buffer[] = [];
   private scheduled = false;
 
@@ -41,6 +44,8 @@ class PipeEnd extends EventEmitter implements MuxCarrier {
       this.bufferedAmount -= data.length;
       if (this.peer.readyState === 1) this.peer.emit('message', data, true);
     }
+    // streams held back while the pipe was congested go on, as after a socket's drain
+    if (batch.length > 0 && this.readyState === 1) this.emit('drain');
   }
 
   /** Closes both ends once what was sent is delivered. */
@@ -92,7 +97,12 @@ export function memoryConnection(accept: (stream: ServerWireStream) => void): Me
   server.on('error', () => undefined);
   server.on('stream', (stream: MuxStream) => {
     stream.on('error', () => undefined);
-    accept(stream);
+    // as the server's own transports do: one stream's failure fails that stream, not the process
+    try {
+      accept(stream);
+    } catch (err) {
+      stream.fail(fromNodeError(err, ErrorCodes.PROTOCOL));
+    }
   });
   return { client, cut: () => a.terminate() };
 }

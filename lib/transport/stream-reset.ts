@@ -30,7 +30,8 @@ interface H2Stream extends Duplex {
 }
 
 function isHttp2Stream(stream: Duplex): stream is H2Stream {
-  return typeof (stream as Partial<H2Stream>).close === 'function';
+  // Node's Http2Stream (no class to check against is exported): a stream of a session
+  return typeof (stream as Partial<H2Stream>).close === 'function' && 'session' in stream && 'rstCode' in stream;
 }
 
 /**

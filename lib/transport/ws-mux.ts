@@ -118,11 +118,17 @@ export class WsMux extends EventEmitter implements ClientWireSession, MuxLink {
     return closed;
   }
 
-  /** Drops the WebSocket at once; every stream fails. */
+  /**
+   * Drops the WebSocket from the next turn (what this turn wrote is corked until then, and would
+   * be lost); every stream fails.
+   */
   destroy(): void {
     if (this.destroyed) return;
-    this.ws.terminate();
-    this.gone();
+    setImmediate(() => {
+      if (this.destroyed) return;
+      this.ws.terminate();
+      this.gone();
+    });
   }
 
   /** @internal */

@@ -20,11 +20,6 @@ export class WebSocketAcceptor {
 
   constructor(private readonly timeouts: ConnectionTimeouts) {}
 
-  /** WebSocket connections open now. */
-  get size(): number {
-    return this.muxes.size;
-  }
-
   /**
    * Upgrades `req` to a mux, or answers it with a refusal and closes the socket: a request
    * without `netchan-version: 1`, not a WebSocket upgrade, or not offering the subprotocol.

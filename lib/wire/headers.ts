@@ -28,9 +28,6 @@ export const Headers = {
   target: 'netchan-target',
 } as const;
 
-/** Request header naming the target of a `tcp` stream (docs/PROTOCOL.md §8). */
-export const TARGET_HEADER = Headers.target;
-
 export const PROTOCOL_VERSION = '1';
 
 /** Stream kinds (`netchan-kind`). */
