@@ -30,9 +30,10 @@ const REFUSED_KEPT = 1024;
 
 /** The streams a client exported whose reference no value named yet. */
 export class ClientExports {
-  private readonly unclaimed = new Map<string, Unclaimed>();
+  /** Made at the first export: most sessions never have one. */
+  private unclaimed: Map<string, Unclaimed> | null = null;
   /** Exported streams refused over a limit (the most recent ones), with why. */
-  private readonly refused = new Map<string, string>();
+  private refused: Map<string, string> | null = null;
 
   constructor(
     private readonly sessionId: string,
@@ -40,7 +41,7 @@ export class ClientExports {
   ) {}
 
   has(sid: string): boolean {
-    return this.unclaimed.has(sid);
+    return this.unclaimed?.has(sid) ?? false;
   }
 
   /**
@@ -51,14 +52,15 @@ export class ClientExports {
   add(sid: string, kind: ReferenceKind, obj: object, mode?: BytesMode, wire?: ServerWireStream): void {
     // the timer is made elsewhere: a closure made here would keep `obj` (and what it buffered)
     const u: Unclaimed = { kind, obj, mode, wire, timer: this.timer(sid) };
-    this.unclaimed.set(sid, u);
+    (this.unclaimed ??= new Map()).set(sid, u);
     if (kind === 'bytes') (obj as Duplex).once('close', () => this.closed(sid, u));
   }
 
   /** An exported stream was refused (over a limit): a value that names it fails with `message`. */
   refuse(sid: string, message: string): void {
-    if (this.refused.size >= REFUSED_KEPT) this.refused.delete(this.refused.keys().next().value as string);
-    this.refused.set(sid, message);
+    const refused = (this.refused ??= new Map());
+    if (refused.size >= REFUSED_KEPT) refused.delete(refused.keys().next().value as string);
+    refused.set(sid, message);
   }
 
   /**
@@ -66,9 +68,9 @@ export class ClientExports {
    * arrive). Throws for one refused, or of another kind or mode.
    */
   present(kind: ReferenceKind, id: string, mode: BytesMode | undefined): boolean {
-    const u = this.unclaimed.get(id);
+    const u = this.unclaimed?.get(id);
     if (!u) {
-      const refused = this.refused.get(id);
+      const refused = this.refused?.get(id);
       if (refused !== undefined) throw netchanError(ErrorCodes.LIMIT, `stream ${id} was refused: ${refused}`);
       return false;
     }
@@ -80,25 +82,25 @@ export class ClientExports {
 
   /** Takes an exported stream for the value naming it (checked {@link present} before). */
   claim(id: string): object {
-    const u = this.unclaimed.get(id);
+    const u = this.unclaimed?.get(id);
     if (!u) throw netchanError(ErrorCodes.UNKNOWN_REFERENCE, `no exported stream ${id} in this session`);
-    this.unclaimed.delete(id);
-    this.refused.delete(id);
+    this.unclaimed?.delete(id);
+    this.refused?.delete(id);
     clearTimeout(u.timer);
     return u.obj;
   }
 
   /** Lets every unclaimed export go (the session ends). */
   clear(): void {
-    for (const u of this.unclaimed.values()) drop(u);
-    this.unclaimed.clear();
+    for (const u of this.unclaimed?.values() ?? []) drop(u);
+    this.unclaimed = null;
   }
 
   private timer(sid: string): NodeJS.Timeout {
     const timer = setTimeout(() => {
-      const u = this.unclaimed.get(sid);
+      const u = this.unclaimed?.get(sid);
       if (!u) return;
-      this.unclaimed.delete(sid);
+      this.unclaimed?.delete(sid);
       debug('session %s: exported stream %s never named by a value, dropped', this.sessionId, sid);
       drop(u);
     }, this.timeoutMs);
@@ -114,7 +116,7 @@ export class ClientExports {
    * timeout. The value that names it still gets a stream failed with the same error.
    */
   private closed(sid: string, u: Unclaimed): void {
-    if (this.unclaimed.get(sid) !== u) return;
+    if (this.unclaimed?.get(sid) !== u) return;
     // the wire is closed: nothing to reset, and it would keep its connection's state alive
     u.wire = undefined;
     const bytes = u.obj as Duplex;
@@ -142,7 +144,8 @@ export interface PendingExport {
 
 /** The references the server sent whose streams the client has not opened yet. */
 export class ServerExports {
-  private readonly pending = new Map<string, PendingExport>();
+  /** Made at the first reference sent. */
+  private pending: Map<string, PendingExport> | null = null;
 
   constructor(
     private readonly sessionId: string,
@@ -152,22 +155,22 @@ export class ServerExports {
 
   add(id: string, kind: ReferenceKind, obj: object, mode?: BytesMode): void {
     const timer = setTimeout(() => {
-      if (this.pending.delete(id)) {
+      if (this.pending?.delete(id)) {
         this.counters.pendingReferences--;
         debug('session %s: reference %s never opened, dropped', this.sessionId, id);
         if (kind === 'bytes') (obj as Duplex).destroy?.(netchanError(ErrorCodes.UNKNOWN_REFERENCE, 'byte-stream reference never opened'));
       }
     }, this.timeoutMs);
     timer.unref();
-    this.pending.set(id, { kind, obj, mode, timer });
+    (this.pending ??= new Map()).set(id, { kind, obj, mode, timer });
     this.counters.pendingReferences++;
   }
 
   /** Takes reference `ref` for the stream the client opened for it, if it is one of `kind`. */
   take(ref: string, kind: ReferenceKind): PendingExport | undefined {
-    const p = this.pending.get(ref);
+    const p = this.pending?.get(ref);
     if (!p || p.kind !== kind) return undefined;
-    this.pending.delete(ref);
+    this.pending?.delete(ref);
     this.counters.pendingReferences--;
     clearTimeout(p.timer);
     return p;
@@ -175,8 +178,9 @@ export class ServerExports {
 
   /** Forgets every pending reference (the session ends). */
   clear(): void {
+    if (!this.pending) return;
     for (const p of this.pending.values()) clearTimeout(p.timer);
     this.counters.pendingReferences -= this.pending.size;
-    this.pending.clear();
+    this.pending = null;
   }
 }

@@ -33,16 +33,53 @@ export interface ControlOptions {
   peer: 'server' | 'client';
 }
 
+/**
+ * The control streams of the process that share a tick interval, and its one timer: an idle
+ * session holds no timer of its own.
+ */
+class Sweep {
+  readonly members = new Set<ControlStream>();
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(private readonly intervalMs: number) {}
+
+  add(control: ControlStream): void {
+    this.members.add(control);
+    if (this.timer) return;
+    this.timer = setInterval(() => {
+      const now = Date.now();
+      for (const member of this.members) member.tick(now);
+    }, this.intervalMs);
+    this.timer.unref();
+  }
+
+  delete(control: ControlStream): void {
+    if (!this.members.delete(control) || this.members.size > 0 || !this.timer) return;
+    clearInterval(this.timer);
+    this.timer = null;
+    sweeps.delete(this.intervalMs);
+  }
+}
+
+/** The sweeps by tick interval, in ms. */
+const sweeps = new Map<number, Sweep>();
+
 export class ControlStream {
   private lastFrameAt = Date.now();
-  private timer: NodeJS.Timeout | null;
+  private sweep: Sweep | null;
+  private readonly idleTimeoutMs: number;
+  private readonly pings: boolean;
+  private readonly peer: 'server' | 'client';
 
   constructor(
     readonly framed: FramedStream,
     options: ControlOptions,
-    events: ControlEvents,
+    private readonly events: ControlEvents,
   ) {
     const { idleTimeoutMs, pingIntervalMs } = options;
+    this.idleTimeoutMs = idleTimeoutMs;
+    this.pings = pingIntervalMs !== undefined;
+    this.peer = options.peer;
     framed.setSink({
       onFrame: (type, payload) => {
         this.lastFrameAt = Date.now();
@@ -55,15 +92,22 @@ export class ControlStream {
       onStreamClose: () => events.closed(),
       onViolation: (err) => events.violation(err),
     });
-    const idle = netchanError.bind(null, ErrorCodes.TIMEOUT, options.peer === 'server' ? `no frame from the server for ${idleTimeoutMs} ms` : `no heartbeat for ${idleTimeoutMs} ms`);
-    this.timer = setInterval(
-      () => {
-        if (Date.now() - this.lastFrameAt > idleTimeoutMs) return events.idle(idle());
-        if (pingIntervalMs !== undefined) this.ping();
-      },
-      pingIntervalMs ?? Math.max(50, Math.floor(idleTimeoutMs / 3)),
-    );
-    this.timer.unref();
+    // the client pings on its interval; the server only checks for silence, a third of the timeout apart
+    const intervalMs = pingIntervalMs ?? Math.max(50, Math.floor(idleTimeoutMs / 3));
+    let sweep = sweeps.get(intervalMs);
+    if (!sweep) sweeps.set(intervalMs, (sweep = new Sweep(intervalMs)));
+    sweep.add(this);
+    this.sweep = sweep;
+  }
+
+  /** A tick of its sweep: silence too long is idle, else the client pings. @internal */
+  tick(now: number): void {
+    if (now - this.lastFrameAt > this.idleTimeoutMs) {
+      const ms = this.idleTimeoutMs;
+      this.events.idle(netchanError(ErrorCodes.TIMEOUT, this.peer === 'server' ? `no frame from the server for ${ms} ms` : `no heartbeat for ${ms} ms`));
+      return;
+    }
+    if (this.pings) this.ping();
   }
 
   /** Sends a PING now: 8 random bytes the peer echoes. */
@@ -73,8 +117,8 @@ export class ControlStream {
 
   /** Stops watching for silence (the stream stays as it is). */
   stop(): void {
-    if (this.timer) clearInterval(this.timer);
-    this.timer = null;
+    this.sweep?.delete(this);
+    this.sweep = null;
   }
 
   /** Ends this side of the stream: the session is closed. */

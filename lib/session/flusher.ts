@@ -1,6 +1,8 @@
 /**
- * One flush per event-loop turn for every stream of a session: frames written in a turn leave
- * together at its end, and receipts that ride along with nothing else leave a little later.
+ * One flush per event-loop turn for every stream of the process: frames written in a turn leave
+ * together at its end, and receipts that ride along with nothing else leave a little later. One
+ * flusher serves every session ({@link processFlusher}): a server with thousands of sessions
+ * schedules one setImmediate per turn, not one per busy session, and an idle session holds none.
  */
 
 /** What a {@link Flusher} flushes: a framed stream. */
@@ -76,3 +78,6 @@ export class Flusher {
     }
   }
 }
+
+/** The flusher of every session of this process. */
+export const processFlusher = new Flusher();

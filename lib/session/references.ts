@@ -70,7 +70,8 @@ interface PendingWait {
  * with ERR_UNKNOWN_REFERENCE after the timeout.
  */
 export class ReferenceWaits {
-  private readonly waits = new Map<string, Set<PendingWait>>();
+  /** Made at the first wait: most sessions' values never wait. */
+  private waits: Map<string, Set<PendingWait>> | null = null;
 
   constructor(
     private readonly timeoutMs: number,
@@ -80,10 +81,11 @@ export class ReferenceWaits {
 
   /** A promise that settles once every one of `keys` is announced (or the wait failed); throws ERR_LIMIT. */
   waitFor(keys: readonly string[]): Promise<void> {
+    const waits = (this.waits ??= new Map());
     let fresh = 0;
-    for (const key of keys) if (!this.waits.has(key)) fresh++;
+    for (const key of keys) if (!waits.has(key)) fresh++;
     const max = this.maxWaiting();
-    if (this.waits.size + fresh > max) {
+    if (waits.size + fresh > max) {
       throw netchanError(ErrorCodes.LIMIT, `values of this session would wait for more than ${max} streams at once`);
     }
     return new Promise<void>((resolve, reject) => {
@@ -94,8 +96,8 @@ export class ReferenceWaits {
       }, this.timeoutMs);
       wait.timer.unref();
       for (const key of wait.missing) {
-        let set = this.waits.get(key);
-        if (!set) this.waits.set(key, (set = new Set()));
+        let set = waits.get(key);
+        if (!set) waits.set(key, (set = new Set()));
         set.add(wait);
       }
     });
@@ -103,9 +105,9 @@ export class ReferenceWaits {
 
   /** The stream `key` arrived (or, `refused`, was refused): wakes the values waiting for it. */
   announce(key: string, refused: boolean): void {
-    const set = this.waits.get(key);
+    const set = this.waits?.get(key);
     if (!set) return;
-    this.waits.delete(key);
+    this.waits?.delete(key);
     for (const w of set) {
       w.missing.delete(key);
       if (w.missing.size > 0 && !refused) continue;
@@ -117,9 +119,10 @@ export class ReferenceWaits {
 
   /** Fails every waiting value with `error` (the session ends). */
   failAll(error: NetchanError): void {
+    if (!this.waits) return;
     const waiting = new Set<PendingWait>();
     for (const set of this.waits.values()) for (const w of set) waiting.add(w);
-    this.waits.clear();
+    this.waits = null;
     for (const w of waiting) {
       clearTimeout(w.timer);
       w.reject(error);
@@ -127,9 +130,9 @@ export class ReferenceWaits {
   }
 
   private unwait(key: string, wait: PendingWait): void {
-    const set = this.waits.get(key);
+    const set = this.waits?.get(key);
     if (!set) return;
     set.delete(wait);
-    if (set.size === 0) this.waits.delete(key);
+    if (set.size === 0) this.waits?.delete(key);
   }
 }

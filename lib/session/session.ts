@@ -12,7 +12,8 @@ import { ChannelExporter, RemoteChannel, RemoteEndpoint, type ExportableChannel 
 import { CollectionTrigger } from './collector.js';
 import { Codec, registerReferenceClass, type FoundReference, type ReferenceHooks, type ReferenceKind } from '../wire/codec.js';
 import { ErrorCodes, netchanError, type NetchanError } from '../core/errors.js';
-import { Flusher, FramedStream } from './framed-stream.js';
+import { FramedStream } from './framed-stream.js';
+import { processFlusher, type Flusher } from './flusher.js';
 import { PendingReferences, type Stats, type StreamContext } from './stream-context.js';
 import type { WireStream } from '../transport/contract.js';
 import { DEFAULT_MAX_FRAME_BYTES } from '../wire/frames.js';
@@ -55,7 +56,10 @@ const GRACEFUL_CLOSE_MS = 2000;
 export abstract class SessionCore<S extends WireStream = WireStream> extends EventEmitter implements StreamContext, ReferenceHooks {
   /** Which end of the session this is, for observers. */
   protected abstract readonly side: Side;
-  readonly flusher = new Flusher();
+  /** The process's flusher (lib/session/flusher.ts): shared by every session. */
+  get flusher(): Flusher {
+    return processFlusher;
+  }
   protected readonly codec: Codec;
   protected readonly maxFrameBytes: number;
   protected readonly referenceTimeoutMs: number;

@@ -86,7 +86,7 @@ export class Http2ServerStream extends Http2WireStream implements ServerWireStre
     readonly headers: HeaderMap,
   ) {
     super(bytes);
-    this.peer = peerOf(bytes.session?.socket);
+    this.peer = peerOf(bytes.session);
   }
 
   get responded(): boolean {
@@ -104,12 +104,20 @@ export class Http2ServerStream extends Http2WireStream implements ServerWireStre
 
 }
 
+/** What each HTTP/2 connection's streams share: asked of its socket once, at its first stream. */
+const peers = new WeakMap<http2.Http2Session, WirePeer>();
+
 /**
- * What a server knows of a connection: asked of the socket once, when a stream arrives. The
- * socket of an HTTP/2 session is a proxy that throws once the session let go of it.
+ * What a server knows of the connection a stream arrived on. The socket of an HTTP/2 session
+ * is a proxy that throws once the session let go of it: read while the stream is fresh.
  */
-function peerOf(socket: net.Socket | tls.TLSSocket | undefined): WirePeer {
-  return { transport: 'h2', remoteAddress: socket?.remoteAddress, certificatePrincipal: certificatePrincipal(socket), connection: ServerConnection.of(socket) };
+function peerOf(session: http2.Http2Session | undefined): WirePeer {
+  const known = session && peers.get(session);
+  if (known) return known;
+  const socket = session?.socket;
+  const peer: WirePeer = { transport: 'h2', remoteAddress: socket?.remoteAddress, certificatePrincipal: certificatePrincipal(socket), connection: ServerConnection.of(socket) };
+  if (session) peers.set(session, peer);
+  return peer;
 }
 
 /** A client's HTTP/2 connection. */
