@@ -171,6 +171,14 @@ export class NetchanServer implements SessionHost {
    * stream belongs to netchan and who its principal is.
    */
   handleStream(stream: ServerWireStream, info: StreamContextInfo = {}): void {
+    try {
+      this.route(stream, info);
+    } finally {
+      stream.routed();
+    }
+  }
+
+  private route(stream: ServerWireStream, info: StreamContextInfo): void {
     // reset or cut off before it got here (the app's middleware may have taken its time): there
     // is no one to answer, and nothing may be written to it
     if (stream.gone) return;

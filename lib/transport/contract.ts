@@ -84,8 +84,13 @@ export interface WirePeer {
 
 /** A stream the peer opened. */
 export interface ServerWireStream extends WireStream {
-  /** The request headers. */
+  /** The request headers, until {@link routed}. */
   readonly headers: HeaderMap;
+  /**
+   * The server has routed the stream and read what it needs of its headers: the adapter lets go
+   * of them (a stream may live for months, and its headers are a few hundred bytes).
+   */
+  routed(): void;
   /** The connection it came on. */
   readonly peer: WirePeer;
   /** True once {@link respond} answered it. */

@@ -83,10 +83,14 @@ export class Http2ServerStream extends Http2WireStream implements ServerWireStre
 
   constructor(
     bytes: http2.ServerHttp2Stream,
-    readonly headers: HeaderMap,
+    public headers: HeaderMap,
   ) {
     super(bytes);
     this.peer = peerOf(bytes.session);
+  }
+
+  routed(): void {
+    this.headers = NO_HEADERS;
   }
 
   get responded(): boolean {
@@ -103,6 +107,9 @@ export class Http2ServerStream extends Http2WireStream implements ServerWireStre
   }
 
 }
+
+/** The headers of a routed stream: none kept. */
+const NO_HEADERS: HeaderMap = Object.freeze({});
 
 /** What each HTTP/2 connection's streams share: asked of its socket once, at its first stream. */
 const peers = new WeakMap<http2.Http2Session, WirePeer>();

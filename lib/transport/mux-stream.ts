@@ -70,8 +70,8 @@ export class MuxStream extends Duplex implements ClientWireStream, ServerWireStr
   constructor(
     readonly id: number,
     private readonly mux: MuxLink,
-    /** The request headers (on the server: what the client opened the stream with). */
-    readonly headers: HeaderMap = {},
+    /** The request headers (on the server: what the client opened the stream with, until routed). */
+    public headers: HeaderMap = {},
   ) {
     // As with HTTP/2 streams, the stream decides when it is done, not its readable side: a
     // consumer's `for await` ending must leave the writable side usable.
@@ -108,6 +108,10 @@ export class MuxStream extends Duplex implements ClientWireStream, ServerWireStr
 
   get peer(): WirePeer {
     return this.mux.peer;
+  }
+
+  routed(): void {
+    this.headers = {};
   }
 
   get responded(): boolean {
