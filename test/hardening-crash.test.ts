@@ -96,7 +96,7 @@ const urlOf = (ports: Ports, mount: Mount): string => `https://localhost:${mount
 async function honest(ports: Ports, mount: Mount, options: ConnectOptions = {}): Promise<{ session: Session; stats(): Promise<{ maxLagMs: number; sessions: number }> }> {
   // patient: the regression tests stall the server on purpose
   const session = await connect(urlOf(ports, mount), { ca: await ca(), transport: 'h2', idleTimeoutMs: 10_000, ...options });
-  const remote = session.channel('stats');
+  const remote = session.channel('honest-stats');
   const stats = async (): Promise<{ maxLagMs: number; sessions: number }> => {
     const reply = new Channel<{ maxLagMs: number; sessions: number }>(1);
     await remote.send({ reply });
@@ -132,10 +132,14 @@ async function echoes(session: Session, value: number): Promise<void> {
 }
 
 /** `promise`, or a failure naming `what` after `ms`. */
-async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
+async function within<T>(ms: number, what: string, promise: Promise<T>, server?: Child): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
+    timer = setTimeout(() => {
+      // no answer because the server died (an abort in nghttp2 shows only in its stderr), or it did not
+      const died = server?.exit ? `; the server process exited (${JSON.stringify(server.exit)}), its stderr:\n${server.stderr()}` : server ? '; the server process is alive' : '';
+      reject(new Error(`${what}: no answer within ${ms} ms${died}`));
+    }, ms);
   });
   try {
     return await Promise.race([promise, expired]);
@@ -292,7 +296,7 @@ describe('hardening: remote crash', function () {
         let served = 0;
         while (!chaos.exit && served < 10_000) {
           const t0 = Date.now();
-          await within(10_000, `honest echo ${served} during the chaos`, echoes(served % 2 === 0 ? client.session : viaExpress.session, served));
+          await within(10_000, `honest echo ${served} during the chaos`, echoes(served % 2 === 0 ? client.session : viaExpress.session, served), server.child);
           worstRoundTripMs = Math.max(worstRoundTripMs, Date.now() - t0);
           served++;
           expectAlive(server.child);
@@ -305,17 +309,17 @@ describe('hardening: remote crash', function () {
         expect(summary.rounds).to.be.at.least(Math.min(rounds, 1000));
         expectAlive(server.child);
         // still serving: request/reply on the sessions that lived through it, and on new ones
-        await within(10_000, 'echo after the chaos (standalone)', echoes(client.session, 1));
-        await within(10_000, 'echo after the chaos (Express)', echoes(viaExpress.session, 2));
+        await within(10_000, 'echo after the chaos (standalone)', echoes(client.session, 1), server.child);
+        await within(10_000, 'echo after the chaos (Express)', echoes(viaExpress.session, 2), server.child);
         for (const mount of MOUNTS) {
           for (const transport of ['h2', 'ws'] as const) {
-            const fresh = await within(10_000, `connect after the chaos (${mount.name}, ${transport})`, connect(urlOf(server.ports, mount), { ca: await ca(), transport }));
-            await within(10_000, `echo of a new session after the chaos (${mount.name}, ${transport})`, echoes(fresh, 3));
+            const fresh = await within(10_000, `connect after the chaos (${mount.name}, ${transport})`, connect(urlOf(server.ports, mount), { ca: await ca(), transport }), server.child);
+            await within(10_000, `echo of a new session after the chaos (${mount.name}, ${transport})`, echoes(fresh, 3), server.child);
             await fresh.close();
           }
         }
         // and its event loop stayed responsive
-        const after = await within(10_000, 'stats after the chaos', client.stats());
+        const after = await within(10_000, 'stats after the chaos', client.stats(), server.child);
         expect(after.maxLagMs, 'worst event-loop delay in the server, ms').to.be.below(1000);
         expect(worstRoundTripMs, 'slowest honest request/reply during the chaos, ms').to.be.below(5000);
         expect(before.sessions).to.equal(2);
