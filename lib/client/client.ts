@@ -324,9 +324,7 @@ export class Session extends SessionCore<ClientWireStream> {
   }
 
   private open(kindHeaders: Record<string, string>, sid: string): ClientWireStream {
-    if (this.reconnecting && kindHeaders[Headers.kind] !== 'resume') {
-      throw netchanError(ErrorCodes.CONNECTION_LOST, 'the connection is lost and the session is being resumed: new channels and byte streams can be opened once it is back', { mayHaveBeenDelivered: false });
-    }
+    if (kindHeaders[Headers.kind] !== 'resume') this.assertCanOpen();
     const stream = this.wire.open({
       ...this.extraHeaders,
       [Headers.version]: PROTOCOL_VERSION,

@@ -10,7 +10,8 @@ import { requestHeaders, startSession } from './connect.js';
 
 /** What takes the server side of an in-memory connection: a `NetchanServer`. */
 export interface MemoryServer {
-  handleStream(stream: ServerWireStream, info?: { principal?: string }): void;
+  /** Handles a stream; a failure fails that stream, never the caller. */
+  serveStream(stream: ServerWireStream, info?: { principal?: string }): void;
 }
 
 /** Options of {@link connectInMemory}. */
@@ -32,9 +33,9 @@ export interface MemorySession {
  */
 export async function connectInMemory(server: MemoryServer, options: MemoryConnectOptions = {}): Promise<MemorySession> {
   const info = { principal: options.principal ?? '' };
-  let current: MemoryConnection = memoryConnection((stream) => server.handleStream(stream, info));
+  let current: MemoryConnection = memoryConnection((stream) => server.serveStream(stream, info));
   const reconnector = async (): Promise<MemoryConnection['client']> => {
-    current = memoryConnection((stream) => server.handleStream(stream, info));
+    current = memoryConnection((stream) => server.serveStream(stream, info));
     return current.client;
   };
   const extra = requestHeaders(options);

@@ -19,7 +19,7 @@ import { Headers, PROTOCOL_VERSION, header, http1Refusal, refusalBody, refusalHe
 import type { ServerWireStream, WirePeer } from '../transport/contract.js';
 import { appHttp2Stream } from '../transport/http2.js';
 import { Listener } from '../transport/listener.js';
-import { certificatePrincipal } from '../transport/tls.js';
+import { peerOfSocket } from '../transport/peer.js';
 import { WebSocketAcceptor } from '../transport/ws-server.js';
 import type { ExportableChannel } from '../session/channel-stream.js';
 import { refuse } from '../session/refusal.js';
@@ -233,7 +233,7 @@ export class NetchanServer implements SessionHost {
    * middleware after the app's auth) decided the request is netchan's.
    */
   handleUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer, info: StreamContextInfo = {}): void {
-    this.webSockets.accept(req, socket, head, (stream) => this.serve(stream, info));
+    this.webSockets.accept(req, socket, head, (stream) => this.serveStream(stream, info));
   }
 
   /**
@@ -245,10 +245,11 @@ export class NetchanServer implements SessionHost {
   }
 
   /**
-   * {@link handleStream} for the server's own transports, where nothing above would catch what
-   * it throws: one stream's failure must not end the process, so the stream is reset instead.
+   * {@link handleStream} for transports where nothing above would catch what it throws (the
+   * standalone listener, WebSocket muxes, the in-memory transport): one stream's failure must not
+   * end the process, so the stream is failed instead. @internal
    */
-  private serve(stream: ServerWireStream, info: StreamContextInfo): void {
+  serveStream(stream: ServerWireStream, info: StreamContextInfo = {}): void {
     try {
       this.handleStream(stream, info);
     } catch (err) {
@@ -293,7 +294,7 @@ export class NetchanServer implements SessionHost {
           if (!this.isOurPath(header(stream.headers, ':path'))) return refuse(stream, 404, ErrorCodes.NOT_FOUND, 'not a netchan endpoint');
           const principal = this.authenticated(stream.headers, stream.peer);
           if (principal === undefined) return refuse(stream, 401, ErrorCodes.UNAUTHORIZED, 'not authenticated');
-          this.serve(stream, { principal });
+          this.serveStream(stream, { principal });
         },
         // HTTP/1.1 connections: only the WebSocket upgrade is served
         request: (req, res) => {
@@ -306,8 +307,7 @@ export class NetchanServer implements SessionHost {
         },
         upgrade: (req, socket, head) => {
           if (!this.isOurPath(req.url)) return void socket.end(http1Refusal(404, 'Not Found', ErrorCodes.NOT_FOUND, 'not a netchan endpoint'));
-          const s = socket as { remoteAddress?: string };
-          const principal = this.authenticated(req.headers, { transport: 'ws', remoteAddress: s.remoteAddress, certificatePrincipal: certificatePrincipal(socket), connection: undefined });
+          const principal = this.authenticated(req.headers, peerOfSocket('ws', socket));
           if (principal === undefined) return void socket.end(http1Refusal(401, 'Unauthorized', ErrorCodes.UNAUTHORIZED, 'not authenticated'));
           this.handleUpgrade(req, socket, head, { principal });
         },

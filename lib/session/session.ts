@@ -21,7 +21,7 @@ import { publish, type Side } from '../core/diagnostics.js';
 import { bytesModeOf, takeBytes, type BytesMode } from './byte-streams.js';
 import { ReferenceWaits, openExports, parseReference, type ExportPlan, type ParsedReference } from './references.js';
 
-export { bytesModeOf, joinBytes, type BytesMode } from './byte-streams.js';
+export { joinBytes, type BytesMode } from './byte-streams.js';
 export type { ExportPlan, ParsedReference } from './references.js';
 
 registerReferenceClass(Channel, 'channel');

@@ -114,6 +114,15 @@ export interface ClientWireSession {
   destroy(): void;
 }
 
+/**
+ * {@link WireStream.endedBy} for any adapter: the connection lost when it is closing or gone,
+ * else a reset of the stream alone.
+ */
+export function cutOffError(connectionGone: boolean): NetchanError {
+  if (connectionGone) return netchanError(ErrorCodes.CONNECTION_LOST, 'connection lost before the stream ended');
+  return netchanError(ErrorCodes.STREAM_RESET, 'stream reset: stream closed before it ended');
+}
+
 /** What a connection's `'error'` and `'close'` events can be subscribed on: an HTTP/2 session, a mux. */
 interface ClosingEmitter {
   on(event: 'error', listener: (err: Error) => void): unknown;

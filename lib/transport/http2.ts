@@ -6,12 +6,12 @@
 import http2 from 'node:http2';
 import type net from 'node:net';
 import type tls from 'node:tls';
-import { ErrorCodes, netchanError, type NetchanError } from '../core/errors.js';
+import type { NetchanError } from '../core/errors.js';
 import { Headers, type HeaderMap } from '../wire/headers.js';
-import { onConnectionClose, type ClientWireSession, type ClientWireStream, type ResetReason, type ServerWireStream, type WirePeer, type WireResponse } from './contract.js';
+import { cutOffError, onConnectionClose, type ClientWireSession, type ClientWireStream, type ResetReason, type ServerWireStream, type WirePeer, type WireResponse } from './contract.js';
 import { ServerConnection, type ConnectionTimeouts } from './connections.js';
+import { peerOfSocket } from './peer.js';
 import { destroySession, guardDestroy, resetStream } from './stream-reset.js';
-import { certificatePrincipal } from './tls.js';
 
 const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM, NGHTTP2_PROTOCOL_ERROR, NGHTTP2_INTERNAL_ERROR } = http2.constants;
 
@@ -52,10 +52,7 @@ class Http2WireStream {
 
   endedBy(): NetchanError {
     const session = this.session;
-    if (session && (session.closed || session.destroyed)) {
-      return netchanError(ErrorCodes.CONNECTION_LOST, 'connection lost before the stream ended');
-    }
-    return netchanError(ErrorCodes.STREAM_RESET, 'stream reset: stream closed before it ended');
+    return cutOffError(session !== undefined && (session.closed || session.destroyed));
   }
 
   reset(reason: ResetReason = 'cancel'): void {
@@ -121,8 +118,7 @@ const peers = new WeakMap<http2.Http2Session, WirePeer>();
 function peerOf(session: http2.Http2Session | undefined): WirePeer {
   const known = session && peers.get(session);
   if (known) return known;
-  const socket = session?.socket;
-  const peer: WirePeer = { transport: 'h2', remoteAddress: socket?.remoteAddress, certificatePrincipal: certificatePrincipal(socket), connection: ServerConnection.of(socket) };
+  const peer = peerOfSocket('h2', session?.socket);
   if (session) peers.set(session, peer);
   return peer;
 }

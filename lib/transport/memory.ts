@@ -6,7 +6,6 @@
  * of one process with the semantics of the network, and for tests about semantics, not wire.
  */
 import { EventEmitter } from 'node:events';
-import { ErrorCodes, fromNodeError } from '../core/errors.js';
 import type { ClientWireSession, ServerWireStream } from './contract.js';
 import { WsMux, type MuxCarrier, type MuxStream } from './ws-mux.js';
 
@@ -84,7 +83,7 @@ export interface MemoryConnection {
 
 /**
  * Opens an in-memory connection whose server side hands each stream the client opens to
- * `accept` (a server's `handleStream`).
+ * `accept` (a server's `serveStream`, which must not throw: the pipe delivers a batch at a time).
  */
 export function memoryConnection(accept: (stream: ServerWireStream) => void): MemoryConnection {
   const a = new PipeEnd();
@@ -97,12 +96,7 @@ export function memoryConnection(accept: (stream: ServerWireStream) => void): Me
   server.on('error', () => undefined);
   server.on('stream', (stream: MuxStream) => {
     stream.on('error', () => undefined);
-    // as the server's own transports do: one stream's failure fails that stream, not the process
-    try {
-      accept(stream);
-    } catch (err) {
-      stream.fail(fromNodeError(err, ErrorCodes.PROTOCOL));
-    }
+    accept(stream);
   });
   return { client, cut: () => a.terminate() };
 }

@@ -7,7 +7,7 @@ import { Duplex } from 'node:stream';
 import { ErrorCodes, netchanError, type NetchanError } from '../core/errors.js';
 import type { HeaderMap } from '../wire/headers.js';
 import { MUX_INITIAL_WINDOW, MUX_MAX_DATA, MuxType, RESET_NAMES, ResetCode, encodeHeaders, u32, type MuxFrame } from '../wire/mux-frames.js';
-import type { ClientWireStream, ResetReason, ServerWireStream, WirePeer, WireResponse } from './contract.js';
+import { cutOffError, type ClientWireStream, type ResetReason, type ServerWireStream, type WirePeer, type WireResponse } from './contract.js';
 
 /** What a stream needs of its mux. */
 export interface MuxLink {
@@ -94,8 +94,7 @@ export class MuxStream extends Duplex implements ClientWireStream, ServerWireStr
   }
 
   endedBy(): NetchanError {
-    if (this.mux.closed || this.mux.destroyed) return netchanError(ErrorCodes.CONNECTION_LOST, 'connection lost before the stream ended');
-    return netchanError(ErrorCodes.STREAM_RESET, 'stream reset: stream closed before it ended');
+    return cutOffError(this.mux.closed || this.mux.destroyed);
   }
 
   reset(reason: ResetReason = 'cancel'): void {

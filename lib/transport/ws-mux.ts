@@ -9,9 +9,8 @@ import { publish } from '../core/diagnostics.js';
 import { ErrorCodes, netchanError, type NetchanError } from '../core/errors.js';
 import { MUX_MAX_STREAMS, MuxType, ResetCode, WS_CLOSE_PROTOCOL, decodeMuxFrame, encodeHeaders, encodeMuxFrame, protocolError, u32 } from '../wire/mux-frames.js';
 import { onConnectionClose, type ClientWireSession, type WirePeer } from './contract.js';
-import { ServerConnection } from './connections.js';
+import { peerOfSocket } from './peer.js';
 import { MuxStream, type MuxLink } from './mux-stream.js';
-import { certificatePrincipal } from './tls.js';
 
 export { MUX_MAX_MESSAGE, WS_SUBPROTOCOL } from '../wire/mux-frames.js';
 export { MuxStream } from './mux-stream.js';
@@ -81,8 +80,7 @@ export class WsMux extends EventEmitter implements ClientWireSession, MuxLink {
    * (the server's watch over an upgraded connection starts after the mux).
    */
   get peer(): WirePeer {
-    const socket = this.ws._socket;
-    this.peerInfo ??= { transport: this.kind, remoteAddress: socket?.remoteAddress, certificatePrincipal: certificatePrincipal(socket), connection: ServerConnection.of(socket) };
+    this.peerInfo ??= peerOfSocket(this.kind, this.ws._socket);
     return this.peerInfo;
   }
 

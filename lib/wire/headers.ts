@@ -30,9 +30,6 @@ export const Headers = {
 
 export const PROTOCOL_VERSION = '1';
 
-/** Stream kinds (`netchan-kind`). */
-export type StreamKind = 'session' | 'channel' | 'bytes' | 'resume' | 'tcp';
-
 /** Headers as a transport hands them over: a name may repeat (an array) or be absent. */
 export type HeaderMap = Readonly<Record<string, string | string[] | undefined>>;
 
