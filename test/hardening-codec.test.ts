@@ -14,9 +14,10 @@ import fc from 'fast-check';
 import { Codec, validate, type ReferenceHooks } from '../lib/wire/codec.js';
 import { Channel } from '../lib/core/channel.js';
 import { ErrorCodes, NetchanError, netchanError } from '../lib/core/errors.js';
-import { FrameDecoder, FrameType, encodeFrame } from '../lib/wire/frames.js';
+import { FrameType, encodeFrame } from '../lib/wire/frames.js';
 import '../lib/session/session.js'; // registers the channel and stream classes as references
 import { testCertificates } from './helpers/certs.js';
+import { framesOf } from './helpers/raw-stream.js';
 import { onTeardown, startServer, teardown, until } from './helpers/net.js';
 
 const codec = new Codec();
@@ -489,11 +490,7 @@ function rawStream(stream: http2.ClientHttp2Stream): RawStream {
   return {
     stream,
     closed: new Promise((resolve) => stream.once('close', () => resolve())),
-    frames() {
-      const out: Array<{ type: number; payload: Buffer }> = [];
-      new FrameDecoder((type, payload) => out.push({ type, payload: Buffer.from(payload) })).push(Buffer.concat(chunks));
-      return out;
-    },
+    frames: () => framesOf(Buffer.concat(chunks)),
   };
 }
 

@@ -13,11 +13,12 @@ import { Channel, connect, listen, type ChannelLike, type Session } from '../lib
 import { ChannelExporter, RemoteChannel, RemoteEndpoint, receiveWindow } from '../lib/session/channel-stream.js';
 import { Codec } from '../lib/wire/codec.js';
 import { FramedStream, Flusher, TURN_BYTES } from '../lib/session/framed-stream.js';
-import { FrameDecoder, FrameType, encodeFrame } from '../lib/wire/frames.js';
+import { FrameType, encodeFrame } from '../lib/wire/frames.js';
 import { PendingReferences, emptyStats, type StreamContext } from '../lib/session/stream-context.js';
 import { ErrorCodes, netchanError } from '../lib/core/errors.js';
 import type { WireStream } from '../lib/transport/contract.js';
 import { rejection } from './helpers/assert.js';
+import { framesOf as framesIn } from './helpers/raw-stream.js';
 import { exchangeBothWays, watchLoop, watchMax } from './helpers/watch.js';
 import { testCertificates } from './helpers/certs.js';
 import { onTeardown, startServer, teardown, until, useTransport, type Started } from './helpers/net.js';
@@ -302,12 +303,6 @@ function sinkStream(): { stream: WireStream; written: () => Buffer } {
     fail: (error) => void bytes.destroy(error),
   };
   return { stream, written: () => Buffer.concat(chunks) };
-}
-
-function framesIn(bytes: Buffer): { type: number; payload: Buffer }[] {
-  const out: { type: number; payload: Buffer }[] = [];
-  new FrameDecoder((type, payload) => out.push({ type, payload: Buffer.from(payload) })).push(bytes);
-  return out;
 }
 
 function memoryContext(): StreamContext {

@@ -12,16 +12,16 @@
  *
  * Each test also shows that the server and an honest client on it carry on.
  */
-import { Readable, Writable } from 'node:stream';
+import { Readable, Writable, type Duplex } from 'node:stream';
 import { expect } from 'chai';
 import { Channel, type ChannelLike, type Session } from '../lib/index.js';
 import { bytesEnd, bytesHeader } from '../lib/wire/byte-frames.js';
 import { Codec, type ReferenceHooks } from '../lib/wire/codec.js';
-import { FrameDecoder, FrameType, encodeFrame } from '../lib/wire/frames.js';
-import type { Duplex } from 'node:stream';
+import { FrameType, encodeFrame } from '../lib/wire/frames.js';
 import { openTransport } from '../lib/transport/connect.js';
 import type { ClientWireSession, ClientWireStream, WireResponse } from '../lib/transport/contract.js';
 import { rejection } from './helpers/assert.js';
+import { framesOf, type Frame } from './helpers/raw-stream.js';
 import { testCertificates } from './helpers/certs.js';
 import { onTeardown, startServer, teardown, until, type Started } from './helpers/net.js';
 import { readAll } from './helpers/streams.js';
@@ -32,11 +32,6 @@ const u32 = (n: number): Buffer => {
   b.writeUInt32BE(n);
   return b;
 };
-
-interface Frame {
-  type: number;
-  payload: Buffer;
-}
 
 /** A stream of the raw client: its answer, and the frames (or bytes) that came back. */
 class RawStream {
@@ -68,9 +63,7 @@ class RawStream {
   }
 
   frames(): Frame[] {
-    const out: Frame[] = [];
-    new FrameDecoder((type, payload) => out.push({ type, payload: Buffer.from(payload) })).push(this.body);
-    return out;
+    return framesOf(this.body);
   }
 
   send(type: number, payload: Uint8Array): number {

@@ -11,6 +11,13 @@ export interface Frame {
   payload: Buffer;
 }
 
+/** The complete frames in `bytes`, in order (a partial last frame is left out). */
+export function framesOf(bytes: Buffer): Frame[] {
+  const out: Frame[] = [];
+  new FrameDecoder((type, payload) => out.push({ type, payload: Buffer.from(payload) })).push(bytes);
+  return out;
+}
+
 /** One HTTP/2 stream of a raw client: what came back (headers, bytes, frames) and how it ended. */
 export class RawStream {
   readonly response: Promise<http2.IncomingHttpHeaders>;
@@ -49,9 +56,7 @@ export class RawStream {
 
   /** The complete frames received so far. */
   frames(): Frame[] {
-    const out: Frame[] = [];
-    new FrameDecoder((type, payload) => out.push({ type, payload: Buffer.from(payload) })).push(this.body);
-    return out;
+    return framesOf(this.body);
   }
 
   values(): unknown[] {
