@@ -159,23 +159,32 @@ export class RemoteSender {
    * The owner closed. Every ACK it sent before its CLOSE has been handled, so what is still
    * unacknowledged was refused, and what is queued will never go.
    */
-  ownerClosed(closeError: Error | undefined): void {
-    this.rejectQueued(closedError(closeError, false));
+  ownerClosed(closeError: () => Error | undefined): void {
+    this.rejectQueued(() => closedError(closeError(), false));
     while (this.unacked.length > 0) {
       const op = this.unacked.shift();
-      if (op) op.settle(closedError(closeError, false));
+      if (op) op.settle(closedError(closeError(), false));
       else this.refused++;
     }
   }
 
-  /** Sends not written yet reject with `error`: they never left. */
-  rejectQueued(error: NetchanError): void {
-    for (let op = this.queue.shift(); op; op = this.queue.shift()) op.settle(error);
+  /**
+   * Sends not written yet reject with `error()`: they never left. The error is made only if a
+   * send waits: an Error's stack trace costs more than the rest of a stream's end.
+   */
+  rejectQueued(error: () => NetchanError): void {
+    if (this.queue.size === 0) return;
+    const err = error();
+    for (let op = this.queue.shift(); op; op = this.queue.shift()) op.settle(err);
   }
 
-  /** Sends written and waiting for their ACK reject with `error`. */
-  rejectUnacked(error: NetchanError): void {
-    while (this.unacked.length > 0) this.unacked.shift()?.settle(error);
+  /** Sends written and waiting for their ACK reject with `error()` (made only if one waits). */
+  rejectUnacked(error: () => NetchanError): void {
+    let err: NetchanError | undefined;
+    while (this.unacked.length > 0) {
+      const op = this.unacked.shift();
+      if (op) op.settle((err ??= error()));
+    }
   }
 
   /** The signal of a pending send aborted. @internal */
