@@ -132,6 +132,33 @@ for (const transport of ['h2', 'ws', 'memory'] as const) describe(`channels over
     expect(third.error).to.equal(undefined);
   });
 
+  it('a send a remote handle holds when its channel closes: resolves if the program takes the value, rejects ERR_CHANNEL_CLOSED if the handle lets go', async () => {
+    const { server, client } = await startServer();
+    const session = await client();
+    for (const takes of [true, false]) {
+      const ch = server.channel<number>(`out-${takes}`, 0);
+      const remote = session.channel<number>(`out-${takes}`);
+      const first = ch.send(1);
+      expect(await remote.receive()).to.equal(1);
+      await first;
+      const second = track(ch.send(2));
+      await until(() => remote.length === 1);
+      ch.close();
+      await tick(50);
+      expect(second.done, 'closing the channel does not settle a held send').to.equal(false);
+      if (takes) {
+        expect(await remote.receive()).to.equal(2);
+        await until(() => second.done);
+        expect(second.error).to.equal(undefined);
+      } else {
+        remote.release();
+        await until(() => second.done);
+        expect((second.error as NetchanError).code).to.equal('ERR_CHANNEL_CLOSED');
+        expect((second.error as NetchanError).mayHaveBeenDelivered).to.not.equal(true);
+      }
+    }
+  });
+
   it('a select send case a remote handle holds is the one that fires, once its program took the value', async () => {
     const { server, client } = await startServer();
     const ch = server.channel<number>('out', 0);
