@@ -50,6 +50,23 @@ export interface ChannelLike<T> extends AsyncIterable<T> {
 export interface Completion {
   complete(waiter: Waiter, value: unknown, ok: boolean): void;
   fail(waiter: Waiter, error: Error): void;
+  /**
+   * For a send: its value was taken by a receiver that has not handed it to a program yet (a
+   * peer's receive demand on a rendezvous channel). The send is committed: no other select case
+   * fires, an abort no longer withdraws the value (it rejects with `mayHaveBeenDelivered`). It
+   * completes once the program took the value, or waits again if it comes back ({@link unhold}).
+   */
+  hold?(waiter: Waiter): void;
+  /** A held send's value came back: false if the send gave up meanwhile (the value goes nowhere). */
+  unhold?(waiter: Waiter): boolean;
+  /**
+   * For a receive: true if it takes values for a peer whose program has yet to take them, so
+   * that the senders of a rendezvous channel wait for that ({@link completeHeld} instead of
+   * `complete`).
+   */
+  readonly holdsSends?: boolean;
+  /** The receive got the value of `sender`, which now waits held until this side completes it. */
+  completeHeld?(waiter: Waiter, sender: Waiter): void;
 }
 
 /**
@@ -67,6 +84,16 @@ export interface ChannelWaits {
   take<T>(ch: Channel<T>): T;
   /** Parks a waiter among the senders or the receivers, as its `sending` says. */
   park(ch: Channel<unknown>, waiter: Waiter): void;
+  /** Hands a send to a waiting peer's receive, held ({@link Completion.hold}); false if none waits first. */
+  offerHeld(ch: Channel<unknown>, sender: Waiter): boolean;
+  /**
+   * Takes the first waiting sender of a channel with nothing buffered without completing it, if
+   * its owner can hold ({@link Completion.hold}): the caller completes it once the value reached
+   * a program, or gives it back with {@link ChannelWaits.unhold}. Null when there is none.
+   */
+  hold(ch: Channel<unknown>): Waiter | null;
+  /** A held sender's value never reached a program: the sender waits again, first in line. */
+  unhold(ch: Channel<unknown>, sender: Waiter): void;
 }
 
 /** Set by Channel's static block: only code inside the class may reach its private members. */
@@ -99,13 +126,16 @@ function closedError(cause: Error | undefined): NetchanError {
   return netchanError(ErrorCodes.CHANNEL_CLOSED, 'channel is closed', { cause });
 }
 
-function abortError(signal: AbortSignal): NetchanError {
+function abortError(signal: AbortSignal, held = false): NetchanError {
+  if (held) return netchanError(ErrorCodes.ABORTED, 'send aborted after a peer took the value', { cause: signal.reason, mayHaveBeenDelivered: true });
   return netchanError(ErrorCodes.ABORTED, 'operation aborted', { cause: signal.reason });
 }
 
 /** One pending `send` or `receive`: a promise and, when a signal is given, its abort listener. */
 class SingleOperation implements Completion {
   done = false;
+  /** A send whose value a peer took ({@link Completion.hold}). */
+  private held = false;
   resolve!: (value: unknown) => void;
   reject!: (error: Error) => void;
   readonly promise: Promise<unknown>;
@@ -125,21 +155,32 @@ class SingleOperation implements Completion {
       if (this.done) return;
       this.done = true;
       waiter.list?.remove(waiter);
-      this.reject(abortError(signal));
+      this.reject(abortError(signal, this.held));
     };
     signal.addEventListener('abort', this.onAbort, { once: true });
   }
 
   complete(_waiter: Waiter, value: unknown): void {
+    if (this.done) return; // aborted while held
     this.done = true;
     this.unwatch();
     this.resolve(value);
   }
 
   fail(_waiter: Waiter, error: Error): void {
+    if (this.done) return;
     this.done = true;
     this.unwatch();
     this.reject(error);
+  }
+
+  hold(_waiter?: Waiter): void {
+    this.held = true;
+  }
+
+  unhold(): boolean {
+    this.held = false;
+    return !this.done;
   }
 
   private unwatch(): void {
@@ -174,6 +215,9 @@ export class Channel<T> implements ChannelLike<T> {
       canTake: (ch) => ch.canTake(),
       take: (ch) => ch.take(),
       park: (ch, waiter) => ch.park(waiter),
+      offerHeld: (ch, sender) => ch.offerHeld(sender),
+      hold: (ch) => ch.hold(),
+      unhold: (ch, sender) => ch.unhold(sender),
     };
   }
 
@@ -211,11 +255,13 @@ export class Channel<T> implements ChannelLike<T> {
     if (this.isClosed) return Promise.reject(closedError(this.closeError));
     const signal = options?.signal;
     if (signal?.aborted) return Promise.reject(abortError(signal));
-    if (this.offer(value)) return RESOLVED;
+    if (this.receivers.peek()?.owner.holdsSends !== true) {
+      if (this.offer(value)) return RESOLVED;
+    }
     const op = new SingleOperation();
     const waiter = new Waiter(value, op, 0, true);
-    this.senders.push(waiter);
     if (signal) op.watch(signal, waiter);
+    if (!this.offerHeld(waiter)) this.senders.push(waiter);
     return op.promise as Promise<void>;
   }
 
@@ -340,6 +386,47 @@ export class Channel<T> implements ChannelLike<T> {
     return sender.value as T;
   }
 
+  /**
+   * Hands a send to a waiting receiver that holds sends ({@link Completion.holdsSends}: a peer's
+   * receive), the send held until the peer's program took the value. False if the first waiting
+   * receiver is none such.
+   */
+  private offerHeld(sender: Waiter): boolean {
+    const receiver = this.receivers.peek();
+    if (receiver === null || receiver.owner.holdsSends !== true) return false;
+    this.receivers.shift();
+    sender.owner.hold?.(sender);
+    receiver.owner.completeHeld?.(receiver, sender);
+    return true;
+  }
+
+  private hold(): Waiter | null {
+    const sender = this.buffer.length === 0 ? this.senders.peek() : null;
+    if (sender === null || sender.owner.hold === undefined) return null;
+    this.senders.shift();
+    sender.owner.hold(sender);
+    return sender;
+  }
+
+  private unhold(sender: Waiter): void {
+    const owner = sender.owner;
+    if (owner.unhold?.(sender) !== true) return;
+    if (this.isClosed) {
+      owner.fail(sender, closedError(this.closeError));
+      return;
+    }
+    const receiver = this.receivers.shift();
+    if (receiver === null) {
+      this.senders.unshift(sender);
+    } else if (receiver.owner.holdsSends === true) {
+      this.receivers.unshift(receiver);
+      this.offerHeld(sender);
+    } else {
+      receiver.owner.complete(receiver, sender.value, true);
+      owner.complete(sender, undefined, true);
+    }
+  }
+
   private canTake(): boolean {
     return this.buffer.length > 0 || this.senders.size > 0;
   }
@@ -378,20 +465,46 @@ class SelectOperation implements Completion {
     this.reject = reject;
   });
   signal: AbortSignal | undefined;
+  /** The send case whose value a peer took ({@link Completion.hold}): the one that fires. */
+  private held: Waiter | null = null;
   readonly onAbort = (): void => {
     if (this.done) return;
+    const held = this.held !== null;
     this.finish();
-    this.reject(abortError(this.signal as AbortSignal));
+    this.reject(abortError(this.signal as AbortSignal, held));
   };
 
   complete(waiter: Waiter, value: unknown, ok: boolean): void {
+    if (this.done) return; // aborted while held
     this.finish();
     this.resolve(ok && !waiter.sending ? { index: waiter.index, value, ok } : { index: waiter.index, ok });
   }
 
   fail(_waiter: Waiter, error: Error): void {
+    if (this.done) return;
     this.finish();
     this.reject(error);
+  }
+
+  /** Watches `signal`, if any; returns the select's promise. */
+  watch(signal: AbortSignal | undefined): Promise<SelectResult<unknown>> {
+    if (signal) {
+      this.signal = signal;
+      signal.addEventListener('abort', this.onAbort, { once: true });
+    }
+    return this.promise;
+  }
+
+  hold(waiter: Waiter): void {
+    // committed to this case: the others withdraw now, the select settles when the peer's program takes the value
+    this.held = waiter;
+    for (const w of this.waiters) if (w !== waiter) w.list?.remove(w);
+  }
+
+  unhold(): boolean {
+    // the value came back: the select goes on waiting, on this case alone
+    this.held = null;
+    return !this.done;
   }
 
   private finish(): void {
@@ -422,6 +535,13 @@ export function select<T = unknown>(cases: SelectCase<T>[], options: SelectOptio
     } else {
       const ch = c.send;
       if (ch.closed) return Promise.reject(closedError(ch.closeReason));
+      if (ch.waitingReceivers > 0) {
+        const op = new SelectOperation();
+        const waiter = new Waiter(c.value, op, index, true);
+        op.waiters.push(waiter);
+        // a peer's receive: this case fires once the peer's program took the value
+        if (waits.offerHeld(ch, waiter)) return op.watch(signal) as Promise<SelectResult<T>>;
+      }
       if (waits.offer(ch, c.value)) return Promise.resolve({ index, ok: true });
     }
   }
@@ -437,11 +557,7 @@ export function select<T = unknown>(cases: SelectCase<T>[], options: SelectOptio
     op.waiters.push(waiter);
     waits.park(sending ? c.send : c.receive, waiter);
   }
-  if (signal) {
-    op.signal = signal;
-    signal.addEventListener('abort', op.onAbort, { once: true });
-  }
-  return op.promise as Promise<SelectResult<T>>;
+  return op.watch(signal) as Promise<SelectResult<T>>;
 }
 
 /**

@@ -4,7 +4,7 @@
  * leaves nothing behind.
  */
 
-/** A growable ring buffer with O(1) push, shift and unshift. */
+/** A growable ring buffer with O(1) push, pop, shift and unshift. */
 export class Deque<T> {
   private items: (T | undefined)[];
   private head = 0;
@@ -38,6 +38,15 @@ export class Deque<T> {
     const value = this.items[this.head] as T;
     this.items[this.head] = undefined;
     this.head = (this.head + 1) & (this.items.length - 1);
+    this.size--;
+    return value;
+  }
+
+  /** Removes and returns the last value; the caller checks `length` first. */
+  pop(): T {
+    const i = (this.head + this.size - 1) & (this.items.length - 1);
+    const value = this.items[i] as T;
+    this.items[i] = undefined;
     this.size--;
     return value;
   }
@@ -82,6 +91,17 @@ export class WaitList<N extends WaitNode> {
     if (this.tail) this.tail.next = node;
     else this.head = node;
     this.tail = node;
+    this.size++;
+  }
+
+  /** Puts `node` first, ahead of everything waiting. */
+  unshift(node: N): void {
+    node.prev = null;
+    node.next = this.head;
+    node.list = this as unknown as WaitList<WaitNode>;
+    if (this.head) this.head.prev = node;
+    else this.tail = node;
+    this.head = node;
     this.size++;
   }
 

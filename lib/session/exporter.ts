@@ -43,6 +43,8 @@ export class ChannelExporter extends OrderedEndpoint implements PortListener {
   private demand = 0;
   private ackPending = 0;
   private readonly ackEagerly: number;
+  /** Eager ACKs are written mid-turn: big windows, and rendezvous channels. */
+  private readonly ackAtOnce: boolean;
   /** Values sent to the remote and not yet acknowledged as handed to its program. */
   private readonly inflight = new Deque<unknown>();
   private readonly port: OwnerPort;
@@ -63,6 +65,7 @@ export class ChannelExporter extends OrderedEndpoint implements PortListener {
     this.sendCredits = sendWindow(this.port.capacity);
     this.demandLimit = receiveWindow(this.port.capacity);
     this.ackEagerly = Math.max(1, Math.floor(this.sendCredits / 4));
+    this.ackAtOnce = this.ackEagerly >= 64 || this.port.capacity === 0;
     fs.writeValuesAtOnce(this.port.capacity === 0);
     ctx.counters.channels++;
     this.unlistenClose = this.port.onClose((error) => this.channelClosed(error));
@@ -116,6 +119,7 @@ export class ChannelExporter extends OrderedEndpoint implements PortListener {
       case FrameType.ACK: {
         const n = this.readCount(payload);
         for (let i = 0; i < n && this.inflight.length > 0; i++) this.inflight.shift();
+        this.port.delivered(n);
         return;
       }
       case FrameType.CLOSE:
@@ -134,11 +138,12 @@ export class ChannelExporter extends OrderedEndpoint implements PortListener {
     if (++this.ackPending >= this.ackEagerly) {
       this.fs.countFrame(FrameType.ACK, this.ackPending);
       this.ackPending = 0;
-      // Written mid-turn only for big windows (a capacity-1024 sender refills while this side
-      // works through the rest of a large batch). For small ones the end of the turn comes soon
-      // enough, and a write of its own per quarter window would double the stream writes of a
-      // busy request-reply peer, each costing more than the wait it saves.
-      if (this.ackEagerly >= 64) this.fs.flush();
+      // Written mid-turn for big windows (a capacity-1024 sender refills while this side works
+      // through the rest of a large batch) and on a rendezvous channel (the remote's send waits
+      // for this ACK alone). For other small windows the end of the turn comes soon enough, and
+      // a write of its own per quarter window would double the stream writes of a busy
+      // request-reply peer, each costing more than the wait it saves.
+      if (this.ackAtOnce) this.fs.flush();
     }
     // Below a quarter they ride along with this stream's next write. The remote cannot be held
     // up by that: while it has a quarter of its window or more unacknowledged here, they go.

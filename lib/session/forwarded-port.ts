@@ -86,6 +86,9 @@ export class ForwardedPort implements OwnerPort {
    */
   putBack(): void {}
 
+  /** The handle's own ACK told its owner when this side received the value. */
+  delivered(): void {}
+
   detach(): void {
     this.receiving?.abort();
     this.receiving = null;

@@ -89,6 +89,8 @@ export class FramedStream implements Flushable {
   private framesPending = 0;
   /** Bytes framed since the last end of a turn ({@link endTurn}). */
   private turnBytes = 0;
+  /** VALUE frames framed since the last end of a turn: a sender's budget per turn counts them. */
+  valuesThisTurn = 0;
   /** What was written and not confirmed yet (resumable streams only). */
   private replay: ReplayLog | null = null;
   /** Whether the stream may be suspended when its connection is lost (resumable streams only). */
@@ -218,10 +220,17 @@ export class FramedStream implements Flushable {
     this.drainWaiters.push(fn);
   }
 
+  /** Calls `fn` after the end of this turn, once the stream can take more. */
+  onceTurnEnds(fn: () => void): void {
+    this.drainWaiters.push(fn);
+    this.flusher.mark(this);
+  }
+
   /** The end of an event-loop turn (the Flusher): write what is pending, start a new budget. @internal */
   endTurn(): void {
     this.flush();
     this.turnBytes = 0;
+    this.valuesThisTurn = 0;
     if (this.drainWaiters.length > 0) this.drained();
   }
 
@@ -248,6 +257,7 @@ export class FramedStream implements Flushable {
     if (!this.writable) return;
     this.encoder.frame(type, payload);
     this.turnBytes += FRAME_HEADER_BYTES + payload.length;
+    if (type === FrameType.VALUE) this.valuesThisTurn++;
     this.framesPending++;
     if (!this.urgent || type !== FrameType.VALUE) this.flusher.mark(this);
     else {

@@ -19,11 +19,22 @@ export class LocalPort implements OwnerPort, Completion {
   /** The peer's values parked as waiting senders, first first: the channel serves them in that order. */
   private readonly parked = new Deque<Waiter>();
   private receiver: Waiter | null = null;
+  /**
+   * On a rendezvous channel, the senders whose values went to the peer, in the order they went
+   * (null for a value that had no sender waiting: one returned to the channel): each completes
+   * when the peer's ACK says its program took the value (docs/PROTOCOL.md §5.2).
+   */
+  private readonly held: Deque<Waiter | null> | null;
+  /** See {@link Completion.holdsSends}: a rendezvous channel's sends wait for the peer's program. */
+  readonly holdsSends: boolean;
 
   constructor(
     private readonly channel: Channel<unknown>,
     private readonly listener: PortListener,
-  ) {}
+  ) {
+    this.holdsSends = channel.capacity === 0;
+    this.held = this.holdsSends ? new Deque<Waiter | null>() : null;
+  }
 
   get capacity(): number {
     return this.channel.capacity;
@@ -63,7 +74,27 @@ export class LocalPort implements OwnerPort, Completion {
   }
 
   tryTake(): unknown {
+    const held = this.held;
+    if (held !== null) {
+      const sender = this.waits.hold(this.channel);
+      if (sender !== null) {
+        held.push(sender);
+        return sender.value;
+      }
+      if (!this.waits.canTake(this.channel)) return NOTHING;
+      held.push(null);
+      return this.waits.take(this.channel);
+    }
     return this.waits.canTake(this.channel) ? this.waits.take(this.channel) : NOTHING;
+  }
+
+  delivered(n: number): void {
+    const held = this.held;
+    if (held === null) return;
+    for (let i = 0; i < n && held.length > 0; i++) {
+      const sender = held.shift();
+      sender?.owner.complete(sender, undefined, true);
+    }
   }
 
   awaitValue(): void {
@@ -72,7 +103,10 @@ export class LocalPort implements OwnerPort, Completion {
   }
 
   putBack(value: unknown): void {
-    this.channel.returnValue(value);
+    const sender = this.held !== null && this.held.length > 0 ? this.held.pop() : null;
+    // a held sender waits again, first in line; a value with none goes back to the buffer
+    if (sender) this.waits.unhold(this.channel, sender);
+    else this.channel.returnValue(value);
   }
 
   detach(): void {
@@ -94,8 +128,19 @@ export class LocalPort implements OwnerPort, Completion {
       return;
     }
     this.receiver = null;
-    if (ok) this.listener.taken(value);
-    else this.listener.exhausted();
+    if (ok) {
+      this.held?.push(null);
+      this.listener.taken(value);
+    } else {
+      this.listener.exhausted();
+    }
+  }
+
+  /** A sender of the rendezvous channel gave its value to the peer's receive: held till the ACK. @internal */
+  completeHeld(_waiter: Waiter, sender: Waiter): void {
+    this.receiver = null;
+    (this.held as Deque<Waiter | null>).push(sender);
+    this.listener.taken(sender.value);
   }
 
   /** The channel closed with a value of the peer parked: refused, and the CLOSE says so. @internal */

@@ -51,6 +51,11 @@ export interface OwnerPort {
    * everything waiting: values go back last first, so that they keep their order.
    */
   putBack(value: unknown): void;
+  /**
+   * The peer's ACK: its program took the next `n` values sent to it. A rendezvous channel's
+   * senders of those values complete now.
+   */
+  delivered(n: number): void;
   /** The stream went: ends the wait, and withdraws the values that wait for room (unacknowledged). */
   detach(): void;
 }

@@ -56,6 +56,8 @@ class PendingReceive implements WaitNode {
   }
 }
 
+const ownerReleased = (): Error => netchanError(ErrorCodes.RELEASED, 'the owner released the channel');
+
 /** How a remote channel handle's stream opened. */
 export interface RemoteOpenInfo {
   /** The channel's capacity on the owner's side. */
@@ -88,7 +90,11 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
   private localClosed = false;
   private remoteClosed = false;
   private ended = false;
-  private closeError: Error | undefined;
+  /**
+   * The close error, or what makes it: most streams end with the owner letting go and nothing
+   * asking why, and an Error's stack trace costs more than the rest of the stream's end.
+   */
+  private closeCause: Error | undefined | (() => Error);
   private failure: NetchanError | null = null;
   private released = false;
   private finished = false;
@@ -228,9 +234,9 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
   close(error?: Error): void {
     if (this.localClosed || this.failure || this.released) return;
     this.localClosed = true;
-    if (!this.remoteClosed) this.closeError = error;
+    if (!this.remoteClosed) this.closeCause = error;
     this.fs.frame(FrameType.CLOSE, closePayload(this.ctx, error));
-    this.sender.rejectQueued(closedError(error, false));
+    this.sender.rejectQueued(() => closedError(error, false));
   }
 
   /** See {@link RemoteChannel.release}. */
@@ -254,12 +260,14 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
   leave(code: string, message: string): void {
     if (this.released || this.finished) return;
     this.released = true;
-    const err = netchanError(code, message);
-    this.sender.rejectQueued(netchanError(code, message, { mayHaveBeenDelivered: false }));
-    this.sender.rejectUnacked(netchanError(code, `${message} before the owner acknowledged the value`, { mayHaveBeenDelivered: true }));
-    for (let r = this.receivers.shift(); r; r = this.receivers.shift()) {
-      r.unwatch();
-      r.reject(err);
+    this.sender.rejectQueued(() => netchanError(code, message, { mayHaveBeenDelivered: false }));
+    this.sender.rejectUnacked(() => netchanError(code, `${message} before the owner acknowledged the value`, { mayHaveBeenDelivered: true }));
+    if (this.receivers.size > 0) {
+      const err = netchanError(code, message);
+      for (let r = this.receivers.shift(); r; r = this.receivers.shift()) {
+        r.unwatch();
+        r.reject(err);
+      }
     }
     this.inbox.clear();
     this.fs.end();
@@ -325,13 +333,15 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
     // The owner ended its side: the channel is closed and drained for us, or the owner let go.
     this.ended = true;
     if (!this.remoteClosed) {
-      this.markRemoteClosed(this.localClosed ? this.closeError : netchanError(ErrorCodes.RELEASED, 'the owner released the channel'));
+      this.markRemoteClosed(this.localClosed ? this.closeError : ownerReleased);
     }
     if (this.inbox.length === 0) {
-      const err = closedError(this.closeError);
-      for (let r = this.receivers.shift(); r; r = this.receivers.shift()) {
-        r.unwatch();
-        r.closed(err, this.closeError);
+      if (this.receivers.size > 0) {
+        const err = closedError(this.closeError);
+        for (let r = this.receivers.shift(); r; r = this.receivers.shift()) {
+          r.unwatch();
+          r.closed(err, this.closeError);
+        }
       }
       this.fs.end();
     }
@@ -348,8 +358,8 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
     // back in its channel when the stream goes (§5.2), so handing them out here too would
     // deliver them twice
     this.inbox.clear();
-    this.sender.rejectQueued(this.wrapFailure(false));
-    this.sender.rejectUnacked(this.wrapFailure(true));
+    this.sender.rejectQueued(() => this.wrapFailure(false));
+    this.sender.rejectUnacked(() => this.wrapFailure(true));
     for (let r = this.receivers.shift(); r; r = this.receivers.shift()) {
       r.unwatch();
       r.reject(error);
@@ -373,7 +383,10 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
 
   private topUpDemand(): void {
     if (!this.opened || this.ended || this.released || this.failure || !this.fs.writable) return;
-    const window = this.prefetch && this.cap > 0 ? Math.min(this.cap, MAX_PREFETCH) : 0;
+    // Once the program receives, one value more than its receives stays asked for, even on a
+    // rendezvous channel: the owner's sender still waits for this side's ACK (the program took
+    // the value), but the value is here when the program asks, not one round trip later.
+    const window = this.prefetch ? (this.cap > 0 ? Math.min(this.cap, MAX_PREFETCH) : 1) : 0;
     // demand + inbox is all this side asked for and did not acknowledge: the owner's bound.
     // Receives beyond it wait here and are served as the values before them arrive.
     const want = Math.min(this.receivers.size + window, this.demandLimit);
@@ -395,21 +408,32 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
       this.fs.end(); // writes the batched acks first
       return;
     }
-    this.fs.touch();
     if (this.prefetch) this.topUpDemand();
+    // On a rendezvous channel the owner's sender waits for this ACK: it goes at once (with the
+    // standing credit), not after whatever else this turn does.
+    if (this.cap === 0) this.fs.flush();
+    else this.fs.touch();
   }
 
-  private markRemoteClosed(error: Error | undefined): void {
+  private markRemoteClosed(error: Error | undefined | (() => Error)): void {
     if (this.remoteClosed) return;
     this.remoteClosed = true;
-    if (!this.localClosed) this.closeError = error;
-    this.sender.ownerClosed(this.closeError);
+    if (!this.localClosed) this.closeCause = error;
+    this.sender.ownerClosed(() => this.closeError);
     this.notifyClosed();
+  }
+
+  private get closeError(): Error | undefined {
+    const cause = this.closeCause;
+    return typeof cause === 'function' ? (this.closeCause = cause()) : cause;
   }
 
   private notifyClosed(): void {
     const listeners = this.closeListeners.splice(0);
-    for (const l of listeners) l(this.closeError);
+    if (listeners.length > 0) {
+      const error = this.closeError;
+      for (const l of listeners) l(error);
+    }
   }
 
   private wrapFailure(mayHaveBeenDelivered: boolean): NetchanError {

@@ -80,6 +80,13 @@ export class RemoteSender {
   private valuesWritten = 0;
   private acksArrived = 0;
   private waitingDrain = false;
+  /**
+   * Values written per turn, at most: a quarter of the window. Writes leave only once the turn
+   * is over, so a loop of sends that spent the whole window in one turn would have the owner
+   * idle while it runs and itself idle while the owner works through the lot: in quarters, the
+   * owner's ACKs for the first come back while this side writes the rest.
+   */
+  private turnBudget = 1;
   /** Values sent on credit that the owner refused because it closed first. */
   refused = 0;
 
@@ -93,6 +100,7 @@ export class RemoteSender {
     this.opened = true;
     this.cap = capacity;
     this.credits = credits;
+    this.turnBudget = Math.max(16, Math.floor(credits / 4));
     this.pump();
   }
 
@@ -126,7 +134,7 @@ export class RemoteSender {
 
   /** Sends at once on a buffered channel with credit left; false where `send` would wait. */
   trySend(value: unknown): boolean {
-    if (this.cap === 0 || !this.canWriteNow()) return false;
+    if (this.cap === 0 || !this.canWriteNow(false)) return false;
     let bytes: Uint8Array;
     try {
       bytes = this.ctx.encode(value);
@@ -159,23 +167,32 @@ export class RemoteSender {
    * The owner closed. Every ACK it sent before its CLOSE has been handled, so what is still
    * unacknowledged was refused, and what is queued will never go.
    */
-  ownerClosed(closeError: Error | undefined): void {
-    this.rejectQueued(closedError(closeError, false));
+  ownerClosed(closeError: () => Error | undefined): void {
+    this.rejectQueued(() => closedError(closeError(), false));
     while (this.unacked.length > 0) {
       const op = this.unacked.shift();
-      if (op) op.settle(closedError(closeError, false));
+      if (op) op.settle(closedError(closeError(), false));
       else this.refused++;
     }
   }
 
-  /** Sends not written yet reject with `error`: they never left. */
-  rejectQueued(error: NetchanError): void {
-    for (let op = this.queue.shift(); op; op = this.queue.shift()) op.settle(error);
+  /**
+   * Sends not written yet reject with `error()`: they never left. The error is made only if a
+   * send waits: an Error's stack trace costs more than the rest of a stream's end.
+   */
+  rejectQueued(error: () => NetchanError): void {
+    if (this.queue.size === 0) return;
+    const err = error();
+    for (let op = this.queue.shift(); op; op = this.queue.shift()) op.settle(err);
   }
 
-  /** Sends written and waiting for their ACK reject with `error`. */
-  rejectUnacked(error: NetchanError): void {
-    while (this.unacked.length > 0) this.unacked.shift()?.settle(error);
+  /** Sends written and waiting for their ACK reject with `error()` (made only if one waits). */
+  rejectUnacked(error: () => NetchanError): void {
+    let err: NetchanError | undefined;
+    while (this.unacked.length > 0) {
+      const op = this.unacked.shift();
+      if (op) op.settle((err ??= error()));
+    }
   }
 
   /** The signal of a pending send aborted. @internal */
@@ -190,8 +207,9 @@ export class RemoteSender {
     );
   }
 
-  private canWriteNow(): boolean {
-    return this.opened && this.credits > 0 && this.queue.size === 0 && !this.fs.congested && this.fs.writable;
+  /** `trySend` is not held to the turn's budget: it says whether there is credit, no more. */
+  private canWriteNow(budgeted = true): boolean {
+    return this.opened && this.credits > 0 && this.queue.size === 0 && (!budgeted || this.fs.valuesThisTurn < this.turnBudget) && !this.fs.congested && this.fs.writable;
   }
 
   private writeValue(bytes: Uint8Array): void {
@@ -206,13 +224,16 @@ export class RemoteSender {
    */
   private pump(): void {
     while (this.opened && this.credits > 0 && this.queue.size > 0 && this.fs.writable) {
-      if (this.fs.congested) {
+      const overBudget = this.fs.valuesThisTurn >= this.turnBudget;
+      if (overBudget || this.fs.congested) {
         if (!this.waitingDrain) {
           this.waitingDrain = true;
-          this.fs.onceDrain(() => {
+          const resume = () => {
             this.waitingDrain = false;
             this.pump();
-          });
+          };
+          if (overBudget) this.fs.onceTurnEnds(resume);
+          else this.fs.onceDrain(resume);
         }
         return;
       }
