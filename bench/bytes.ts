@@ -13,6 +13,7 @@
  * Run: npm run bench:bytes   (BENCH_BULK_MIB, BENCH_RUNS; BENCH_CPU_PROF_DIR: profiles of
  * both sides' netchan processes)
  */
+import { readFileSync } from 'node:fs';
 import http2 from 'node:http2';
 import os from 'node:os';
 import type { Readable } from 'node:stream';
@@ -31,21 +32,39 @@ const env = { BENCH_KEY: certs.key, BENCH_CERT: certs.cert };
 const want = expected(BYTES);
 const WARMUP_BYTES = Math.min(BYTES, 16 * 1024 * 1024);
 
-/** MB/s of one transfer of BYTES bytes, timed by `run`. */
-async function timed(run: () => Promise<void>): Promise<number> {
-  const start = process.hrtime.bigint();
-  await run();
-  return BYTES / 1e6 / (Number(process.hrtime.bigint() - start) / 1e9);
+/** One transfer: MB/s, and the CPU time per MB of this process and of the server's. */
+interface Transfer {
+  mbs: number;
+  clientCpuUs: number;
+  serverCpuUs: number;
 }
 
-/** One transfer each way, returning MB/s of each. */
+/** CPU time (user + system) of process `pid` so far, µs, from /proc (10 ms steps). */
+function cpuOf(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1e6) / 100;
+}
+
+/** Times one transfer of BYTES bytes by `run`, the server being process `serverPid`. */
+async function timed(run: () => Promise<void>, serverPid: number): Promise<Transfer> {
+  const cpu = process.cpuUsage();
+  const serverCpu = cpuOf(serverPid);
+  const start = process.hrtime.bigint();
+  await run();
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  const used = process.cpuUsage(cpu);
+  const mb = BYTES / 1e6;
+  return { mbs: mb / seconds, clientCpuUs: (used.user + used.system) / mb, serverCpuUs: (cpuOf(serverPid) - serverCpu) / mb };
+}
+
+/** One transfer each way. */
 interface Peer {
-  up(): Promise<number>;
-  down(): Promise<number>;
+  up(): Promise<Transfer>;
+  down(): Promise<Transfer>;
   close(): Promise<void>;
 }
 
-async function netchanPeer(port: number): Promise<Peer> {
+async function netchanPeer(port: number, serverPid: number): Promise<Peer> {
   const session = await connect(`https://localhost:${port}/`, { ca: certs.caCert });
   const upload = session.channel<{ data: Readable; reply: Channel<Received> }>('upload');
   const download = session.channel<{ bytes: number; reply: Channel<{ data: Readable }> }>('download');
@@ -62,10 +81,10 @@ async function netchanPeer(port: number): Promise<Peer> {
   };
   await up(WARMUP_BYTES);
   await down(WARMUP_BYTES);
-  return { up: () => timed(() => up(BYTES)), down: () => timed(() => down(BYTES)), close: () => session.close() };
+  return { up: () => timed(() => up(BYTES), serverPid), down: () => timed(() => down(BYTES), serverPid), close: () => session.close() };
 }
 
-async function rawPeer(port: number): Promise<Peer> {
+async function rawPeer(port: number, serverPid: number): Promise<Peer> {
   const client = http2.connect(`https://localhost:${port}`, { ca: certs.caCert, minVersion: 'TLSv1.3', settings: { initialWindowSize: 1024 * 1024 } });
   client.on('error', () => undefined); // reported through the streams
   await new Promise((r) => client.once('connect', r));
@@ -86,8 +105,8 @@ async function rawPeer(port: number): Promise<Peer> {
   await up(WARMUP_BYTES);
   await down(WARMUP_BYTES);
   return {
-    up: () => timed(() => up(BYTES)),
-    down: () => timed(() => down(BYTES)),
+    up: () => timed(() => up(BYTES), serverPid),
+    down: () => timed(() => down(BYTES), serverPid),
     close: () => new Promise<void>((r) => client.close(() => r())),
   };
 }
@@ -95,9 +114,9 @@ async function rawPeer(port: number): Promise<Peer> {
 const prof = (name: string) => (PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}/${name}`] : []);
 const netchanServer = await startPeer('netchan', env, prof('netchan-server'));
 const rawServer = await startPeer('raw-h2-bytes', env);
-const runs = { netchan: { up: [] as number[], down: [] as number[] }, raw: { up: [] as number[], down: [] as number[] } };
+const runs = { netchan: { up: [] as Transfer[], down: [] as Transfer[] }, raw: { up: [] as Transfer[], down: [] as Transfer[] } };
 try {
-  const peers = { netchan: await netchanPeer(netchanServer.port), raw: await rawPeer(rawServer.port) };
+  const peers = { netchan: await netchanPeer(netchanServer.port, netchanServer.child.pid!), raw: await rawPeer(rawServer.port, rawServer.child.pid!) };
   // alternate, so that the machine's drift hits both alike
   for (let r = 0; r < RUNS; r++) {
     for (const dir of ['up', 'down'] as const) {
@@ -109,19 +128,33 @@ try {
   await Promise.all([stopPeer(netchanServer.child, PROFILE_DIR ? 30_000 : 2000), stopPeer(rawServer.child)]);
 }
 
-const best = (xs: number[]) => Math.max(...xs);
-const spread = (xs: number[]) => `${Math.min(...xs).toFixed(0)}–${Math.max(...xs).toFixed(0)}`;
+const rates = (ts: Transfer[]) => ts.map((t) => t.mbs);
+const best = (ts: Transfer[]) => Math.max(...rates(ts));
+const spread = (ts: Transfer[]) => `${Math.min(...rates(ts)).toFixed(0)}–${best(ts).toFixed(0)}`;
+const cpu = (ts: Transfer[], side: 'clientCpuUs' | 'serverCpuUs') => {
+  const xs = ts.map((t) => t[side]);
+  return `${Math.min(...xs).toFixed(0)}–${Math.max(...xs).toFixed(0)}`;
+};
 const mbs = (n: number) => `${n.toFixed(0)} MB/s`;
+const label = (dir: 'up' | 'down') => (dir === 'up' ? 'client → server (a Readable inside a sent value)' : 'server → client (a Readable inside the answer)');
 console.log(`netchan byte-stream benchmark — Node ${process.version}, ${os.cpus()[0]?.model ?? 'cpu'} x${os.cpus().length}, ${os.platform()} ${os.release()}`);
-console.log(`server in its own process on 127.0.0.1, TLS 1.3; ${BYTES / 1024 / 1024} MiB per transfer, count and CRC-32 checked; best of ${RUNS} (range in brackets)`);
+console.log(`server in its own process on 127.0.0.1, TLS 1.3; ${BYTES / 1024 / 1024} MiB per transfer, count and CRC-32 checked; best of ${RUNS} (range in brackets), runs alternating`);
 console.log('');
 console.log('| workload | netchan byte stream | one raw HTTP/2 stream | ratio | target |');
 console.log('|---|---:|---:|---:|---:|');
 for (const dir of ['up', 'down'] as const) {
   const n = best(runs.netchan[dir]);
   const raw = best(runs.raw[dir]);
-  const name = dir === 'up' ? 'client → server (a Readable inside a sent value)' : 'server → client (a Readable inside the answer)';
-  console.log(`| ${name} | ${mbs(n)} (${spread(runs.netchan[dir])}) | ${mbs(raw)} (${spread(runs.raw[dir])}) | ${(n / raw).toFixed(2)} × | ≥ 0.9 × |`);
+  console.log(`| ${label(dir)} | ${mbs(n)} (${spread(runs.netchan[dir])}) | ${mbs(raw)} (${spread(runs.raw[dir])}) | ${(n / raw).toFixed(2)} × | ≥ 0.9 × |`);
+}
+console.log('');
+console.log('CPU time per MB, µs (range over the runs): client / server');
+console.log('');
+console.log('| workload | netchan byte stream | one raw HTTP/2 stream |');
+console.log('|---|---:|---:|');
+for (const dir of ['up', 'down'] as const) {
+  const side = (ts: Transfer[]) => `${cpu(ts, 'clientCpuUs')} / ${cpu(ts, 'serverCpuUs')}`;
+  console.log(`| ${label(dir)} | ${side(runs.netchan[dir])} | ${side(runs.raw[dir])} |`);
 }
 summarize(
   (['up', 'down'] as const).map((dir) =>
