@@ -14,10 +14,11 @@
  * pgbench -S: a throwaway PostgreSQL on loopback (test/helpers/postgres.ts; as root it runs as
  * the postgres user), `pgbench -S` with BENCH_PG_CLIENTS connections (default 4) for
  * BENCH_PG_SECONDS (default 10) directly, through the two plain relays and through
- * `netchan forward` → `netchan gateway`, the three alternating, best of BENCH_RUNS.
+ * the raw HTTP/2 relay pair and `netchan forward` → `netchan gateway`, alternating, best of
+ * BENCH_RUNS.
  * BENCH_PGBENCH=0 leaves it out; without PostgreSQL installed the row says so.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import http2 from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -25,7 +26,6 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
-import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { ratioRow, summarize, type SummaryRow } from './summary.js';
 
@@ -347,10 +347,13 @@ async function main(): Promise<void> {
     await run(pgbenchBin, ['-i', '-q', '-h', '127.0.0.1', '-p', String(postgres.port), '-U', 'postgres', 'postgres'], { timeout: 120_000 });
     const pgRelay2 = await start('relay', String(postgres.port));
     const pgRelay1 = await start('relay', String(pgRelay2));
+    const pgH2In = await start('h2-relay-in', String(postgres.port));
+    const pgH2Out = await start('h2-relay-out', String(pgH2In));
     const pgForward = await start('forward', String(gateway), String(postgres.port), 'h2');
     const pgRows: [string, number][] = [
       ['direct loopback TCP', postgres.port],
       ['two plain Node TCP relays in a row', pgRelay1],
+      ['two Node relays, one raw HTTP/2 stream (TLS 1.3) between them', pgH2Out],
       ['netchan forward -> gateway (HTTP/2, TLS 1.3)', pgForward],
     ];
     const tps = new Map<string, number[]>(pgRows.map(([name]) => [name, []]));
@@ -369,7 +372,7 @@ async function main(): Promise<void> {
       const t = tps.get(name)!;
       console.log(`| ${name} | ${Math.max(...t).toFixed(0)} (${Math.min(...t).toFixed(0)}–${Math.max(...t).toFixed(0)}) | ${(Math.max(...t) / plain).toFixed(2)} |`);
     }
-    const netchanTps = Math.max(...tps.get(pgRows[2]![0])!);
+    const netchanTps = Math.max(...tps.get(pgRows[3]![0])!);
     summary.push(ratioRow(`TCP gateway, pgbench -S, ${PG_CLIENTS} connections`, netchanTps, { label: 'two plain Node TCP relays', value: plain }, (n) => `${n.toFixed(0)} tps`, { min: 0.8 }));
   } finally {
     for (const c of children) c.stdin?.end();
