@@ -22,7 +22,7 @@ interface Step {
 
 const STEPS: Step[] = [
   { name: 'in process', script: 'inprocess.ts', env: { BENCH_RUNS: '2', BENCH_SCALE: '0.3' }, limitS: 60 },
-  { name: 'one channel over the network', script: 'net.ts', env: { BENCH_MESSAGES: '100000', BENCH_ROUNDTRIPS: '2000', BENCH_RUNS: '1' }, limitS: 120 },
+  { name: 'one channel over the network', script: 'net.ts', env: { BENCH_MESSAGES: '50000', BENCH_ROUNDTRIPS: '1000', BENCH_RUNS: '2' }, limitS: 120 },
   { name: 'byte streams', script: 'bytes.ts', env: { BENCH_BULK_MIB: '64', BENCH_RUNS: '2' }, limitS: 120 },
   {
     name: 'TCP gateway',
