@@ -10,8 +10,8 @@
  *   download  client: `await download.send({ bytes, reply })`; the answer carries `{ data }`,
  *             a Readable of the server's, which the client reads to its end
  *
- * Run: npm run bench:bytes   (BENCH_BULK_MIB, BENCH_RUNS; BENCH_CPU_PROF_DIR: profiles of
- * both sides' netchan processes)
+ * Run: npm run bench:bytes   (BENCH_BULK_MIB, BENCH_RUNS; BENCH_CPU_PROF_DIR: a CPU profile of
+ * the netchan server there, and of this process with `node --cpu-prof --import tsx bench/bytes.ts`)
  */
 import { readFileSync } from 'node:fs';
 import http2 from 'node:http2';
