@@ -25,6 +25,7 @@ import { ratioRow, summarize } from './summary.js';
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 1_000_000);
 const ROUNDTRIPS = Number(process.env.BENCH_ROUNDTRIPS ?? 20_000);
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+const WARMUP_ROUNDTRIPS = Math.min(1000, Math.ceil(ROUNDTRIPS / 4));
 const packr = new Packr({ useRecords: false });
 const netchanCodec = new Codec();
 type Encode = (v: unknown) => Uint8Array;
@@ -113,11 +114,11 @@ function rawH2OneWay(port: number): Promise<number> {
   });
 }
 
-/** µs per round trip of `once(i)`, after 1,000 to warm up, on a session of its own. */
+/** µs per round trip of `once(i)`, after WARMUP_ROUNDTRIPS to warm up (1,000, fewer for short runs), on a session of its own. */
 async function netchanRoundTrip(port: number, setup: (session: Session) => (i: number) => Promise<unknown>): Promise<number> {
   const session = await connect(`https://localhost:${port}/`, { ca: certs.caCert });
   const once = setup(session);
-  for (let i = 0; i < 1000; i++) await once(i);
+  for (let i = 0; i < WARMUP_ROUNDTRIPS; i++) await once(i);
   const start = process.hrtime.bigint();
   for (let i = 0; i < ROUNDTRIPS; i++) await once(i);
   const micros = Number(process.hrtime.bigint() - start) / 1e3 / ROUNDTRIPS;
@@ -169,7 +170,7 @@ async function rawH2RoundTrip(port: number): Promise<number> {
       enc.frame(FrameType.VALUE, netchanCodec.encode(message(i)));
       stream.write(enc.take() as Buffer);
     });
-  for (let i = 0; i < 1000; i++) await once(i);
+  for (let i = 0; i < WARMUP_ROUNDTRIPS; i++) await once(i);
   const start = process.hrtime.bigint();
   for (let i = 0; i < ROUNDTRIPS; i++) await once(i);
   const micros = Number(process.hrtime.bigint() - start) / 1e3 / ROUNDTRIPS;
