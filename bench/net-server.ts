@@ -1,6 +1,6 @@
 /**
- * Server side of bench/net.ts, run in its own process: `tsx bench/net-server.ts <peer>`.
- * Prints one JSON line `{port}` when listening; exits when stdin closes.
+ * Server side of bench/net.ts and bench/bytes.ts, run in its own process by bench/net-peer.ts:
+ * `node --import tsx bench/net-server.ts <peer>`. Prints one JSON line `{port}` when listening; exits when stdin closes.
  * Certificates come from the environment (BENCH_KEY, BENCH_CERT as PEM).
  */
 import http2 from 'node:http2';
