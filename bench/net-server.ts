@@ -1,7 +1,7 @@
 /**
  * Server side of bench/net.ts and bench/bytes.ts, run in its own process by bench/net-peer.ts:
- * `node --import tsx bench/net-server.ts <peer>`. Prints one JSON line `{port}` when listening; exits when stdin closes.
- * Certificates come from the environment (BENCH_KEY, BENCH_CERT as PEM).
+ * `node --import tsx bench/net-server.ts <peer>`. Prints one JSON line `{port}` when listening;
+ * exits when stdin closes. Certificates come from the environment (BENCH_KEY, BENCH_CERT as PEM).
  */
 import http2 from 'node:http2';
 import type { Duplex, Readable } from 'node:stream';
