@@ -34,6 +34,7 @@
 import os from 'node:os';
 import { generateCertificates } from '../lib/transport/devcert.js';
 import { Child, killAll, rate, table, type Message } from './children.js';
+import { ratioRow, summarize } from './summary.js';
 
 const ALL_PEERS = ['netchan', 'raw-tls', 'raw-h2', 'raw-h2-pair', 'ws', 'grpc', 'socket.io'];
 const LABELS: Record<string, string> = {
@@ -191,5 +192,13 @@ console.log(
       }),
     ]),
   ),
+);
+summarize(
+  SIZES.flatMap((n) => {
+    const nc = results.get(`netchan/${n}`);
+    const h2 = results.get(`raw-h2/${n}`);
+    if (!nc || !h2) return [];
+    return [ratioRow(`cluster echo, ${n.toLocaleString('en')} clients, msg/s`, nc.rate, { label: 'raw HTTP/2, one stream per client', value: h2.rate }, (x) => `${rate(x)} msg/s`, { min: 0.9 })];
+  }),
 );
 process.exit([...results.values()].some((c) => c.note) ? 1 : 0);

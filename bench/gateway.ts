@@ -10,14 +10,24 @@
  * Bulk: the client writes BENCH_BULK_MIB MiB in 256 KiB writes; the target answers one byte once it
  * has them all; the time is from the first write to that byte. Request/response: 64-byte request,
  * 64-byte answer, one at a time. Best of BENCH_RUNS.
+ *
+ * pgbench -S: a throwaway PostgreSQL on loopback (test/helpers/postgres.ts; as root it runs as
+ * the postgres user), `pgbench -S` with BENCH_PG_CLIENTS connections (default 4) for
+ * BENCH_PG_SECONDS (default 10) directly, through the two plain relays and through
+ * the raw HTTP/2 relay pair and `netchan forward` → `netchan gateway`, alternating, best of
+ * BENCH_RUNS.
+ * BENCH_PGBENCH=0 leaves it out; without PostgreSQL installed the row says so.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import http2 from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
+import path from 'node:path';
 import { createInterface } from 'node:readline';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { ratioRow, summarize, type SummaryRow } from './summary.js';
 
 const BULK_BYTES = Number(process.env.BENCH_BULK_MIB ?? 512) * 1024 * 1024;
 const ROUNDTRIPS = Number(process.env.BENCH_ROUNDTRIPS ?? 10_000);
@@ -147,10 +157,10 @@ async function h2RelayOut(upstream: number): Promise<void> {
   ready(await listenOn(server));
 }
 
-async function gatewayRole(targetPort: number): Promise<void> {
+async function gatewayRole(targetPorts: number[]): Promise<void> {
   const { createGateway, createServer } = await import('../lib/index.js');
   const server = createServer({ key: process.env.BENCH_KEY!, cert: process.env.BENCH_CERT!, authenticate: ({ headers }) => (headers.authorization === 'Bearer bench' ? 'bench' : false) });
-  createGateway(server, { allow: [`127.0.0.1:${targetPort}`] });
+  createGateway(server, { allow: targetPorts.map((port) => `127.0.0.1:${port}`) });
   const { port } = await server.listen(0, '127.0.0.1');
   ready(port);
 }
@@ -231,18 +241,36 @@ async function roundTrips(socket: net.Socket, n: number): Promise<number> {
   return Number(process.hrtime.bigint() - start) / 1e3 / n;
 }
 
-async function measure(port: number): Promise<{ bulk: number; rtt: number }> {
-  let best = 0;
-  let bestRtt = Infinity;
-  for (let run = 0; run < RUNS; run++) {
-    const s = await connectTo(port);
-    best = Math.max(best, await bulk(s, BULK_BYTES));
-    s.destroy();
-    const r = await connectTo(port);
-    bestRtt = Math.min(bestRtt, await roundTrips(r, ROUNDTRIPS));
-    r.destroy();
-  }
-  return { bulk: best, rtt: bestRtt };
+/** One bulk upload and one round-trip run through `port`, each on a connection of its own. */
+async function measureOnce(port: number): Promise<{ bulk: number; rtt: number }> {
+  const s = await connectTo(port);
+  const rate = await bulk(s, BULK_BYTES);
+  s.destroy();
+  const r = await connectTo(port);
+  const rtt = await roundTrips(r, ROUNDTRIPS);
+  r.destroy();
+  return { bulk: rate, rtt };
+}
+
+const PGBENCH = process.env.BENCH_PGBENCH !== '0';
+const PG_CLIENTS = Number(process.env.BENCH_PG_CLIENTS ?? 4);
+const PG_SECONDS = Number(process.env.BENCH_PG_SECONDS ?? 10);
+const run = promisify(execFile);
+
+/** `pgbench` of the installed PostgreSQL, if any. */
+async function pgbenchPath(): Promise<string | undefined> {
+  const { postgresBinDir } = await import('../test/helpers/postgres.js');
+  const bin = postgresBinDir();
+  return bin ? path.join(bin, 'pgbench') : undefined;
+}
+
+/** `pgbench -S` through `port` for PG_SECONDS: transactions per second. */
+async function pgbench(pgbenchBin: string, port: number): Promise<number> {
+  const args = ['-S', '-n', '-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-c', String(PG_CLIENTS), '-j', String(Math.min(PG_CLIENTS, 2)), '-T', String(PG_SECONDS), 'postgres'];
+  const { stdout } = await run(pgbenchBin, args, { timeout: (PG_SECONDS + 60) * 1000 });
+  const tps = /tps = ([\d.]+)/.exec(stdout);
+  if (!tps) throw new Error(`pgbench printed no tps:\n${stdout}`);
+  return Number(tps[1]);
 }
 
 async function main(): Promise<void> {
@@ -251,13 +279,16 @@ async function main(): Promise<void> {
   Object.assign(process.env, { BENCH_KEY: certs.key, BENCH_CERT: certs.cert, BENCH_CA: certs.caCert });
   const load = () => os.loadavg().map((l) => l.toFixed(2)).join(' ');
   console.log(`node ${process.version}, ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, load average at start: ${load()}`);
-  console.log(`bulk ${BULK_BYTES / 1024 / 1024} MiB upload, ${ROUNDTRIPS} round trips of ${RR_SIZE} bytes, best of ${RUNS}\n`);
+  console.log(`bulk ${BULK_BYTES / 1024 / 1024} MiB upload, ${ROUNDTRIPS} round trips of ${RR_SIZE} bytes, best of ${RUNS} (range in brackets), the paths alternating\n`);
   const children: ChildProcess[] = [];
   const start = async (...args: string[]) => {
     const r = await spawnRole(...args);
     children.push(r.child);
     return r.port;
   };
+  const pgbenchBin = PGBENCH ? await pgbenchPath() : undefined;
+  const postgres = pgbenchBin ? await (await import('../test/helpers/postgres.js')).startPostgres() : undefined;
+  const summary: SummaryRow[] = [];
   try {
     const targetPort = await start('target');
     const relay2 = await start('relay', String(targetPort));
@@ -266,7 +297,7 @@ async function main(): Promise<void> {
     const tlsOut = await start('tls-relay-out', String(tlsIn));
     const h2In = await start('h2-relay-in', String(targetPort));
     const h2Out = await start('h2-relay-out', String(h2In));
-    const gateway = await start('gateway', String(targetPort));
+    const gateway = await start('gateway', String(targetPort), ...(postgres ? [String(postgres.port)] : []));
     const forwardH2 = await start('forward', String(gateway), String(targetPort), 'h2');
     const forwardWs = await start('forward', String(gateway), String(targetPort), 'ws');
     const rows: [string, number][] = [
@@ -277,24 +308,77 @@ async function main(): Promise<void> {
       ['netchan forward -> gateway (HTTP/2, TLS 1.3)', forwardH2],
       ['netchan forward -> gateway (WebSocket fallback, TLS 1.3)', forwardWs],
     ];
-    const results: { name: string; bulk: number; rtt: number }[] = [];
     // BENCH_ROWS: a pattern picking rows (the plain relays stay: the ratios are to them)
     const only = process.env.BENCH_ROWS ? new RegExp(process.env.BENCH_ROWS) : undefined;
-    for (const [name, port] of rows) {
-      if (only && !only.test(name) && port !== relay1) continue;
-      const r = await measure(port);
-      results.push({ name, ...r });
-      console.log(`  measured ${name}: ${(r.bulk / 1e9).toFixed(3)} GB/s, ${r.rtt.toFixed(1)} µs`);
+    const picked = rows.filter(([name, port]) => !only || only.test(name) || port === relay1);
+    const runs = new Map<string, { bulk: number[]; rtt: number[] }>(picked.map(([name]) => [name, { bulk: [], rtt: [] }]));
+    for (let r = 0; r < RUNS; r++) {
+      for (const [name, port] of r % 2 === 0 ? picked : [...picked].reverse()) {
+        const m = await measureOnce(port);
+        runs.get(name)!.bulk.push(m.bulk);
+        runs.get(name)!.rtt.push(m.rtt);
+        console.log(`  run ${r + 1}, ${name}: ${(m.bulk / 1e9).toFixed(3)} GB/s, ${m.rtt.toFixed(1)} µs`);
+      }
     }
+    const results = picked.map(([name]) => {
+      const { bulk, rtt } = runs.get(name)!;
+      return { name, bulk: Math.max(...bulk), rtt: Math.min(...rtt), bulkRange: `${(Math.min(...bulk) / 1e9).toFixed(3)}–${(Math.max(...bulk) / 1e9).toFixed(3)}` };
+    });
     const relays = results.find((r) => r.name.startsWith('two plain'))!;
     console.log('\n| path | bulk GB/s | × two relays | round trip µs | × two relays |');
     console.log('|---|---:|---:|---:|---:|');
     for (const r of results) {
-      console.log(`| ${r.name} | ${(r.bulk / 1e9).toFixed(3)} | ${(r.bulk / relays.bulk).toFixed(2)} | ${r.rtt.toFixed(1)} | ${(r.rtt / relays.rtt).toFixed(2)} |`);
+      console.log(`| ${r.name} | ${(r.bulk / 1e9).toFixed(3)} (${r.bulkRange}) | ${(r.bulk / relays.bulk).toFixed(2)} | ${r.rtt.toFixed(1)} | ${(r.rtt / relays.rtt).toFixed(2)} |`);
     }
-    console.log(`\ntarget: bulk >= 0.7 × two relays (and request/response within 1/0.7 of them). Load average at the end: ${load()}`);
+    const rawH2 = results.find((r) => r.name.includes('raw HTTP/2'));
+    const netchanH2 = results.find((r) => r.name.includes('netchan forward -> gateway (HTTP/2'));
+    if (rawH2 && netchanH2) {
+      console.log(`\nnetchan forward -> gateway: ${(netchanH2.bulk / rawH2.bulk).toFixed(2)} × the raw HTTP/2 relay pair in bulk (target ≥ 0.9 ×)`);
+      const gbs = (n: number) => `${(n / 1e9).toFixed(3)} GB/s`;
+      summary.push(ratioRow(`TCP gateway bulk, ${BULK_BYTES / 1024 / 1024} MiB upload`, netchanH2.bulk, { label: 'raw HTTP/2 relay pair', value: rawH2.bulk }, gbs, { min: 0.9 }));
+    }
+
+    if (!PGBENCH) return;
+    if (!pgbenchBin || !postgres) {
+      console.log('\npgbench -S: PostgreSQL is not installed (Debian: apt-get install postgresql)');
+      summary.push({ workload: 'TCP gateway, pgbench -S', netchan: 'not measured', reference: 'PostgreSQL not installed', ratio: '-', target: '≥ 0.8 ×' });
+      return;
+    }
+    await run(pgbenchBin, ['-i', '-q', '-h', '127.0.0.1', '-p', String(postgres.port), '-U', 'postgres', 'postgres'], { timeout: 120_000 });
+    const pgRelay2 = await start('relay', String(postgres.port));
+    const pgRelay1 = await start('relay', String(pgRelay2));
+    const pgH2In = await start('h2-relay-in', String(postgres.port));
+    const pgH2Out = await start('h2-relay-out', String(pgH2In));
+    const pgForward = await start('forward', String(gateway), String(postgres.port), 'h2');
+    const pgRows: [string, number][] = [
+      ['direct loopback TCP', postgres.port],
+      ['two plain Node TCP relays in a row', pgRelay1],
+      ['two Node relays, one raw HTTP/2 stream (TLS 1.3) between them', pgH2Out],
+      ['netchan forward -> gateway (HTTP/2, TLS 1.3)', pgForward],
+    ];
+    const tps = new Map<string, number[]>(pgRows.map(([name]) => [name, []]));
+    for (let r = 0; r < RUNS; r++) {
+      for (const [name, port] of r % 2 === 0 ? pgRows : [...pgRows].reverse()) {
+        const t = await pgbench(pgbenchBin, port);
+        tps.get(name)!.push(t);
+        console.log(`  run ${r + 1}, pgbench -S, ${name}: ${t.toFixed(0)} tps`);
+      }
+    }
+    const plain = Math.max(...tps.get(pgRows[1]![0])!);
+    console.log(`\npgbench -S, ${PG_CLIENTS} connections, ${PG_SECONDS} s per run\n`);
+    console.log('| path | tps | × two relays |');
+    console.log('|---|---:|---:|');
+    for (const [name] of pgRows) {
+      const t = tps.get(name)!;
+      console.log(`| ${name} | ${Math.max(...t).toFixed(0)} (${Math.min(...t).toFixed(0)}–${Math.max(...t).toFixed(0)}) | ${(Math.max(...t) / plain).toFixed(2)} |`);
+    }
+    const netchanTps = Math.max(...tps.get(pgRows[3]![0])!);
+    summary.push(ratioRow(`TCP gateway, pgbench -S, ${PG_CLIENTS} connections`, netchanTps, { label: 'two plain Node TCP relays', value: plain }, (n) => `${n.toFixed(0)} tps`, { min: 0.8 }));
   } finally {
     for (const c of children) c.stdin?.end();
+    await postgres?.stop();
+    summarize(summary);
+    console.log(`\nload average at the end: ${load()}`);
   }
 }
 
@@ -304,6 +388,6 @@ else if (role === 'tls-relay-in') await tlsRelayIn(Number(process.argv[3]));
 else if (role === 'tls-relay-out') await tlsRelayOut(Number(process.argv[3]));
 else if (role === 'h2-relay-in') await h2RelayIn(Number(process.argv[3]));
 else if (role === 'h2-relay-out') await h2RelayOut(Number(process.argv[3]));
-else if (role === 'gateway') await gatewayRole(Number(process.argv[3]));
+else if (role === 'gateway') await gatewayRole(process.argv.slice(3).map(Number));
 else if (role === 'forward') await forwardRole(Number(process.argv[3]), Number(process.argv[4]), process.argv[5] as 'h2' | 'ws');
 else await main();

@@ -1,11 +1,16 @@
 /**
  * In-process micro-benchmark: channel values/s (capacity 0 and 1024) and codec
- * encode+decode/s for a small message. Prints one table. Run: npm run bench
+ * encode+decode/s for a small message, next to plain msgpackr. Prints one table.
+ * Run: npm run bench:inprocess   (BENCH_RUNS, default 5; BENCH_SCALE multiplies the counts)
  */
 import os from 'node:os';
 import { Packr } from 'msgpackr';
 import { Channel } from '../lib/core/channel.js';
 import { Codec } from '../lib/wire/codec.js';
+import { ratioRow, summarize } from './summary.js';
+
+const SCALE = Number(process.env.BENCH_SCALE ?? 1);
+const scaled = (count: number) => Math.max(1000, Math.round(count * SCALE));
 
 interface Row { name: string; ops: number; seconds: number }
 
@@ -62,18 +67,18 @@ function best(rows: Row[]): Row {
 async function main(): Promise<void> {
   const runs = Number(process.env.BENCH_RUNS ?? 5);
   const rows: Row[] = [];
-  for (const [capacity, count] of [[0, 1_000_000], [1024, 5_000_000]] as const) {
+  for (const [capacity, count] of [[0, scaled(1_000_000)], [1024, scaled(5_000_000)]] as const) {
     const results: Row[] = [];
     for (let r = 0; r < runs; r++) results.push(await channelThroughput(capacity, count));
     rows.push(best(results));
   }
   const codecRuns: Row[] = [];
   for (let r = 0; r < runs; r++) {
-    codecRuns.push(codecThroughput(1_000_000));
+    codecRuns.push(codecThroughput(scaled(1_000_000)));
   }
   rows.push(best(codecRuns));
   const rawRuns: Row[] = [];
-  for (let r = 0; r < runs; r++) rawRuns.push(msgpackrThroughput(1_000_000));
+  for (let r = 0; r < runs; r++) rawRuns.push(msgpackrThroughput(scaled(1_000_000)));
   rows.push(best(rawRuns));
 
   console.log(`netchan in-process benchmark — Node ${process.version}, ${os.cpus()[0]?.model ?? 'cpu'} x${os.cpus().length}, best of ${runs}`);
@@ -82,6 +87,12 @@ async function main(): Promise<void> {
   for (const row of rows) {
     console.log(`| ${row.name} | ${row.ops} | ${row.seconds.toFixed(3)} | ${(row.ops / row.seconds / 1e6).toFixed(2)} M |`);
   }
+  const opsPerS = (row: Row) => row.ops / row.seconds;
+  const mops = (n: number) => `${(n / 1e6).toFixed(2)} M ops/s`;
+  summarize([
+    ...rows.slice(0, 2).map((row) => ({ workload: `in process, ${row.name}`, netchan: mops(opsPerS(row)), reference: '', ratio: '', target: '' })),
+    ratioRow('in process, codec encode+decode (validated), small message', opsPerS(rows[2]!), { label: 'plain msgpackr', value: opsPerS(rows[3]!) }, mops),
+  ]);
 }
 
 await main();

@@ -1,15 +1,16 @@
 /**
- * Server side of bench/net.ts, run in its own process: `tsx bench/net-server.ts <peer>`.
- * Prints one JSON line `{port}` when listening; exits when stdin closes.
- * Certificates come from the environment (BENCH_KEY, BENCH_CERT as PEM).
+ * Server side of bench/net.ts and bench/bytes.ts, run in its own process by bench/net-peer.ts:
+ * `node --import tsx bench/net-server.ts <peer>`. Prints one JSON line `{port}` when listening;
+ * exits when stdin closes. Certificates come from the environment (BENCH_KEY, BENCH_CERT as PEM).
  */
 import http2 from 'node:http2';
-import type { Duplex } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import tls from 'node:tls';
 import { Packr } from 'msgpackr';
 import { Codec } from '../lib/wire/codec.js';
 import { FrameDecoder, FrameEncoder, FrameType } from '../lib/wire/frames.js';
 import { createServer, type ChannelLike } from '../lib/index.js';
+import { bulkSource, receiveAll, type Received } from './bulk-data.js';
 
 const key = process.env.BENCH_KEY as string;
 const cert = process.env.BENCH_CERT as string;
@@ -54,6 +55,11 @@ if (peer === 'netchan') {
   const control = server.channel<{ expect: number; reply: ChannelLike<number> }>('control', 1);
   const ping = server.channel<unknown>('ping', 0);
   const pong = server.channel<unknown>('pong', 0);
+  // the README's request/reply: each request carries a fresh reply channel, answered and dropped
+  const square = server.channel<{ n: number; reply: ChannelLike<number> }>('square', 100);
+  // byte streams inside values: an upload read to its end, a download sent in the answer
+  const upload = server.channel<{ data: Readable; reply: ChannelLike<Received> }>('upload', 0);
+  const download = server.channel<{ bytes: number; reply: ChannelLike<{ data: Readable }> }>('download', 0);
   let received = 0;
   const waiters: { expect: number; reply: ChannelLike<number> }[] = [];
   (async () => {
@@ -76,6 +82,15 @@ if (peer === 'netchan') {
   })();
   (async () => {
     for await (const v of ping) await pong.send(v);
+  })();
+  (async () => {
+    for await (const { n, reply } of square) await reply.send(n * n);
+  })();
+  (async () => {
+    for await (const { data, reply } of upload) await reply.send(await receiveAll(data as AsyncIterable<Buffer>));
+  })();
+  (async () => {
+    for await (const { bytes, reply } of download) await reply.send({ data: bulkSource(bytes) });
   })();
   const { port } = await server.listen(0, '127.0.0.1');
   ready(port);
@@ -104,6 +119,24 @@ if (peer === 'netchan') {
     });
     stream.on('data', (chunk: Buffer) => decoder.push(chunk));
     stream.on('error', () => undefined);
+  });
+  server.listen(0, '127.0.0.1', () => ready((server.address() as { port: number }).port));
+} else if (peer === 'raw-h2-bytes') {
+  // bulk bytes on one raw HTTP/2 stream, netchan's windows: POST /up is read to its end and
+  // answered with {bytes, crc}; GET /down answers with `bench-bytes` bytes
+  const server = http2.createSecureServer({ key, cert, minVersion: 'TLSv1.3', settings: { initialWindowSize: 1024 * 1024 } });
+  server.on('session', (s) => s.once('remoteSettings', () => s.setLocalWindowSize(32 * 1024 * 1024)));
+  server.on('stream', (stream, headers) => {
+    stream.on('error', () => undefined);
+    if (headers[':path'] === '/up') {
+      void receiveAll(stream).then((got) => {
+        stream.respond({ ':status': 200 });
+        stream.end(JSON.stringify(got));
+      });
+    } else {
+      stream.respond({ ':status': 200 });
+      bulkSource(Number(headers['bench-bytes'])).pipe(stream);
+    }
   });
   server.listen(0, '127.0.0.1', () => ready((server.address() as { port: number }).port));
 } else {

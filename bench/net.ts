@@ -3,25 +3,29 @@
  *   one-way: client `await send` in a loop into a capacity-1024 server channel
  *            vs raw TLS + netchan's codec + length-prefixed frames (no semantics: the limit),
  *            and the same with plain msgpackr (no validation)
- *   round trip: ping/pong over two capacity-0 channels vs a raw HTTP/2 stream ping-pong
+ *   round trip, each next to a raw HTTP/2 stream ping-pong of the same run (runs alternate):
+ *            ping/pong over two capacity-0 channels, the receive asked for before the send;
+ *            the same written in the usual order, `await ping.send(x); await pong.receive()`;
+ *            request/reply with a fresh capacity-0 reply channel inside each request (the
+ *            README's pattern; the server answers `await reply.send(…)` and drops the handle)
  * Run: npm run bench:net   (BENCH_MESSAGES, BENCH_ROUNDTRIPS, BENCH_RUNS to change the sizes)
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import http2 from 'node:http2';
 import os from 'node:os';
 import tls from 'node:tls';
-import { createInterface } from 'node:readline';
 import type { Duplex } from 'node:stream';
-import { fileURLToPath } from 'node:url';
 import { Packr } from 'msgpackr';
 import { generateCertificates } from '../lib/transport/devcert.js';
 import { Codec } from '../lib/wire/codec.js';
 import { FrameDecoder, FrameEncoder, FrameType } from '../lib/wire/frames.js';
-import { Channel, connect } from '../lib/index.js';
+import { Channel, connect, type Session } from '../lib/index.js';
+import { startPeer as start, stopPeer as stop } from './net-peer.js';
+import { ratioRow, summarize } from './summary.js';
 
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 1_000_000);
 const ROUNDTRIPS = Number(process.env.BENCH_ROUNDTRIPS ?? 20_000);
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+const WARMUP_ROUNDTRIPS = Math.min(1000, Math.ceil(ROUNDTRIPS / 4));
 const packr = new Packr({ useRecords: false });
 const netchanCodec = new Codec();
 type Encode = (v: unknown) => Uint8Array;
@@ -30,27 +34,7 @@ const message = (i: number) => ({ id: i, name: 'task', payload: 'hello world', t
 
 const certs = await generateCertificates({ hosts: ['localhost', '127.0.0.1'] });
 
-async function startPeer(peer: string, codecName = 'netchan'): Promise<{ port: number; child: ChildProcess }> {
-  const tsx = fileURLToPath(new URL('../node_modules/.bin/tsx', import.meta.url));
-  const child = spawn(tsx, [fileURLToPath(new URL('./net-server.ts', import.meta.url)), peer], {
-    env: { ...process.env, BENCH_KEY: certs.key, BENCH_CERT: certs.cert, BENCH_CODEC: codecName },
-    stdio: ['pipe', 'pipe', 'inherit'],
-  });
-  const rl = createInterface({ input: child.stdout! });
-  const line = await new Promise<string>((resolve, reject) => {
-    rl.once('line', resolve);
-    child.once('exit', (code) => reject(new Error(`${peer} server exited with ${code}`)));
-  });
-  return { port: (JSON.parse(line) as { port: number }).port, child };
-}
-
-function stop(child: ChildProcess): Promise<void> {
-  return new Promise((resolve) => {
-    child.once('exit', () => resolve());
-    child.stdin!.end();
-    setTimeout(() => child.kill('SIGKILL'), 2000).unref();
-  });
-}
+const startPeer = (peer: string, codecName = 'netchan') => start(peer, { BENCH_KEY: certs.key, BENCH_CERT: certs.cert, BENCH_CODEC: codecName });
 
 async function netchanOneWay(port: number): Promise<number> {
   const session = await connect(`https://localhost:${port}/`, { ca: certs.caCert });
@@ -130,24 +114,48 @@ function rawH2OneWay(port: number): Promise<number> {
   });
 }
 
-async function netchanRoundTrip(port: number): Promise<number> {
+/** µs per round trip of `once(i)`, after WARMUP_ROUNDTRIPS to warm up (1,000, fewer for short runs), on a session of its own. */
+async function netchanRoundTrip(port: number, setup: (session: Session) => (i: number) => Promise<unknown>): Promise<number> {
   const session = await connect(`https://localhost:${port}/`, { ca: certs.caCert });
-  const ping = session.channel<unknown>('ping');
-  const pong = session.channel<unknown>('pong');
-  for (let i = 0; i < 1000; i++) {
-    await ping.send(i);
-    await pong.receive();
-  }
+  const once = setup(session);
+  for (let i = 0; i < WARMUP_ROUNDTRIPS; i++) await once(i);
   const start = process.hrtime.bigint();
-  for (let i = 0; i < ROUNDTRIPS; i++) {
-    const p = pong.receive();
-    await ping.send(message(i));
-    await p;
-  }
+  for (let i = 0; i < ROUNDTRIPS; i++) await once(i);
   const micros = Number(process.hrtime.bigint() - start) / 1e3 / ROUNDTRIPS;
   await session.close();
   return micros;
 }
+
+/** The round trips measured, each as a loop body. */
+const roundTrips: Record<string, (session: Session) => (i: number) => Promise<unknown>> = {
+  // the receive asked for first: the server's answer finds a receiver waiting
+  receiveFirst: (session) => {
+    const ping = session.channel<unknown>('ping');
+    const pong = session.channel<unknown>('pong');
+    return async (i) => {
+      const p = pong.receive();
+      await ping.send(message(i));
+      return p;
+    };
+  },
+  // the order people write it
+  sendThenReceive: (session) => {
+    const ping = session.channel<unknown>('ping');
+    const pong = session.channel<unknown>('pong');
+    return async (i) => {
+      await ping.send(message(i));
+      return pong.receive();
+    };
+  },
+  freshReply: (session) => {
+    const square = session.channel<{ n: number; reply: Channel<number> }>('square');
+    return async (i) => {
+      const reply = new Channel<number>(0);
+      await square.send({ n: i, reply });
+      return reply.receive();
+    };
+  },
+};
 
 async function rawH2RoundTrip(port: number): Promise<number> {
   const client = http2.connect(`https://localhost:${port}`, { ca: certs.caCert, minVersion: 'TLSv1.3' });
@@ -162,7 +170,7 @@ async function rawH2RoundTrip(port: number): Promise<number> {
       enc.frame(FrameType.VALUE, netchanCodec.encode(message(i)));
       stream.write(enc.take() as Buffer);
     });
-  for (let i = 0; i < 1000; i++) await once(i);
+  for (let i = 0; i < WARMUP_ROUNDTRIPS; i++) await once(i);
   const start = process.hrtime.bigint();
   for (let i = 0; i < ROUNDTRIPS; i++) await once(i);
   const micros = Number(process.hrtime.bigint() - start) / 1e3 / ROUNDTRIPS;
@@ -171,31 +179,72 @@ async function rawH2RoundTrip(port: number): Promise<number> {
   return micros;
 }
 
-async function best(peer: string, run: (port: number) => Promise<number>, higherIsBetter: boolean, codecName = 'netchan'): Promise<number> {
-  const { port, child } = await startPeer(peer, codecName);
-  const results: number[] = [];
+// one-way: every server up, the runs alternating between the peers
+const oneWay: Record<'raw' | 'rawPlain' | 'rawH2' | 'netchan', number[]> = { raw: [], rawPlain: [], rawH2: [], netchan: [] };
+{
+  const servers = {
+    raw: await startPeer('raw-tls'),
+    rawPlain: await startPeer('raw-tls', 'msgpackr'),
+    rawH2: await startPeer('raw-h2-sink'),
+    netchan: await startPeer('netchan'),
+  };
+  const runs: Record<keyof typeof oneWay, (port: number) => Promise<number>> = {
+    raw: (port) => rawTlsOneWay(port, encoders.netchan!),
+    rawPlain: (port) => rawTlsOneWay(port, encoders.msgpackr!),
+    rawH2: rawH2OneWay,
+    netchan: netchanOneWay,
+  };
   try {
-    for (let r = 0; r < RUNS; r++) results.push(await run(port));
+    for (let r = 0; r < RUNS; r++) {
+      const order = Object.keys(runs) as (keyof typeof oneWay)[];
+      for (const name of r % 2 === 0 ? order : order.reverse()) oneWay[name].push(await runs[name](servers[name].port));
+    }
   } finally {
-    await stop(child);
+    await Promise.all(Object.values(servers).map((s) => stop(s.child)));
   }
-  return higherIsBetter ? Math.max(...results) : Math.min(...results);
 }
+const [raw, rawPlain, rawH2, nc] = [oneWay.raw, oneWay.rawPlain, oneWay.rawH2, oneWay.netchan].map((xs) => Math.max(...xs)) as [number, number, number, number];
 
-const raw = await best('raw-tls', (port) => rawTlsOneWay(port, encoders.netchan!), true);
-const rawPlain = await best('raw-tls', (port) => rawTlsOneWay(port, encoders.msgpackr!), true, 'msgpackr');
-const rawH2 = await best('raw-h2-sink', rawH2OneWay, true);
-const nc = await best('netchan', netchanOneWay, true);
-const rawRtt = await best('raw-h2', rawH2RoundTrip, false);
-const ncRtt = await best('netchan', netchanRoundTrip, false);
+// the round trips: both servers up, the runs alternating between the raw stream and each netchan row
+const rtt: Record<'raw' | keyof typeof roundTrips, number[]> = { raw: [], receiveFirst: [], sendThenReceive: [], freshReply: [] };
+{
+  const rawServer = await startPeer('raw-h2');
+  const netchanServer = await startPeer('netchan');
+  try {
+    for (let r = 0; r < RUNS; r++) {
+      rtt.raw.push(await rawH2RoundTrip(rawServer.port));
+      for (const [name, setup] of Object.entries(roundTrips)) rtt[name as keyof typeof roundTrips].push(await netchanRoundTrip(netchanServer.port, setup));
+    }
+  } finally {
+    await Promise.all([stop(rawServer.child), stop(netchanServer.child)]);
+  }
+}
+const fastest = (xs: number[]) => Math.min(...xs);
+const range = (xs: number[]) => `${fastest(xs).toFixed(0)}–${Math.max(...xs).toFixed(0)}`;
+const rawRtt = fastest(rtt.raw);
+const rttRows: [string, keyof typeof roundTrips, number][] = [
+  ['round trip: ping/pong channels (capacity 0), receive asked before the send, µs', 'receiveFirst', 1.3],
+  ['round trip: `await ping.send(x); await pong.receive()` (capacity 0), µs', 'sendThenReceive', 1.3],
+  ['request/reply, a fresh capacity-0 reply channel in each request, µs', 'freshReply', 2],
+];
 
 console.log(`netchan network benchmark — Node ${process.version}, ${os.cpus()[0]?.model ?? 'cpu'} x${os.cpus().length}, ${os.platform()} ${os.release()}`);
-console.log(`servers in separate processes on 127.0.0.1, TLS 1.3; ${MESSAGES} one-way messages, ${ROUNDTRIPS} round trips; best of ${RUNS}`);
+console.log(`servers in separate processes on 127.0.0.1, TLS 1.3; ${MESSAGES} one-way messages, ${ROUNDTRIPS} round trips; best of ${RUNS} (range over the runs in brackets)`);
 console.log('');
 console.log('| workload | netchan | reference | ratio | target |');
 console.log('|---|---:|---:|---:|---:|');
-console.log(`| one-way, one channel (capacity 1024), msg/s | ${(nc / 1e6).toFixed(3)} M | raw TLS, same framing and codec: ${(raw / 1e6).toFixed(3)} M | ${(nc / raw).toFixed(2)} × | ≥ 0.8 × |`);
-console.log(`| (same, reference with plain msgpackr: no validation) | | ${(rawPlain / 1e6).toFixed(3)} M | ${(nc / rawPlain).toFixed(2)} × | |`);
-console.log(`| (same, reference on one raw HTTP/2 stream: same framing and codec) | | ${(rawH2 / 1e6).toFixed(3)} M | ${(nc / rawH2).toFixed(2)} × | |`);
-console.log(`| round trip (ping/pong channels), µs | ${ncRtt.toFixed(1)} | raw HTTP/2 stream ping-pong: ${rawRtt.toFixed(1)} | ${(ncRtt / rawRtt).toFixed(2)} × | ≤ 1.3 × |`);
+const mRange = (xs: number[]) => `${(Math.min(...xs) / 1e6).toFixed(3)}–${(Math.max(...xs) / 1e6).toFixed(3)}`;
+console.log(`| one-way, one channel (capacity 1024), msg/s | ${(nc / 1e6).toFixed(3)} M (${mRange(oneWay.netchan)}) | raw TLS, same framing and codec: ${(raw / 1e6).toFixed(3)} M (${mRange(oneWay.raw)}) | ${(nc / raw).toFixed(2)} × | |`);
+console.log(`| (same, reference with plain msgpackr: no validation) | | ${(rawPlain / 1e6).toFixed(3)} M (${mRange(oneWay.rawPlain)}) | ${(nc / rawPlain).toFixed(2)} × | |`);
+console.log(`| (same, reference on one raw HTTP/2 stream: same framing and codec) | | ${(rawH2 / 1e6).toFixed(3)} M (${mRange(oneWay.rawH2)}) | ${(nc / rawH2).toFixed(2)} × | ≥ 0.8 × |`);
+for (const [label, name, target] of rttRows) {
+  console.log(`| ${label} | ${fastest(rtt[name]).toFixed(1)} (${range(rtt[name])}) | raw HTTP/2 stream ping-pong: ${rawRtt.toFixed(1)} (${range(rtt.raw)}) | ${(fastest(rtt[name]) / rawRtt).toFixed(2)} × | ≤ ${target} × |`);
+}
+const micros = (n: number) => `${n.toFixed(0)} µs`;
+summarize([
+  ratioRow('one channel one-way, small messages', nc, { label: 'one raw HTTP/2 stream', value: rawH2 }, (n) => `${(n / 1e6).toFixed(3)} M msg/s`, { min: 0.8 }),
+  ...rttRows.map(([label, name, target]) =>
+    ratioRow(label.replace(/, µs$/, ''), fastest(rtt[name]), { label: 'raw HTTP/2 ping-pong', value: rawRtt }, micros, { max: target }),
+  ),
+]);
 process.exit(0);

@@ -25,6 +25,7 @@ import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { generateCertificates } from '../lib/transport/devcert.js';
 import { Child, killAll, table, type Message } from './children.js';
+import { summarize } from './summary.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -190,6 +191,20 @@ if (errors.size) {
   for (const [m, n] of errors) console.log(`  ${n} × ${m}`);
 }
 
+{
+  const rss = Number(perClient('rss'));
+  const floorRss = floors ? Number(floors.h2.rss) : NaN;
+  summarize([
+    {
+      workload: `idle \`dial\` clients, server RSS per client (${connected.toLocaleString('en')} clients)`,
+      netchan: `${rss.toFixed(1)} KB`,
+      reference: floors ? `HTTP/2 + TLS floor: ${floorRss.toFixed(1)} KB` : 'floor not measured',
+      ratio: floors ? `+${(rss - floorRss).toFixed(1)} KB` : '',
+      target: '≤ 64 KB, ≤ floor + 8 KB',
+      met: rss <= 64 && (!floors || rss - floorRss <= 8),
+    },
+  ]);
+}
 killAll();
 const ok = connected === N && live.distinct === N && afterMsg.sessions === N;
 process.exit(ok ? 0 : 1);
