@@ -16,6 +16,7 @@ export type { MemoryConnectOptions, MemoryServer, MemorySession } from './client
 export type { TransportChoice } from './transport/connect.js';
 export type { TransportKind } from './transport/contract.js';
 export { RemoteChannel } from './session/channel-stream.js';
+export type { RemoteChannelOptions } from './session/channel-stream.js';
 export { Forwarder } from './client/tunnel.js';
 export type { DialTcpOptions, ForwardOptions } from './client/tunnel.js';
 export { createGateway } from './gateway/gateway.js';

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { PassThrough, Readable, Writable, type Duplex } from 'node:stream';
 import { expect } from 'chai';
-import { Channel, NetchanError, select, type ChannelLike } from '../lib/index.js';
+import { Channel, NetchanError, type ChannelLike } from '../lib/index.js';
 import { startServer, teardown, until, tick, useTransport } from './helpers/net.js';
 import { rejection } from './helpers/assert.js';
 import { digestOf } from './helpers/streams.js';
@@ -69,113 +69,6 @@ for (const transport of ['h2', 'ws', 'memory'] as const) describe(`channels over
     expect(await remote.receive()).to.equal('hello');
     await until(() => sent.done);
     expect(sent.error).to.equal(undefined);
-  });
-
-  it('after its first receive, a remote handle on a capacity-0 channel has the next value at hand, and the send still waits for its program', async () => {
-    const { server, client } = await startServer();
-    const ch = server.channel<number>('out', 0);
-    const session = await client();
-    const remote = session.channel<number>('out');
-    const first = track(ch.send(1));
-    expect(await remote.receive()).to.equal(1);
-    await until(() => first.done);
-    const second = track(ch.send(2));
-    // the standing credit brought the value over before the program asked: no round trip then
-    await until(() => remote.length === 1, 5000, 'the value to reach the remote handle');
-    await tick(100);
-    expect(second.done, 'send resolved before the remote program took the value').to.equal(false);
-    expect(ch.waitingSenders, 'the held send is not waiting in the channel').to.equal(0);
-    expect(await remote.receive()).to.equal(2);
-    await until(() => second.done, 5000, 'send to resolve on the ACK');
-    expect(second.error).to.equal(undefined);
-  });
-
-  it('a value a remote handle holds goes back when it lets go, its send still waiting, to the next receiver', async () => {
-    const { server, client } = await startServer();
-    const ch = server.channel<number>('out', 0);
-    const session = await client();
-    const remote = session.channel<number>('out');
-    const first = ch.send(1);
-    expect(await remote.receive()).to.equal(1);
-    await first;
-    const second = track(ch.send(2));
-    await until(() => remote.length === 1);
-    remote.release();
-    await until(() => ch.waitingSenders === 1, 5000, 'the sender to wait in the channel again');
-    expect(second.done).to.equal(false);
-    expect(await ch.receive()).to.equal(2);
-    await until(() => second.done);
-    expect(second.error).to.equal(undefined);
-  });
-
-  it('an abort of a send a remote handle holds rejects with mayHaveBeenDelivered, and the program still gets the value', async () => {
-    const { server, client } = await startServer();
-    const ch = server.channel<number>('out', 0);
-    const session = await client();
-    const remote = session.channel<number>('out');
-    const first = ch.send(1);
-    expect(await remote.receive()).to.equal(1);
-    await first;
-    const ac = new AbortController();
-    const second = ch.send(2, { signal: ac.signal });
-    await until(() => remote.length === 1);
-    ac.abort();
-    const err = await rejection(second);
-    expect(err).to.be.instanceOf(NetchanError);
-    expect((err as NetchanError).code).to.equal('ERR_ABORTED');
-    expect((err as NetchanError).mayHaveBeenDelivered).to.equal(true);
-    expect(await remote.receive()).to.equal(2);
-    // nothing was left behind: the next value goes the same way
-    const third = track(ch.send(3));
-    expect(await remote.receive()).to.equal(3);
-    await until(() => third.done);
-    expect(third.error).to.equal(undefined);
-  });
-
-  it('a send a remote handle holds when its channel closes: resolves if the program takes the value, rejects ERR_CHANNEL_CLOSED if the handle lets go', async () => {
-    const { server, client } = await startServer();
-    const session = await client();
-    for (const takes of [true, false]) {
-      const ch = server.channel<number>(`out-${takes}`, 0);
-      const remote = session.channel<number>(`out-${takes}`);
-      const first = ch.send(1);
-      expect(await remote.receive()).to.equal(1);
-      await first;
-      const second = track(ch.send(2));
-      await until(() => remote.length === 1);
-      ch.close();
-      await tick(50);
-      expect(second.done, 'closing the channel does not settle a held send').to.equal(false);
-      if (takes) {
-        expect(await remote.receive()).to.equal(2);
-        await until(() => second.done);
-        expect(second.error).to.equal(undefined);
-      } else {
-        remote.release();
-        await until(() => second.done);
-        expect((second.error as NetchanError).code).to.equal('ERR_CHANNEL_CLOSED');
-        expect((second.error as NetchanError).mayHaveBeenDelivered).to.not.equal(true);
-      }
-    }
-  });
-
-  it('a select send case a remote handle holds is the one that fires, once its program took the value', async () => {
-    const { server, client } = await startServer();
-    const ch = server.channel<number>('out', 0);
-    const other = new Channel<number>(0);
-    const session = await client();
-    const remote = session.channel<number>('out');
-    const first = ch.send(1);
-    expect(await remote.receive()).to.equal(1);
-    await first;
-    const picked = track(select([{ send: ch, value: 2 }, { receive: other }]));
-    await until(() => remote.length === 1);
-    expect(other.trySend(9), 'the other case withdrew when the remote took the value').to.equal(false);
-    await tick(50);
-    expect(picked.done).to.equal(false);
-    expect(await remote.receive()).to.equal(2);
-    await until(() => picked.done);
-    expect(picked.value).to.deep.equal({ index: 0, ok: true });
   });
 
   it('request/reply with a reply channel inside the value', async () => {

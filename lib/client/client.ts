@@ -11,7 +11,7 @@ import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { debug } from '../core/debug.js';
 import { publish } from '../core/diagnostics.js';
-import { ChannelExporter, RemoteChannel, sendWindow, type ExportableChannel, type RemoteEndpoint } from '../session/channel-stream.js';
+import { ChannelExporter, RemoteChannel, sendWindow, type ExportableChannel, type RemoteChannelOptions, type RemoteEndpoint } from '../session/channel-stream.js';
 import { ErrorCodes, NetchanError, netchanError } from '../core/errors.js';
 import { ControlStream } from '../session/control.js';
 import type { FramedStream } from '../session/framed-stream.js';
@@ -229,11 +229,17 @@ export class Session extends SessionCore<ClientWireStream> {
    * program drops the handle and it is garbage-collected. Errors (an unknown name) surface on its
    * operations.
    */
-  channel<T>(name: string): RemoteChannel<T> {
+  channel<T>(name: string, options?: RemoteChannelOptions): RemoteChannel<T> {
     if (this.ended) throw netchanError(ErrorCodes.SESSION_CLOSED, 'session is closed');
+    const prefetch = options?.prefetch;
+    if (prefetch !== undefined && (!Number.isInteger(prefetch) || prefetch < 0)) {
+      throw netchanError(ErrorCodes.INVALID_ARGUMENT, `prefetch must be a non-negative integer, got ${String(prefetch)}`);
+    }
     const sid = this.newStreamId();
     const kindHeaders = { [Headers.kind]: 'channel', [Headers.name]: name };
-    return new RemoteChannel(this.remoteOn<T>(this.open(kindHeaders, sid), sid, kindHeaders));
+    const endpoint = this.remoteOn<T>(this.open(kindHeaders, sid), sid, kindHeaders);
+    if (prefetch !== undefined) endpoint.setPrefetch(prefetch);
+    return new RemoteChannel(endpoint);
   }
 
   /** Counters: streams, channels, byte streams, values and bytes in/out. */

@@ -457,7 +457,10 @@ export interface SelectOptions extends OperationOptions {
 
 class SelectOperation implements Completion {
   done = false;
-  readonly waiters: Waiter[] = [];
+  waiters: Waiter[] = [];
+
+  constructor(private readonly cases: SelectCase[]) {}
+
   resolve!: (result: SelectResult<unknown>) => void;
   reject!: (error: Error) => void;
   readonly promise = new Promise<SelectResult<unknown>>((resolve, reject) => {
@@ -501,10 +504,46 @@ class SelectOperation implements Completion {
     for (const w of this.waiters) if (w !== waiter) w.list?.remove(w);
   }
 
-  unhold(): boolean {
-    // the value came back: the select goes on waiting, on this case alone
+  /**
+   * The value came back: the other cases, withdrawn when the peer took it, wait again, and one
+   * that is ready now fires instead (then the value goes nowhere: that send did not happen).
+   */
+  unhold(waiter: Waiter): boolean {
+    if (this.done) return false;
     this.held = null;
-    return !this.done;
+    const cases = this.cases;
+    for (let index = 0; index < cases.length; index++) {
+      if (index === waiter.index) continue;
+      const c = cases[index] as SelectCase;
+      if ('receive' in c) {
+        if (waits.canTake(c.receive)) return this.fire({ index, value: waits.take(c.receive), ok: true });
+        if (c.receive.closed) return this.fire({ index, ok: false });
+      } else {
+        if (c.send.closed) {
+          this.finish();
+          this.reject(closedError(c.send.closeReason));
+          return false;
+        }
+        if (waits.offer(c.send, c.value)) return this.fire({ index, ok: true });
+      }
+    }
+    const waiters = [waiter];
+    for (let index = 0; index < cases.length; index++) {
+      if (index === waiter.index) continue;
+      const c = cases[index] as SelectCase;
+      const sending = 'send' in c;
+      const w = new Waiter(sending ? c.value : undefined, this, index, sending);
+      waiters.push(w);
+      waits.park(sending ? c.send : c.receive, w);
+    }
+    this.waiters = waiters;
+    return true;
+  }
+
+  private fire(result: SelectResult<unknown>): false {
+    this.finish();
+    this.resolve(result);
+    return false;
   }
 
   private finish(): void {
@@ -535,8 +574,8 @@ export function select<T = unknown>(cases: SelectCase<T>[], options: SelectOptio
     } else {
       const ch = c.send;
       if (ch.closed) return Promise.reject(closedError(ch.closeReason));
-      if (ch.waitingReceivers > 0) {
-        const op = new SelectOperation();
+      if (!options.default && ch.waitingReceivers > 0) {
+        const op = new SelectOperation(cases as SelectCase[]);
         const waiter = new Waiter(c.value, op, index, true);
         op.waiters.push(waiter);
         // a peer's receive: this case fires once the peer's program took the value
@@ -549,7 +588,7 @@ export function select<T = unknown>(cases: SelectCase<T>[], options: SelectOptio
   if (n === 0) {
     return Promise.reject(netchanError(ErrorCodes.INVALID_ARGUMENT, 'select with no cases and no default would block forever'));
   }
-  const op = new SelectOperation();
+  const op = new SelectOperation(cases as SelectCase[]);
   for (let index = 0; index < n; index++) {
     const c = cases[index] as SelectCase<T>;
     const sending = 'send' in c;

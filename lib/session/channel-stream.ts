@@ -13,5 +13,5 @@
  */
 export { ChannelExporter, type ExportableChannel } from './exporter.js';
 export { RemoteChannel } from './remote-channel.js';
-export { RemoteEndpoint, type RemoteOpenInfo } from './remote-endpoint.js';
+export { RemoteEndpoint, type RemoteChannelOptions, type RemoteOpenInfo } from './remote-endpoint.js';
 export { MAX_PENDING_RECEIVES, MAX_PREFETCH, receiveWindow, sendWindow } from './windows.js';

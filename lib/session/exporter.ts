@@ -208,9 +208,11 @@ export class ChannelExporter extends OrderedEndpoint implements PortListener {
     try {
       bytes = this.ctx.encode(value);
     } catch (err) {
-      // the value cannot cross the wire: give it back to local receivers and fail this stream loudly
-      this.port.putBack(value);
-      this.protocolError(err instanceof NetchanError ? err : netchanError(ErrorCodes.ENCODE, String(err)));
+      // the value cannot cross the wire: its sender learns so (or it goes back to local
+      // receivers), and this stream fails loudly
+      const error = err instanceof NetchanError ? err : netchanError(ErrorCodes.ENCODE, String(err));
+      this.port.refuse(value, netchanError(error.code, error.message, { cause: error, mayHaveBeenDelivered: false }));
+      this.protocolError(error);
       return;
     }
     this.demand--;

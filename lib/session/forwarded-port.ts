@@ -86,6 +86,9 @@ export class ForwardedPort implements OwnerPort {
    */
   putBack(): void {}
 
+  /** See {@link putBack}: nothing to give back to. */
+  refuse(): void {}
+
   /** The handle's own ACK told its owner when this side received the value. */
   delivered(): void {}
 

@@ -89,7 +89,7 @@ export class FramedStream implements Flushable {
   private framesPending = 0;
   /** Bytes framed since the last end of a turn ({@link endTurn}). */
   private turnBytes = 0;
-  /** VALUE frames framed since the last end of a turn: a sender's budget per turn counts them. */
+  /** VALUE frames framed since the last end of a turn, but those written at once: a sender's budget per turn counts them. */
   valuesThisTurn = 0;
   /** What was written and not confirmed yet (resumable streams only). */
   private replay: ReplayLog | null = null;
@@ -257,9 +257,11 @@ export class FramedStream implements Flushable {
     if (!this.writable) return;
     this.encoder.frame(type, payload);
     this.turnBytes += FRAME_HEADER_BYTES + payload.length;
-    if (type === FrameType.VALUE) this.valuesThisTurn++;
     this.framesPending++;
-    if (!this.urgent || type !== FrameType.VALUE) this.flusher.mark(this);
+    if (!this.urgent || type !== FrameType.VALUE) {
+      if (type === FrameType.VALUE) this.valuesThisTurn++;
+      this.flusher.mark(this);
+    }
     else {
       this.flush();
       // over its budget, the stream needs the end of the turn to get it back

@@ -11,6 +11,7 @@
  * else it uses is the Channel's documented API: `returnValue` and `closeReason` among it.
  */
 import { Waiter, channelWaits, type Channel, type Completion } from '../core/channel.js';
+import { ErrorCodes, netchanError, type NetchanError } from '../core/errors.js';
 import { Deque } from '../core/queue.js';
 import { NOTHING, type OwnerPort, type PortListener } from './owner-port.js';
 
@@ -61,7 +62,32 @@ export class LocalPort implements OwnerPort, Completion {
   }
 
   onClose(listener: (error: Error | undefined) => void): () => void {
-    return this.channel.onClose(listener);
+    if (this.held === null) return this.channel.onClose(listener);
+    return this.channel.onClose((error) => {
+      this.closeHeld(error);
+      listener(error);
+    });
+  }
+
+  /**
+   * The channel closed: senders whose values the peer holds stop waiting, as senders waiting in
+   * the channel do, with `mayHaveBeenDelivered` (the peer's program may still take the value).
+   * Their places stay, so that the peer's ACKs still line up.
+   */
+  private closeHeld(error: Error | undefined): void {
+    const held = this.held as Deque<Waiter | null>;
+    let err: NetchanError | undefined;
+    for (let i = held.length; i > 0; i--) {
+      const sender = held.shift();
+      if (sender) sender.owner.fail(sender, (err ??= netchanError(ErrorCodes.CHANNEL_CLOSED, 'channel is closed', { cause: error, mayHaveBeenDelivered: true })));
+      held.push(null);
+    }
+  }
+
+  refuse(value: unknown, error: Error): void {
+    const sender = this.held !== null && this.held.length > 0 ? this.held.pop() : null;
+    if (sender) sender.owner.fail(sender, error);
+    else this.channel.returnValue(value);
   }
 
   give(value: unknown): boolean {

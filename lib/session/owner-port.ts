@@ -56,6 +56,11 @@ export interface OwnerPort {
    * senders of those values complete now.
    */
   delivered(n: number): void;
+  /**
+   * A value taken for the peer cannot be encoded: the last one taken. A rendezvous sender of it
+   * rejects with `error` (it never left); a value with none goes back as {@link putBack}.
+   */
+  refuse(value: unknown, error: Error): void;
   /** The stream went: ends the wait, and withdraws the values that wait for room (unacknowledged). */
   detach(): void;
 }

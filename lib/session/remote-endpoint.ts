@@ -58,6 +58,21 @@ class PendingReceive implements WaitNode {
 
 const ownerReleased = (): Error => netchanError(ErrorCodes.RELEASED, 'the owner released the channel');
 
+/** Options of a remote handle opened by name (`session.channel(name, options)`). */
+export interface RemoteChannelOptions {
+  /**
+   * Values the handle asks for ahead of its program's receives, once the program has received:
+   * they travel while the program is busy elsewhere and are at hand when it asks. Default: on a
+   * buffered channel `min(capacity, 4096)` (at most that), on a capacity-0 channel 0 (at most 1).
+   * Values asked for ahead are committed to this handle: other receivers get them only if the
+   * handle lets go first. On a capacity-0 channel the owner's sender still waits until this
+   * program took the value, so `prefetch: 1` keeps the rendezvous and saves the round trip of a
+   * `await ping.send(x); await pong.receive()` exchange, but a value may wait here while
+   * another receiver is idle: leave it 0 for a channel several workers share.
+   */
+  prefetch?: number;
+}
+
 /** How a remote channel handle's stream opened. */
 export interface RemoteOpenInfo {
   /** The channel's capacity on the owner's side. */
@@ -87,6 +102,8 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
   private creditsWritten = 0;
   private valuesArrived = 0;
   private prefetch = false;
+  /** The `prefetch` option, if given. */
+  private prefetchLimit: number | undefined;
   private localClosed = false;
   private remoteClosed = false;
   private ended = false;
@@ -235,6 +252,7 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
     if (this.localClosed || this.failure || this.released) return;
     this.localClosed = true;
     if (!this.remoteClosed) this.closeCause = error;
+    this.sender.writeBudgeted();
     this.fs.frame(FrameType.CLOSE, closePayload(this.ctx, error));
     this.sender.rejectQueued(() => closedError(error, false));
   }
@@ -260,6 +278,7 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
   leave(code: string, message: string): void {
     if (this.released || this.finished) return;
     this.released = true;
+    this.sender.writeBudgeted();
     this.sender.rejectQueued(() => netchanError(code, message, { mayHaveBeenDelivered: false }));
     this.sender.rejectUnacked(() => netchanError(code, `${message} before the owner acknowledged the value`, { mayHaveBeenDelivered: true }));
     if (this.receivers.size > 0) {
@@ -383,13 +402,12 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
 
   private topUpDemand(): void {
     if (!this.opened || this.ended || this.released || this.failure || !this.fs.writable) return;
-    // Once the program receives, one value more than its receives stays asked for, even on a
-    // rendezvous channel: the owner's sender still waits for this side's ACK (the program took
-    // the value), but the value is here when the program asks, not one round trip later.
-    const window = this.prefetch ? (this.cap > 0 ? Math.min(this.cap, MAX_PREFETCH) : 1) : 0;
+    const window = this.prefetch ? this.prefetchWindow() : 0;
     // demand + inbox is all this side asked for and did not acknowledge: the owner's bound.
-    // Receives beyond it wait here and are served as the values before them arrive.
-    const want = Math.min(this.receivers.size + window, this.demandLimit);
+    // Receives beyond it wait here and are served as the values before them arrive. On a
+    // rendezvous channel the one value asked for ahead is the next receive's, if one waits.
+    const ahead = this.cap === 0 ? Math.max(0, window - this.receivers.size) : window;
+    const want = Math.min(this.receivers.size + ahead, this.demandLimit);
     const need = want - this.inbox.length - this.demand;
     if (need > 0) {
       this.demand += need;
@@ -402,6 +420,18 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
     }
   }
 
+  /** Values asked for ahead of the program's receives ({@link RemoteChannelOptions.prefetch}). */
+  private prefetchWindow(): number {
+    const most = this.cap > 0 ? Math.min(this.cap, MAX_PREFETCH) : 1;
+    const limit = this.prefetchLimit ?? (this.cap > 0 ? most : 0);
+    return Math.min(limit, most);
+  }
+
+  /** See {@link RemoteChannelOptions.prefetch}. @internal */
+  setPrefetch(limit: number): void {
+    this.prefetchLimit = limit;
+  }
+
   private consumed(): void {
     this.consumedPending++;
     if (this.ended && this.inbox.length === 0) {
@@ -409,9 +439,10 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
       return;
     }
     if (this.prefetch) this.topUpDemand();
-    // On a rendezvous channel the owner's sender waits for this ACK: it goes at once (with the
-    // standing credit), not after whatever else this turn does.
-    if (this.cap === 0) this.fs.flush();
+    // On a rendezvous channel that asks ahead, the owner's sender waits for this ACK: it goes at
+    // once, with the CREDIT for the next value. Otherwise it waits for the end of the turn, with
+    // the CREDIT of the receive the program is likely to make next: one write, not two.
+    if (this.cap === 0 && this.prefetch && this.prefetchWindow() > 0) this.fs.flush();
     else this.fs.touch();
   }
 

@@ -134,7 +134,10 @@ export class RemoteSender {
 
   /** Sends at once on a buffered channel with credit left; false where `send` would wait. */
   trySend(value: unknown): boolean {
-    if (this.cap === 0 || !this.canWriteNow(false)) return false;
+    if (this.cap === 0) return false;
+    // sends that wait only for the turn's budget go first: the budget holds back no trySend
+    if (this.queue.size > 0 && this.credits > this.queue.size && !this.fs.congested) this.writeBudgeted();
+    if (!this.canWriteNow(false)) return false;
     let bytes: Uint8Array;
     try {
       bytes = this.ctx.encode(value);
@@ -145,6 +148,17 @@ export class RemoteSender {
     this.writeValue(bytes);
     this.unacked.push(null);
     return true;
+  }
+
+  /**
+   * Writes the sends that wait only for the turn's budget (they have credit): before a CLOSE or
+   * the end of this side, so that a close or release in the turn of the sends refuses none of
+   * them, as if each had gone at once.
+   */
+  writeBudgeted(): void {
+    while (this.opened && this.credits > 0 && this.queue.size > 0 && this.fs.writable) {
+      this.writeQueued(this.queue.shift() as PendingSend);
+    }
   }
 
   /** Checks an arriving ACK of `n` against the values written (§5.2); throws the violation. */
@@ -209,7 +223,12 @@ export class RemoteSender {
 
   /** `trySend` is not held to the turn's budget: it says whether there is credit, no more. */
   private canWriteNow(budgeted = true): boolean {
-    return this.opened && this.credits > 0 && this.queue.size === 0 && (!budgeted || this.fs.valuesThisTurn < this.turnBudget) && !this.fs.congested && this.fs.writable;
+    return this.opened && this.credits > 0 && this.queue.size === 0 && (!budgeted || this.withinBudget()) && !this.fs.congested && this.fs.writable;
+  }
+
+  /** A rendezvous sender has one value out at most: the budget is for buffered channels. */
+  private withinBudget(): boolean {
+    return this.cap === 0 || this.fs.valuesThisTurn < this.turnBudget;
   }
 
   private writeValue(bytes: Uint8Array): void {
@@ -224,7 +243,7 @@ export class RemoteSender {
    */
   private pump(): void {
     while (this.opened && this.credits > 0 && this.queue.size > 0 && this.fs.writable) {
-      const overBudget = this.fs.valuesThisTurn >= this.turnBudget;
+      const overBudget = !this.withinBudget();
       if (overBudget || this.fs.congested) {
         if (!this.waitingDrain) {
           this.waitingDrain = true;
@@ -237,23 +256,26 @@ export class RemoteSender {
         }
         return;
       }
-      const op = this.queue.shift() as PendingSend;
-      let bytes: Uint8Array;
-      try {
-        bytes = this.ctx.encode(op.value);
-      } catch (err) {
-        op.settle(notSent(err));
-        continue;
-      }
-      this.credits--;
-      this.writeValue(bytes);
-      op.written = true;
-      if (this.cap > 0) {
-        this.unacked.push(null);
-        op.settle();
-      } else {
-        this.unacked.push(op);
-      }
+      this.writeQueued(this.queue.shift() as PendingSend);
+    }
+  }
+
+  private writeQueued(op: PendingSend): void {
+    let bytes: Uint8Array;
+    try {
+      bytes = this.ctx.encode(op.value);
+    } catch (err) {
+      op.settle(notSent(err));
+      return;
+    }
+    this.credits--;
+    this.writeValue(bytes);
+    op.written = true;
+    if (this.cap > 0) {
+      this.unacked.push(null);
+      op.settle();
+    } else {
+      this.unacked.push(op);
     }
   }
 }
