@@ -5,7 +5,8 @@
  *            and the same with plain msgpackr (no validation)
  *   round trip, each next to a raw HTTP/2 stream ping-pong of the same run (runs alternate):
  *            ping/pong over two capacity-0 channels, the receive asked for before the send;
- *            the same written in the usual order, `await ping.send(x); await pong.receive()`;
+ *            the same written in the usual order, `await ping.send(x); await pong.receive()`,
+ *            by default and with `pong` opened with `{ prefetch: 1 }`;
  *            request/reply with a fresh capacity-0 reply channel inside each request (the
  *            README's pattern; the server answers `await reply.send(…)` and drops the handle)
  * Run: npm run bench:net   (BENCH_MESSAGES, BENCH_ROUNDTRIPS, BENCH_RUNS to change the sizes)
@@ -147,6 +148,15 @@ const roundTrips: Record<string, (session: Session) => (i: number) => Promise<un
       return pong.receive();
     };
   },
+  // the same, the reply handle asking for its next value ahead (prefetch: 1, a standing credit)
+  sendThenReceivePrefetch: (session) => {
+    const ping = session.channel<unknown>('ping');
+    const pong = session.channel<unknown>('pong', { prefetch: 1 });
+    return async (i) => {
+      await ping.send(message(i));
+      return pong.receive();
+    };
+  },
   freshReply: (session) => {
     const square = session.channel<{ n: number; reply: Channel<number> }>('square');
     return async (i) => {
@@ -206,7 +216,7 @@ const oneWay: Record<'raw' | 'rawPlain' | 'rawH2' | 'netchan', number[]> = { raw
 const [raw, rawPlain, rawH2, nc] = [oneWay.raw, oneWay.rawPlain, oneWay.rawH2, oneWay.netchan].map((xs) => Math.max(...xs)) as [number, number, number, number];
 
 // the round trips: both servers up, the runs alternating between the raw stream and each netchan row
-const rtt: Record<'raw' | keyof typeof roundTrips, number[]> = { raw: [], receiveFirst: [], sendThenReceive: [], freshReply: [] };
+const rtt: Record<'raw' | keyof typeof roundTrips, number[]> = { raw: [], receiveFirst: [], sendThenReceive: [], sendThenReceivePrefetch: [], freshReply: [] };
 {
   const rawServer = await startPeer('raw-h2');
   const netchanServer = await startPeer('netchan');
@@ -225,6 +235,7 @@ const rawRtt = fastest(rtt.raw);
 const rttRows: [string, keyof typeof roundTrips, number][] = [
   ['round trip: ping/pong channels (capacity 0), receive asked before the send, µs', 'receiveFirst', 1.3],
   ['round trip: `await ping.send(x); await pong.receive()` (capacity 0), µs', 'sendThenReceive', 1.3],
+  ['the same, `pong` opened with `{ prefetch: 1 }` (a standing credit), µs', 'sendThenReceivePrefetch', 1.3],
   ['request/reply, a fresh capacity-0 reply channel in each request, µs', 'freshReply', 2],
 ];
 
