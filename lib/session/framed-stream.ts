@@ -281,6 +281,23 @@ export class FramedStream implements Flushable {
     if (this.writable) this.flusher.mark(this);
   }
 
+  /**
+   * Writes what is pending once the microtasks queued so far have run: after the program's
+   * continuation of a value just handed to it, so that what it does at once (the next receive's
+   * CREDIT) goes in the same write, not at the end of the turn in a second one.
+   */
+  flushSoon(): void {
+    if (this.flushQueued) return;
+    this.flushQueued = true;
+    queueMicrotask(this.flushNow);
+  }
+
+  private flushQueued = false;
+  private readonly flushNow = (): void => {
+    this.flushQueued = false;
+    this.flush();
+  };
+
   flush(): void {
     if (!this.writable) return;
     this.sink.beforeFlush?.();

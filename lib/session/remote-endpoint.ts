@@ -329,8 +329,9 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
         const r = this.receivers.shift();
         if (r) {
           r.unwatch();
-          this.consumed();
+          // given first: the program's continuation is queued before what consumed() schedules
           r.give(value);
+          this.consumed();
         } else if (!this.released) {
           this.inbox.push(value);
         }
@@ -439,10 +440,10 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
       return;
     }
     if (this.prefetch) this.topUpDemand();
-    // On a rendezvous channel that asks ahead, the owner's sender waits for this ACK: it goes at
-    // once, with the CREDIT for the next value. Otherwise it waits for the end of the turn, with
-    // the CREDIT of the receive the program is likely to make next: one write, not two.
-    if (this.cap === 0 && this.prefetch && this.prefetchWindow() > 0) this.fs.flush();
+    // On a rendezvous channel the owner's sender waits for this ACK: it goes as soon as the
+    // program's continuation has run, with the CREDIT of the receive it makes next (one write,
+    // not two), rather than at the end of the turn.
+    if (this.cap === 0) this.fs.flushSoon();
     else this.fs.touch();
   }
 
