@@ -136,8 +136,8 @@ export async function dial<T = unknown>(address: string, options: DialOptions = 
     if (ca === undefined) throw netchanError(ErrorCodes.TLS, `no ca or pin given and no development CA in ${dir}: pass ca or pin to dial another machine`);
   }
   const session = await connect(u, { ...options, ca });
-  const receive = session.channel<T>(CLUSTER_CHANNELS.out);
-  const send = session.channel<T>(CLUSTER_CHANNELS.in);
+  // one stream for both channels (a pair stream, docs/PROTOCOL.md §5.5)
+  const { receive, send } = session.pair<T>(CLUSTER_CHANNELS.out, CLUSTER_CHANNELS.in);
   return {
     send,
     receive,

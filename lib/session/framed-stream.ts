@@ -54,13 +54,30 @@ export const TURN_BYTES = 256 * 1024;
  */
 export const REPLAY_SOFT_BYTES = 4 * 1024 * 1024;
 
+/**
+ * What a channel endpoint writes through: a {@link FramedStream}, or one half of a pair stream
+ * (lib/session/pair-stream.ts), whose two endpoints share one FramedStream.
+ */
+export interface FrameWriter {
+  readonly writable: boolean;
+  readonly congested: boolean;
+  onceDrain(fn: () => void): void;
+  writeValuesAtOnce(yes: boolean): void;
+  frame(type: number, payload: Uint8Array): void;
+  countFrame(type: number, count: number): void;
+  touch(): void;
+  flush(): void;
+  end(): void;
+  destroy(error?: NetchanError): void;
+}
+
 /** Counters a FramedStream adds to. */
 export interface ByteCounters {
   bytesIn: number;
   bytesOut: number;
 }
 
-export class FramedStream implements Flushable {
+export class FramedStream implements Flushable, FrameWriter {
   /** In its Flusher's list for the end of this turn. @internal */
   queued = false;
   /** Starts small: most of a busy server's streams are idle, and each keeps the buffer it grew to. */

@@ -4,9 +4,15 @@
  * drops can then be collected, and a FinalizationRegistry releases its stream.
  */
 import type { ChannelLike, OperationOptions, TryReceiveResult } from '../core/channel.js';
+import { ErrorCodes, netchanError, type NetchanError } from '../core/errors.js';
 import type { RemoteEndpoint } from './remote-endpoint.js';
 
 const RESOLVED: Promise<void> = Promise.resolve();
+
+/** The operation a one-way handle does not have: nothing happened. */
+function oneWay(operation: string, only: string): NetchanError {
+  return netchanError(ErrorCodes.INVALID_ARGUMENT, `this handle only ${only}s: ${operation} is not possible on it`, { mayHaveBeenDelivered: false });
+}
 
 /** Releases the stream of every handle the program dropped without releasing or closing it. */
 const dropped = new FinalizationRegistry<RemoteEndpoint<unknown>>((endpoint) => endpoint.dropped());
@@ -30,9 +36,20 @@ export class RemoteChannel<T = unknown> implements ChannelLike<T>, Disposable, A
     return true;
   }
 
-  /** @internal */
-  constructor(private readonly endpoint: RemoteEndpoint<T>) {
+  /**
+   * `only`: a handle on one channel of a pair stream (docs/PROTOCOL.md §5.5), which either only
+   * receives or only sends. @internal
+   */
+  constructor(
+    private readonly endpoint: RemoteEndpoint<T>,
+    private readonly only?: 'receive' | 'send',
+  ) {
     dropped.register(this, endpoint as RemoteEndpoint<unknown>);
+  }
+
+  /** Whether this handle only receives or only sends (one channel of a pair stream). @internal */
+  get direction(): 'receive' | 'send' | undefined {
+    return this.only;
   }
 
   /** The stream id both sides use for back-references. @internal */
@@ -63,18 +80,22 @@ export class RemoteChannel<T = unknown> implements ChannelLike<T>, Disposable, A
   }
 
   send(value: T, options?: OperationOptions): Promise<void> {
+    if (this.only === 'receive') return Promise.reject(oneWay('send', 'receive'));
     return this.endpoint.send(value, options, this);
   }
 
   trySend(value: T): boolean {
+    if (this.only === 'receive') throw oneWay('send', 'receive');
     return this.endpoint.trySend(value);
   }
 
   receive(options?: OperationOptions): Promise<T> {
+    if (this.only === 'send') return Promise.reject(oneWay('receive', 'send'));
     return this.endpoint.receive(options, this);
   }
 
   tryReceive(): TryReceiveResult<T> {
+    if (this.only === 'send') throw oneWay('receive', 'send');
     return this.endpoint.tryReceive();
   }
 
@@ -110,6 +131,7 @@ export class RemoteChannel<T = unknown> implements ChannelLike<T>, Disposable, A
   }
 
   [Symbol.asyncIterator](): AsyncIterator<T> {
+    if (this.only === 'send') throw oneWay('receive', 'send');
     // the iterator holds the handle: a `for await` over a handle keeps it
     return { next: () => this.endpoint.nextValue(true, undefined, this) as Promise<IteratorResult<T>> };
   }

@@ -23,6 +23,13 @@ export const FrameType = {
   PONG: 0x07,
   /** u32: frames received since the last RCVD, on streams of resumable sessions (§4.5). */
   RCVD: 0x08,
+  /**
+   * Empty, or the close error: on a pair stream (§5.5), the close of the channel the remote sends
+   * into (remote → owner: close it; owner → remote: it closed).
+   */
+  CLOSE_SEND: 0x0b,
+  /** Empty: on a pair stream (§5.5), the remote lets go of the channel it receives from (remote → owner). */
+  RELEASE: 0x0c,
 } as const;
 
 export const FRAME_HEADER_BYTES = 5;
