@@ -110,7 +110,8 @@ export class FramedStream implements Flushable, FrameWriter {
   private replay: ReplayLog | null = null;
   /** Whether the stream may be suspended when its connection is lost (resumable streams only). */
   private canSuspend: () => boolean = () => false;
-  private drainWaiters: (() => void)[] = [];
+  /** Made at the first wait: an idle stream has none. */
+  private drainWaiters: (() => void)[] | null = null;
 
   constructor(
     wire: WireStream,
@@ -232,20 +233,20 @@ export class FramedStream implements Flushable, FrameWriter {
   /** Calls `fn` once the stream can take more (at once if it can). */
   onceDrain(fn: () => void): void {
     if (!this.congested) return fn();
-    this.drainWaiters.push(fn);
+    (this.drainWaiters ??= []).push(fn);
   }
 
   /** The end of an event-loop turn (the Flusher): write what is pending, start a new budget. @internal */
   endTurn(): void {
     this.flush();
     this.turnBytes = 0;
-    if (this.drainWaiters.length > 0) this.drained();
+    if (this.drainWaiters) this.drained();
   }
 
   private drained(): void {
-    if (this.congested) return;
     const waiters = this.drainWaiters;
-    this.drainWaiters = [];
+    if (!waiters || this.congested) return;
+    this.drainWaiters = null;
     for (const fn of waiters) fn();
   }
 
@@ -325,7 +326,7 @@ export class FramedStream implements Flushable, FrameWriter {
       return this.violation(netchanError(ErrorCodes.PROTOCOL, 'RCVD confirms more frames than were sent'));
     }
     // the pumps held back by unconfirmed frames go on
-    if (this.drainWaiters.length > 0 && !this.suspended) this.drained();
+    if (this.drainWaiters && !this.suspended) this.drained();
   }
 
   /** Frames sent and not yet confirmed by the peer. */

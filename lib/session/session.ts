@@ -205,7 +205,8 @@ export abstract class SessionCore<S extends WireStream = WireStream> extends Eve
     this.streams.add(wire);
     this.counters.streams++;
     this.tracked(wire);
-    wire.bytes.once('close', () => {
+    // `on`, not `once`: a stream closes once, and `once` costs a wrapper and its state per stream
+    wire.bytes.on('close', () => {
       this.streams.delete(wire);
       this.counters.streams--;
       this.untracked(wire);
