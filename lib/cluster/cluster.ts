@@ -59,11 +59,14 @@ export type DialOptions = ConnectOptions & {
   devCertDir?: string;
 };
 
-/** What {@link dial} resolves to. */
+/**
+ * What {@link dial} resolves to. Its two handles share one stream (a pair stream,
+ * docs/PROTOCOL.md §5.5), which goes once both are released or dropped.
+ */
 export interface Dialer<T> {
-  /** Values sent here reach the server's `receive`. */
+  /** Values sent here reach the server's `receive`. Only sends: a receive rejects with ERR_INVALID_ARGUMENT. */
   send: RemoteChannel<T>;
-  /** The values the server's `send` gives this client. */
+  /** The values the server's `send` gives this client. Only receives: a send rejects with ERR_INVALID_ARGUMENT. */
   receive: RemoteChannel<T>;
   /** The session underneath. */
   session: Session;

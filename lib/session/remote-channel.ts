@@ -29,6 +29,11 @@ const dropped = new FinalizationRegistry<RemoteEndpoint<unknown>>((endpoint) => 
  * references is released when the garbage collector reclaims it (as `release()`: a reply channel
  * a server received in a request and sent its answer on needs nothing more); `release()`, or
  * `using` (`Symbol.dispose`), frees it at once. Pending operations keep their handle alive.
+ *
+ * The two handles of a pair stream (`dial`'s `send` and `receive`, docs/PROTOCOL.md §5.5) are
+ * one-way: the other direction's operations reject with `ERR_INVALID_ARGUMENT` (the `try`
+ * forms throw it), `close()` closes the handle's own channel, and the stream is released once
+ * both handles are.
  */
 export class RemoteChannel<T = unknown> implements ChannelLike<T>, Disposable, AsyncDisposable {
   /** See {@link Channel}: the mark of a netchan channel across module copies. @internal */
