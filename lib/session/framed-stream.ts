@@ -80,7 +80,7 @@ export interface ByteCounters {
 export class FramedStream implements Flushable, FrameWriter {
   /** In its Flusher's list for the end of this turn. @internal */
   queued = false;
-  /** Starts small: most of a busy server's streams are idle, and each keeps the buffer it grew to. */
+  /** Starts small, and keeps no buffer while idle (FrameEncoder.take); a busy stream keeps the one it grew to. */
   private readonly encoder = new FrameEncoder(256);
   private decoder!: FrameDecoder;
   private ended = false;

@@ -211,6 +211,9 @@ export class FrameEncoder {
     const out = Buffer.allocUnsafe(this.pos);
     this.buf.copy(out, 0, 0, this.pos);
     this.pos = 0;
+    // A buffer of the initial size goes with what it held: most streams of a busy server are
+    // idle, and would each keep one. Only a grown one (a busy stream) is kept for the next turn.
+    if (this.buf.length <= this.initialBytes) this.buf = EMPTY;
     return out;
   }
 
@@ -218,9 +221,10 @@ export class FrameEncoder {
     if (this.pos + n <= this.buf.length) return;
     let size = Math.max(this.initialBytes, this.buf.length * 2);
     while (size < this.pos + n) size *= 2;
-    // its own memory, not a slice of Node's shared pool: a long-lived small slice would keep a
-    // whole 8 KiB pool chunk alive
-    const next = Buffer.allocUnsafeSlow(size);
+    // A grown buffer is kept, so it has memory of its own: a long-lived slice of Node's shared
+    // pool would keep a whole 8 KiB chunk of it alive. One of the initial size lives until the
+    // next take() only, and may be a slice.
+    const next = size <= this.initialBytes ? Buffer.allocUnsafe(size) : Buffer.allocUnsafeSlow(size);
     this.buf.copy(next, 0, 0, this.pos);
     this.buf = next;
   }
