@@ -217,7 +217,7 @@ abstract class PairStream implements FrameSink {
   halfDestroyed(half: PairHalf, error: NetchanError | undefined): void {
     if (!this.failed) {
       this.failed = true;
-      this.endpointOf(half.receiving ? this.sendHalf : this.receiveHalf).onStreamError(error ?? netchanError(ErrorCodes.STREAM_RESET, 'pair stream reset'));
+      (half.receiving ? this.sender : this.receiver).onStreamError(error ?? netchanError(ErrorCodes.STREAM_RESET, 'pair stream reset'));
     }
     this.fs.destroy(error);
   }
