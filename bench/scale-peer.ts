@@ -7,8 +7,9 @@
  * clients: dials `count` clients (`concurrency` dials at a time); every client echoes each task it
  *   receives, tagged with its own id, then waits for the next one (idle, in `for await`).
  * floor-server / floor-clients <tls|h2>: what the transport alone holds per idle connection in
- *   Node, for comparison: a bare TLS 1.3 socket, or an HTTP/2 session over TLS with three open
- *   idle streams (what one netchan client has: its session stream and the two cluster channels).
+ *   Node, for comparison: a bare TLS 1.3 socket, or an HTTP/2 session over TLS with
+ *   BENCH_FLOOR_STREAMS open idle streams (default 2, what one netchan client has: its session
+ *   stream and the pair stream of the two cluster channels).
  */
 import http2 from 'node:http2';
 import tls from 'node:tls';
@@ -139,11 +140,12 @@ if (role === 'server') {
       session.on('error', reject);
       held.push(session);
       let answered = 0;
-      for (let i = 0; i < 3; i++) {
+      const streams = Number(process.env.BENCH_FLOOR_STREAMS ?? 2);
+      for (let i = 0; i < streams; i++) {
         const stream = session.request({ ':method': 'POST', ':path': '/' });
         stream.on('error', reject);
         held.push(stream);
-        stream.once('response', () => ++answered === 3 && resolve());
+        stream.once('response', () => ++answered === streams && resolve());
       }
     });
   serve({

@@ -17,9 +17,10 @@
  * connects and again with all N connected, live and idle (each waiting in `receive`);
  * (after - before) / N per client. Also the clients' processes, per client. Then the same for
  * the transport alone (`--floor-clients`, default 3000; 0 skips it): idle bare TLS sockets, and
- * HTTP/2 sessions with three idle streams each, the floor under netchan's figure.
+ * HTTP/2 sessions with `--floor-streams` idle streams each (default 2: what a `dial` client holds,
+ * its session stream and one pair stream), the floor under netchan's figure.
  * Env: BENCH_CLIENTS, BENCH_PROCS, BENCH_CONCURRENCY, BENCH_CAPACITY, BENCH_TIMEOUT_S,
- * BENCH_FLOOR_CLIENTS work too.
+ * BENCH_FLOOR_CLIENTS, BENCH_FLOOR_STREAMS work too.
  */
 import os from 'node:os';
 import { parseArgs } from 'node:util';
@@ -35,6 +36,7 @@ const { values: args } = parseArgs({
     capacity: { type: 'string', default: process.env.BENCH_CAPACITY ?? '0' },
     'timeout-s': { type: 'string', default: process.env.BENCH_TIMEOUT_S ?? '420' },
     'floor-clients': { type: 'string', default: process.env.BENCH_FLOOR_CLIENTS ?? '3000' },
+    'floor-streams': { type: 'string', default: process.env.BENCH_FLOOR_STREAMS ?? '2' },
   },
 });
 const N = Number(args.clients);
@@ -42,6 +44,7 @@ const PROCS = Math.min(Number(args.procs), N);
 const CONCURRENCY = Number(args.concurrency);
 const TIMEOUT_MS = Number(args['timeout-s']) * 1000;
 const FLOOR_N = Math.min(N, Number(args['floor-clients']));
+const FLOOR_STREAMS = Number(args['floor-streams']);
 for (const [name, v] of [['clients', N], ['procs', PROCS], ['concurrency', CONCURRENCY], ['timeout-s', TIMEOUT_MS]] as const) {
   if (!Number.isInteger(v) || v < 1) {
     console.error(`bench:scale: --${name} must be a positive integer`);
@@ -61,7 +64,7 @@ type Mem = NodeJS.MemoryUsage;
 const MB = (b: number) => (b / 1024 / 1024).toFixed(1);
 
 const certs = await generateCertificates({ hosts: ['localhost', '127.0.0.1'] });
-const env = { BENCH_KEY: certs.key, BENCH_CERT: certs.cert, BENCH_CA: certs.caCert, BENCH_CAPACITY: args.capacity! };
+const env = { BENCH_KEY: certs.key, BENCH_CERT: certs.cert, BENCH_CA: certs.caCert, BENCH_CAPACITY: args.capacity!, BENCH_FLOOR_STREAMS: String(FLOOR_STREAMS) };
 // run from the tsc build by `npm run bench:scale`, from source under tsx otherwise
 const script = new URL(import.meta.url.endsWith('.ts') ? './scale-peer.ts' : './scale-peer.js', import.meta.url);
 
@@ -111,7 +114,7 @@ await Promise.all([server, ...procs].map((c) => c.stop()));
 
 /**
  * The transport's own share, for comparison: the same measurement with FLOOR_N idle bare TLS
- * sockets, then HTTP/2 sessions over TLS with three open idle streams each (netchan's server
+ * sockets, then HTTP/2 sessions over TLS with FLOOR_STREAMS open idle streams each (netchan's server
  * settings), and no netchan.
  */
 async function floor(kind: 'tls' | 'h2'): Promise<{ rss: string; heap: string; external: string }> {
@@ -174,8 +177,8 @@ if (floors) {
       [`per idle connection on the server (after gc)`, 'RSS KB', 'JS heap KB', 'external KB'],
       [
         [`bare TLS 1.3 socket (Node tls, ${FLOOR_N} connections)`, floors.tls.rss, floors.tls.heap, floors.tls.external],
-        [`HTTP/2 session over TLS + 3 idle streams (Node http2, ${FLOOR_N} connections)`, floors.h2.rss, floors.h2.heap, floors.h2.external],
-        [`netchan client: session + 2 cluster channels (${connected} clients)`, perClient('rss'), perClient('heapUsed'), perClient('external')],
+        [`HTTP/2 session over TLS + ${FLOOR_STREAMS} idle streams (Node http2, ${FLOOR_N} connections)`, floors.h2.rss, floors.h2.heap, floors.h2.external],
+        [`netchan client: session + pair stream of the 2 cluster channels (${connected} clients)`, perClient('rss'), perClient('heapUsed'), perClient('external')],
       ],
     ),
   );

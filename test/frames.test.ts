@@ -159,7 +159,7 @@ function checkVector(v: Vector, chunks: Uint8Array[], what: string): void {
 
 describe('frames', () => {
   it('uses the frame type numbers of protocol version 1', () => {
-    expect(FrameType).to.deep.equal({ VALUE: 1, CREDIT: 2, ACK: 3, CLOSE: 4, ERROR: 5, PING: 6, PONG: 7, RCVD: 8 });
+    expect(FrameType).to.deep.equal({ VALUE: 1, CREDIT: 2, ACK: 3, CLOSE: 4, ERROR: 5, PING: 6, PONG: 7, RCVD: 8, CLOSE_SEND: 0x0b, RELEASE: 0x0c });
     expect(FRAME_HEADER_BYTES).to.equal(5);
     expect(DEFAULT_MAX_FRAME_BYTES).to.equal(1024 * 1024);
   });

@@ -427,6 +427,30 @@ for (const route of routes) {
       await serving;
     });
 
+    it('a pair stream (what dial opens): both directions on one stream, each channel closed on its own, then the stream is gone', async () => {
+      const out = backend.server.channel<number>('pair-out', 16);
+      const into = backend.server.channel<number>('pair-in', 16);
+      const session = await client();
+      const { receive, send } = session.pair<number>('pair-out', 'pair-in');
+      const producing = (async () => {
+        for (let i = 0; i < 500; i++) await out.send(i);
+      })();
+      for (let i = 0; i < 500; i++) {
+        const v = await receive.receive();
+        if (v !== i) expect.fail(`value ${i} arrived as ${v}`);
+        await send.send(v * 2);
+        expect(await into.receive()).to.equal(i * 2);
+      }
+      await producing;
+      send.close();
+      await until(() => into.closed, 5000, 'the server\'s receive channel to close');
+      await out.send(-1);
+      expect(await receive.receive()).to.equal(-1);
+      out.close();
+      expect((await rejection(receive.receive())).code).to.equal('ERR_CHANNEL_CLOSED');
+      await until(() => session.stats().streams === 1 && session.stats().channels === 0, 5000, 'the pair stream to go');
+    });
+
     it('many values on one channel keep FIFO order, each exactly once', async () => {
       const inbox = backend.server.channel<number>('fifo', 64);
       const session = await client();

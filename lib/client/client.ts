@@ -242,6 +242,32 @@ export class Session extends SessionCore<ClientWireStream> {
     return new RemoteChannel(endpoint);
   }
 
+  /**
+   * Handles on two of the server's channels over one stream (a pair stream, docs/PROTOCOL.md
+   * §5.5): `receive` only receives from `receiveName`, `send` only sends into `sendName` (the
+   * other operations reject with ERR_INVALID_ARGUMENT). Each closes its own channel; the stream,
+   * one of the server's `maxChannelsPerSession`, is released once both handles are released or
+   * dropped. What `dial` uses. @internal
+   */
+  pair<R, S = R>(receiveName: string, sendName: string): { receive: RemoteChannel<R>; send: RemoteChannel<S> } {
+    if (this.ended) throw netchanError(ErrorCodes.SESSION_CLOSED, 'session is closed');
+    const sid = this.newStreamId();
+    const kindHeaders = { [Headers.kind]: 'channel', [Headers.name]: receiveName, [Headers.sendName]: sendName };
+    const stream = this.open(kindHeaders, sid);
+    const pair = this.attachRemotePair<R, S>(this.framed(stream), sid);
+    this.awaitAnswer(stream, sid, kindHeaders, ({ status, headers }) => {
+      if (status !== 200) return pair.failOpen(refusal(status, headers));
+      const capacity = Number(header(headers, Headers.capacity));
+      const sendCapacity = Number(header(headers, Headers.sendCapacity));
+      const credits = Number(header(headers, Headers.credit));
+      if (!isCapacity(capacity) || !isCapacity(sendCapacity) || !Number.isInteger(credits) || credits < 1 || credits > sendWindow(sendCapacity)) {
+        return pair.failOpen(netchanError(ErrorCodes.PROTOCOL, 'server sent bad netchan-capacity, netchan-send-capacity or netchan-credit'));
+      }
+      pair.open({ capacity, sendCapacity, credits });
+    });
+    return { receive: new RemoteChannel(pair.receiver, 'receive'), send: new RemoteChannel(pair.sender, 'send') };
+  }
+
   /** Counters: streams, channels, byte streams, values and bytes in/out. */
   stats(): Stats {
     const stats = { ...this.counters };
@@ -478,4 +504,8 @@ export class Session extends SessionCore<ClientWireStream> {
     if (mode === 'w') stream.resume(); // the server's Writable: nothing flows to us
     return stream;
   }
+}
+
+function isCapacity(n: number): boolean {
+  return Number.isInteger(n) && n >= 0;
 }

@@ -59,11 +59,14 @@ export type DialOptions = ConnectOptions & {
   devCertDir?: string;
 };
 
-/** What {@link dial} resolves to. */
+/**
+ * What {@link dial} resolves to. Its two handles share one stream (a pair stream,
+ * docs/PROTOCOL.md §5.5), which goes once both are released or dropped.
+ */
 export interface Dialer<T> {
-  /** Values sent here reach the server's `receive`. */
+  /** Values sent here reach the server's `receive`. Only sends: a receive rejects with ERR_INVALID_ARGUMENT. */
   send: RemoteChannel<T>;
-  /** The values the server's `send` gives this client. */
+  /** The values the server's `send` gives this client. Only receives: a send rejects with ERR_INVALID_ARGUMENT. */
   receive: RemoteChannel<T>;
   /** The session underneath. */
   session: Session;
@@ -136,8 +139,8 @@ export async function dial<T = unknown>(address: string, options: DialOptions = 
     if (ca === undefined) throw netchanError(ErrorCodes.TLS, `no ca or pin given and no development CA in ${dir}: pass ca or pin to dial another machine`);
   }
   const session = await connect(u, { ...options, ca });
-  const receive = session.channel<T>(CLUSTER_CHANNELS.out);
-  const send = session.channel<T>(CLUSTER_CHANNELS.in);
+  // one stream for both channels (a pair stream, docs/PROTOCOL.md §5.5)
+  const { receive, send } = session.pair<T>(CLUSTER_CHANNELS.out, CLUSTER_CHANNELS.in);
   return {
     send,
     receive,

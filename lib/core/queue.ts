@@ -4,16 +4,21 @@
  * leaves nothing behind.
  */
 
+/** What an empty Deque holds until its first value: most of a server's idle streams never get one. */
+const NONE: never[] = [];
+
 /** A growable ring buffer with O(1) push, pop, shift and unshift. */
 export class Deque<T> {
-  private items: (T | undefined)[];
+  private items: (T | undefined)[] = NONE;
   private head = 0;
   private size = 0;
+  /** Slots made at the first value. */
+  private readonly initial: number;
 
   constructor(initialCapacity = 16) {
     let cap = 16;
     while (cap < initialCapacity && cap < 1024) cap *= 2;
-    this.items = new Array<T | undefined>(cap);
+    this.initial = cap;
   }
 
   get length(): number {
@@ -63,7 +68,7 @@ export class Deque<T> {
 
   private grow(): void {
     const old = this.items;
-    const next = new Array<T | undefined>(old.length * 2);
+    const next = new Array<T | undefined>(old.length === 0 ? this.initial : old.length * 2);
     for (let i = 0; i < this.size; i++) next[i] = old[(this.head + i) & (old.length - 1)];
     this.items = next;
     this.head = 0;

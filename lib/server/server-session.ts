@@ -14,6 +14,7 @@ import type { ServerWireStream } from '../transport/contract.js';
 import type { ServerConnection } from '../transport/connections.js';
 import { ChannelExporter, RemoteChannel, sendWindow, type ExportableChannel, type RemoteEndpoint } from '../session/channel-stream.js';
 import { CollectionTrigger } from '../session/collector.js';
+import { OwnerPair } from '../session/pair-stream.js';
 import { ControlStream } from '../session/control.js';
 import { refuse } from '../session/refusal.js';
 import { SessionCore, joinBytes, newSessionId, type BytesMode, type ExportPlan, type ParsedReference } from '../session/session.js';
@@ -156,10 +157,8 @@ export class ServerSession extends SessionCore<ServerWireStream> {
     if (!fs || !fs.suspendNow()) return refuse(stream, 404, ErrorCodes.UNKNOWN_REFERENCE, `no channel stream ${sid} to resume in this session`);
     // for a channel this side owns, the answer to the opening too (the first may have been lost)
     const ex = this.exporters.get(sid);
-    stream.respond(200, {
-      [Headers.framesReceived]: String(fs.framesIn),
-      ...(ex ? { [Headers.capacity]: String(ex.channel.capacity), [Headers.credit]: String(ex.sendCredits) } : {}),
-    });
+    const opening = ex instanceof OwnerPair ? ex.answerHeaders : ex ? { [Headers.capacity]: String(ex.channel.capacity), [Headers.credit]: String(ex.sendCredits) } : {};
+    stream.respond(200, { [Headers.framesReceived]: String(fs.framesIn), ...opening });
     this.track(stream);
     try {
       fs.resume(stream, peerIn);
@@ -265,6 +264,7 @@ export class ServerSession extends SessionCore<ServerWireStream> {
     if (exported !== undefined) {
       // the client owns this channel; we get a handle, claimed when a value names it
       if (exported !== sid) return refuse(stream, 400, ErrorCodes.PROTOCOL, 'netchan-export must equal netchan-stream');
+      if (header(headers, Headers.sendName) !== undefined) return refuse(stream, 400, ErrorCodes.PROTOCOL, 'netchan-send-name goes with netchan-name only');
       const capacity = Number(header(headers, Headers.capacity) ?? 0);
       const credits = Number(header(headers, Headers.credit) ?? 1);
       if (!Number.isInteger(capacity) || capacity < 0 || !Number.isInteger(credits) || credits < 1 || credits > sendWindow(capacity)) {
@@ -278,12 +278,18 @@ export class ServerSession extends SessionCore<ServerWireStream> {
       this.announce(sid);
       return;
     }
+    const sendName = header(headers, Headers.sendName);
+    if (sendName !== undefined && (name === undefined || ref !== undefined)) {
+      return refuse(stream, 400, ErrorCodes.PROTOCOL, 'netchan-send-name goes with netchan-name only');
+    }
     let channel: ExportableChannel | undefined;
     if (name !== undefined) {
-      channel = this.server.lookup(name, this);
-      if (!channel) return refuse(stream, 404, ErrorCodes.UNKNOWN_CHANNEL, `no channel named ${JSON.stringify(name)}`);
-      if (!this.server.allows(this.principal, name)) {
-        return refuse(stream, 403, ErrorCodes.UNAUTHORIZED, `principal may not use channel ${JSON.stringify(name)}`);
+      channel = this.named(stream, name);
+      if (!channel) return;
+      if (sendName !== undefined) {
+        const send = this.named(stream, sendName);
+        if (send) this.acceptPair(stream, sid, channel, send);
+        return;
       }
     } else if (ref !== undefined) {
       const p = this.pendingExports.take(ref, 'channel');
@@ -304,6 +310,32 @@ export class ServerSession extends SessionCore<ServerWireStream> {
     // data right behind it for proxies that hold HEADERS until DATA follows (§5.2).
     fs.countFrame(FrameType.ACK, 0);
     // a value that sends this handle back ({b: sid}) may have arrived first, on another connection
+    this.announce(sid);
+  }
+
+  /** The exported channel `name` if this principal may use it; else the stream is refused. */
+  private named(stream: ServerWireStream, name: string): ExportableChannel | undefined {
+    const channel = this.server.lookup(name, this);
+    if (!channel) {
+      refuse(stream, 404, ErrorCodes.UNKNOWN_CHANNEL, `no channel named ${JSON.stringify(name)}`);
+      return undefined;
+    }
+    if (!this.server.allows(this.principal, name)) {
+      refuse(stream, 403, ErrorCodes.UNAUTHORIZED, `principal may not use channel ${JSON.stringify(name)}`);
+      return undefined;
+    }
+    return channel;
+  }
+
+  /** A pair stream (docs/PROTOCOL.md §5.5): the client receives from `receive` and sends into `send`. */
+  private acceptPair(stream: ServerWireStream, sid: string, receive: ExportableChannel, send: ExportableChannel): void {
+    if (this.exporters.has(sid)) return refuse(stream, 400, ErrorCodes.PROTOCOL, `stream id ${sid} already in use`);
+    stream.respond(200, OwnerPair.answer(receive, send));
+    this.track(stream);
+    const fs = this.framed(stream);
+    this.attachPair(fs, receive, send, sid);
+    // data right behind the answer, as for any channel stream this side owns (§4.2)
+    fs.countFrame(FrameType.ACK, 0);
     this.announce(sid);
   }
 

@@ -10,6 +10,9 @@
  * capacity, at least one) and returns one with every ACK; the remote grants receive demand with
  * CREDIT frames and acknowledges every value handed to its program with ACK, so that values
  * taken but never delivered can go back to the channel when the stream goes away.
+ *
+ * A pair stream (pair-stream.ts) carries two channels, one each way, with an endpoint of each
+ * kind per channel on the one stream.
  */
 export { ChannelExporter, type ExportableChannel } from './exporter.js';
 export { RemoteChannel } from './remote-channel.js';

@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { ErrorCodes, netchanError, type NetchanError } from '../core/errors.js';
 import { FrameType } from '../wire/frames.js';
-import type { FramedStream } from './framed-stream.js';
+import type { FrameSink, FramedStream } from './framed-stream.js';
 
 /** What becomes of a control stream, for its session. */
 export interface ControlEvents {
@@ -64,7 +64,7 @@ class Sweep {
 /** The sweeps by tick interval, in ms. */
 const sweeps = new Map<number, Sweep>();
 
-export class ControlStream {
+export class ControlStream implements FrameSink {
   private lastFrameAt = Date.now();
   private sweep: Sweep | null;
   private readonly idleTimeoutMs: number;
@@ -80,24 +80,42 @@ export class ControlStream {
     this.idleTimeoutMs = idleTimeoutMs;
     this.pings = pingIntervalMs !== undefined;
     this.peer = options.peer;
-    framed.setSink({
-      onFrame: (type, payload) => {
-        this.lastFrameAt = Date.now();
-        // A peer that sends PINGs and reads nothing would have its PONGs pile up without end:
-        // while the stream's write buffer is full, a PING counts as life but gets no answer.
-        if (type === FrameType.PING && !framed.congested) framed.frame(FrameType.PONG, payload);
-      },
-      onStreamEnd: () => events.ended(),
-      onStreamError: (err) => events.failed(err),
-      onStreamClose: () => events.closed(),
-      onViolation: (err) => events.violation(err),
-    });
+    // the stream's sink itself: no closures of its own for every session
+    framed.setSink(this);
     // the client pings on its interval; the server only checks for silence, a third of the timeout apart
     const intervalMs = pingIntervalMs ?? Math.max(50, Math.floor(idleTimeoutMs / 3));
     let sweep = sweeps.get(intervalMs);
     if (!sweep) sweeps.set(intervalMs, (sweep = new Sweep(intervalMs)));
     sweep.add(this);
     this.sweep = sweep;
+  }
+
+  /** @internal */
+  onFrame(type: number, payload: Buffer): void {
+    this.lastFrameAt = Date.now();
+    // A peer that sends PINGs and reads nothing would have its PONGs pile up without end:
+    // while the stream's write buffer is full, a PING counts as life but gets no answer.
+    if (type === FrameType.PING && !this.framed.congested) this.framed.frame(FrameType.PONG, payload);
+  }
+
+  /** @internal */
+  onStreamEnd(): void {
+    this.events.ended();
+  }
+
+  /** @internal */
+  onStreamError(error: NetchanError): void {
+    this.events.failed(error);
+  }
+
+  /** @internal */
+  onStreamClose(): void {
+    this.events.closed();
+  }
+
+  /** @internal */
+  onViolation(error: NetchanError): void {
+    this.events.violation(error);
   }
 
   /** A tick of its sweep: silence too long is idle, else the client pings. @internal */

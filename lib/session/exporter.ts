@@ -8,7 +8,7 @@ import { Channel } from '../core/channel.js';
 import { ErrorCodes, NetchanError, netchanError } from '../core/errors.js';
 import { Deque } from '../core/queue.js';
 import { FrameType } from '../wire/frames.js';
-import type { FramedStream } from './framed-stream.js';
+import type { FrameWriter } from './framed-stream.js';
 import { ForwardedPort } from './forwarded-port.js';
 import { LocalPort } from './local-port.js';
 import { OrderedEndpoint, closePayload, violation } from './ordered-endpoint.js';
@@ -54,7 +54,7 @@ export class ChannelExporter extends OrderedEndpoint implements PortListener {
   private readonly unlistenClose: () => void;
 
   constructor(
-    fs: FramedStream,
+    fs: FrameWriter,
     ctx: StreamContext,
     readonly channel: ExportableChannel,
     readonly streamId: string,

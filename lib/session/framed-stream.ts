@@ -54,16 +54,37 @@ export const TURN_BYTES = 256 * 1024;
  */
 export const REPLAY_SOFT_BYTES = 4 * 1024 * 1024;
 
+/**
+ * What a channel endpoint writes through: a {@link FramedStream}, or one half of a pair stream
+ * (lib/session/pair-stream.ts), whose two endpoints share one FramedStream.
+ */
+export interface FrameWriter {
+  readonly writable: boolean;
+  readonly congested: boolean;
+  /** VALUE frames this turn, but those written at once (a sender's budget per turn). */
+  readonly valuesThisTurn: number;
+  onceDrain(fn: () => void): void;
+  onceTurnEnds(fn: () => void): void;
+  flushSoon(): void;
+  writeValuesAtOnce(yes: boolean): void;
+  frame(type: number, payload: Uint8Array): void;
+  countFrame(type: number, count: number): void;
+  touch(): void;
+  flush(): void;
+  end(): void;
+  destroy(error?: NetchanError): void;
+}
+
 /** Counters a FramedStream adds to. */
 export interface ByteCounters {
   bytesIn: number;
   bytesOut: number;
 }
 
-export class FramedStream implements Flushable {
+export class FramedStream implements Flushable, FrameWriter {
   /** In its Flusher's list for the end of this turn. @internal */
   queued = false;
-  /** Starts small: most of a busy server's streams are idle, and each keeps the buffer it grew to. */
+  /** Starts small, and keeps no buffer while idle (FrameEncoder.take); a busy stream keeps the one it grew to. */
   private readonly encoder = new FrameEncoder(256);
   private decoder!: FrameDecoder;
   private ended = false;
@@ -95,7 +116,8 @@ export class FramedStream implements Flushable {
   private replay: ReplayLog | null = null;
   /** Whether the stream may be suspended when its connection is lost (resumable streams only). */
   private canSuspend: () => boolean = () => false;
-  private drainWaiters: (() => void)[] = [];
+  /** Made at the first wait: an idle stream has none. */
+  private drainWaiters: (() => void)[] | null = null;
 
   constructor(
     wire: WireStream,
@@ -217,12 +239,12 @@ export class FramedStream implements Flushable {
   /** Calls `fn` once the stream can take more (at once if it can). */
   onceDrain(fn: () => void): void {
     if (!this.congested) return fn();
-    this.drainWaiters.push(fn);
+    (this.drainWaiters ??= []).push(fn);
   }
 
   /** Calls `fn` after the end of this turn, once the stream can take more. */
   onceTurnEnds(fn: () => void): void {
-    this.drainWaiters.push(fn);
+    (this.drainWaiters ??= []).push(fn);
     this.flusher.mark(this);
   }
 
@@ -231,13 +253,13 @@ export class FramedStream implements Flushable {
     this.flush();
     this.turnBytes = 0;
     this.valuesThisTurn = 0;
-    if (this.drainWaiters.length > 0) this.drained();
+    if (this.drainWaiters) this.drained();
   }
 
   private drained(): void {
-    if (this.congested) return;
     const waiters = this.drainWaiters;
-    this.drainWaiters = [];
+    if (!waiters || this.congested) return;
+    this.drainWaiters = null;
     for (const fn of waiters) fn();
   }
 
@@ -337,7 +359,7 @@ export class FramedStream implements Flushable {
       return this.violation(netchanError(ErrorCodes.PROTOCOL, 'RCVD confirms more frames than were sent'));
     }
     // the pumps held back by unconfirmed frames go on
-    if (this.drainWaiters.length > 0 && !this.suspended) this.drained();
+    if (this.drainWaiters && !this.suspended) this.drained();
   }
 
   /** Frames sent and not yet confirmed by the peer. */

@@ -5,7 +5,7 @@
  */
 import { ErrorCodes, NetchanError, netchanError } from '../core/errors.js';
 import { FrameType } from '../wire/frames.js';
-import type { FrameSink, FramedStream } from './framed-stream.js';
+import type { FrameSink, FrameWriter } from './framed-stream.js';
 import { PendingReferences, type StreamContext } from './stream-context.js';
 
 const EMPTY = new Uint8Array(0);
@@ -25,6 +25,20 @@ export function closePayload(ctx: StreamContext, error: Error | undefined): Uint
   }
 }
 
+/** The error an ERROR frame's payload describes (a generic one if it cannot be decoded). */
+export function peerErrorOf(ctx: StreamContext, payload: Buffer): NetchanError {
+  let code: string = ErrorCodes.PROTOCOL;
+  let message = 'peer reported an error';
+  try {
+    const data = ctx.decode(payload) as { code?: unknown; message?: unknown };
+    if (typeof data?.code === 'string') code = data.code;
+    if (typeof data?.message === 'string') message = data.message;
+  } catch {
+    // keep the generic error
+  }
+  return netchanError(code, `peer: ${message}`);
+}
+
 function asError(value: unknown): Error | undefined {
   if (value === undefined || value === null) return undefined;
   if (value instanceof Error) return value;
@@ -41,7 +55,7 @@ export abstract class OrderedEndpoint implements FrameSink {
   private backlogEnds = 0;
 
   constructor(
-    protected readonly fs: FramedStream,
+    protected readonly fs: FrameWriter,
     protected readonly ctx: StreamContext,
   ) {}
 
@@ -166,16 +180,7 @@ export abstract class OrderedEndpoint implements FrameSink {
 
   /** Decodes an ERROR frame's payload into the error it describes. */
   protected peerError(payload: Buffer): NetchanError {
-    let code: string = ErrorCodes.PROTOCOL;
-    let message = 'peer reported an error';
-    try {
-      const data = this.ctx.decode(payload) as { code?: unknown; message?: unknown };
-      if (typeof data?.code === 'string') code = data.code;
-      if (typeof data?.message === 'string') message = data.message;
-    } catch {
-      // keep the generic error
-    }
-    return netchanError(code, `peer: ${message}`);
+    return peerErrorOf(this.ctx, payload);
   }
 
   protected readCount(payload: Buffer): number {

@@ -4,9 +4,15 @@
  * drops can then be collected, and a FinalizationRegistry releases its stream.
  */
 import type { ChannelLike, OperationOptions, TryReceiveResult } from '../core/channel.js';
+import { ErrorCodes, netchanError, type NetchanError } from '../core/errors.js';
 import type { RemoteEndpoint } from './remote-endpoint.js';
 
 const RESOLVED: Promise<void> = Promise.resolve();
+
+/** The operation a one-way handle does not have: nothing happened. */
+function oneWay(operation: string, only: string): NetchanError {
+  return netchanError(ErrorCodes.INVALID_ARGUMENT, `this handle only ${only}s: ${operation} is not possible on it`, { mayHaveBeenDelivered: false });
+}
 
 /** Releases the stream of every handle the program dropped without releasing or closing it. */
 const dropped = new FinalizationRegistry<RemoteEndpoint<unknown>>((endpoint) => endpoint.dropped());
@@ -23,6 +29,11 @@ const dropped = new FinalizationRegistry<RemoteEndpoint<unknown>>((endpoint) => 
  * references is released when the garbage collector reclaims it (as `release()`: a reply channel
  * a server received in a request and sent its answer on needs nothing more); `release()`, or
  * `using` (`Symbol.dispose`), frees it at once. Pending operations keep their handle alive.
+ *
+ * The two handles of a pair stream (`dial`'s `send` and `receive`, docs/PROTOCOL.md §5.5) are
+ * one-way: the other direction's operations reject with `ERR_INVALID_ARGUMENT` (the `try`
+ * forms throw it), `close()` closes the handle's own channel, and the stream is released once
+ * both handles are.
  */
 export class RemoteChannel<T = unknown> implements ChannelLike<T>, Disposable, AsyncDisposable {
   /** See {@link Channel}: the mark of a netchan channel across module copies. @internal */
@@ -30,9 +41,20 @@ export class RemoteChannel<T = unknown> implements ChannelLike<T>, Disposable, A
     return true;
   }
 
-  /** @internal */
-  constructor(private readonly endpoint: RemoteEndpoint<T>) {
+  /**
+   * `only`: a handle on one channel of a pair stream (docs/PROTOCOL.md §5.5), which either only
+   * receives or only sends. @internal
+   */
+  constructor(
+    private readonly endpoint: RemoteEndpoint<T>,
+    private readonly only?: 'receive' | 'send',
+  ) {
     dropped.register(this, endpoint as RemoteEndpoint<unknown>);
+  }
+
+  /** Whether this handle only receives or only sends (one channel of a pair stream). @internal */
+  get direction(): 'receive' | 'send' | undefined {
+    return this.only;
   }
 
   /** The stream id both sides use for back-references. @internal */
@@ -63,18 +85,22 @@ export class RemoteChannel<T = unknown> implements ChannelLike<T>, Disposable, A
   }
 
   send(value: T, options?: OperationOptions): Promise<void> {
+    if (this.only === 'receive') return Promise.reject(oneWay('send', 'receive'));
     return this.endpoint.send(value, options, this);
   }
 
   trySend(value: T): boolean {
+    if (this.only === 'receive') throw oneWay('send', 'receive');
     return this.endpoint.trySend(value);
   }
 
   receive(options?: OperationOptions): Promise<T> {
+    if (this.only === 'send') return Promise.reject(oneWay('receive', 'send'));
     return this.endpoint.receive(options, this);
   }
 
   tryReceive(): TryReceiveResult<T> {
+    if (this.only === 'send') throw oneWay('receive', 'send');
     return this.endpoint.tryReceive();
   }
 
@@ -110,6 +136,7 @@ export class RemoteChannel<T = unknown> implements ChannelLike<T>, Disposable, A
   }
 
   [Symbol.asyncIterator](): AsyncIterator<T> {
+    if (this.only === 'send') throw oneWay('receive', 'send');
     // the iterator holds the handle: a `for await` over a handle keeps it
     return { next: () => this.endpoint.nextValue(true, undefined, this) as Promise<IteratorResult<T>> };
   }

@@ -11,7 +11,7 @@ import type { OperationOptions, TryReceiveResult } from '../core/channel.js';
 import { ErrorCodes, type NetchanError, netchanError } from '../core/errors.js';
 import { Deque, WaitList, type WaitNode } from '../core/queue.js';
 import { FrameType } from '../wire/frames.js';
-import type { FramedStream } from './framed-stream.js';
+import type { FrameWriter } from './framed-stream.js';
 import { OrderedEndpoint, closePayload, violation } from './ordered-endpoint.js';
 import { RemoteSender, closedError } from './remote-sender.js';
 import type { StreamContext } from './stream-context.js';
@@ -118,7 +118,7 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
   private readonly closeListeners: ((e: Error | undefined) => void)[] = [];
 
   constructor(
-    fs: FramedStream,
+    fs: FrameWriter,
     ctx: StreamContext,
     /** The stream id both sides use for back-references. */
     readonly streamId: string,

@@ -10,7 +10,7 @@
 import { ErrorCodes, NetchanError, netchanError } from '../core/errors.js';
 import { Deque, WaitList, type WaitNode } from '../core/queue.js';
 import { FrameType } from '../wire/frames.js';
-import type { FramedStream } from './framed-stream.js';
+import type { FrameWriter } from './framed-stream.js';
 import { violation } from './ordered-endpoint.js';
 import type { StreamContext } from './stream-context.js';
 
@@ -91,7 +91,7 @@ export class RemoteSender {
   refused = 0;
 
   constructor(
-    private readonly fs: FramedStream,
+    private readonly fs: FrameWriter,
     private readonly ctx: StreamContext,
   ) {}
 

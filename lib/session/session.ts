@@ -10,6 +10,7 @@ import { proveByteStream } from '../wire/byte-frames.js';
 import { Channel } from '../core/channel.js';
 import { ChannelExporter, RemoteChannel, RemoteEndpoint, type ExportableChannel } from './channel-stream.js';
 import { CollectionTrigger } from './collector.js';
+import { OwnerPair, RemotePair } from './pair-stream.js';
 import { Codec, registerReferenceClass, type FoundReference, type ReferenceHooks, type ReferenceKind } from '../wire/codec.js';
 import { ErrorCodes, netchanError, type NetchanError } from '../core/errors.js';
 import { FramedStream } from './framed-stream.js';
@@ -63,13 +64,13 @@ export abstract class SessionCore<S extends WireStream = WireStream> extends Eve
   protected readonly codec: Codec;
   protected readonly maxFrameBytes: number;
   protected readonly referenceTimeoutMs: number;
-  /** Channel streams where this side owns the channel, by stream id (for back-references). */
-  protected readonly exporters = new Map<string, ChannelExporter>();
+  /** Channel streams where this side owns the channel (or a pair of them), by stream id (for back-references). */
+  protected readonly exporters = new Map<string, ChannelExporter | OwnerPair>();
   /**
    * Remote channel endpoints of this session. Never the program's handles ({@link RemoteChannel}):
    * a handle the program dropped must be collectable, to release its stream.
    */
-  protected readonly remotes = new Set<RemoteEndpoint<unknown>>();
+  protected readonly remotes = new Set<RemoteEndpoint<unknown> | RemotePair>();
   /**
    * Asks for a garbage collection as remote handles pile up, so that the dropped ones are
    * released before the session's channel limit (lib/session/collector.ts). Its limit: the server's
@@ -146,7 +147,8 @@ export abstract class SessionCore<S extends WireStream = WireStream> extends Eve
 
   encodeReference(kind: ReferenceKind, obj: object): Record<string, unknown> {
     if (this.ended) throw netchanError(ErrorCodes.SESSION_CLOSED, 'session is closed');
-    if (kind === 'channel' && obj instanceof RemoteChannel && obj.session === this) return { b: obj.streamId };
+    // A pair stream's send handle is exported anew: a back-reference to the stream names its receive channel.
+    if (kind === 'channel' && obj instanceof RemoteChannel && obj.session === this && obj.direction !== 'send') return { b: obj.streamId };
     const plan = kind === 'channel' ? this.exportChannel(obj as ExportableChannel) : this.exportBytes(obj, bytesModeOf(obj));
     (this.plans ??= []).push(plan);
     return plan.ref;
@@ -203,7 +205,8 @@ export abstract class SessionCore<S extends WireStream = WireStream> extends Eve
     this.streams.add(wire);
     this.counters.streams++;
     this.tracked(wire);
-    wire.bytes.once('close', () => {
+    // `on`, not `once`: a stream closes once, and `once` costs a wrapper and its state per stream
+    wire.bytes.on('close', () => {
       this.streams.delete(wire);
       this.counters.streams--;
       this.untracked(wire);
@@ -273,6 +276,36 @@ export abstract class SessionCore<S extends WireStream = WireStream> extends Eve
     this.exporters.set(streamId, ex);
     publish('streamOpen', () => ({ side: this.side, sessionId: this.id, streamId, kind: 'channel', role: 'owner' }));
     return ex;
+  }
+
+  /** The owner's side of a pair stream (docs/PROTOCOL.md §5.5): one stream id, one place in the channel limit. */
+  protected attachPair(fs: FramedStream, receive: ExportableChannel, send: ExportableChannel, streamId: string): OwnerPair {
+    this.resumeOn(fs, streamId);
+    const pair = new OwnerPair(fs, this, receive, send, streamId, (p) => {
+      if (this.exporters.get(p.streamId) === p) this.exporters.delete(p.streamId);
+      this.forgetFramed(streamId, fs);
+      publish('streamClose', () => ({ side: this.side, sessionId: this.id, streamId, kind: 'channel', role: 'owner' }));
+    });
+    fs.setSink(pair);
+    this.exporters.set(streamId, pair);
+    publish('streamOpen', () => ({ side: this.side, sessionId: this.id, streamId, kind: 'channel', role: 'owner' }));
+    return pair;
+  }
+
+  /** The remote side of a pair stream (docs/PROTOCOL.md §5.5). */
+  protected attachRemotePair<R, S>(fs: FramedStream, streamId: string): RemotePair<R, S> {
+    this.resumeOn(fs, streamId);
+    const pair = new RemotePair<R, S>(fs, this, streamId, this, (p) => {
+      this.remotes.delete(p as RemotePair);
+      this.collection.closed(this.remotes.size);
+      this.forgetFramed(streamId, fs);
+      publish('streamClose', () => ({ side: this.side, sessionId: this.id, streamId, kind: 'channel', role: 'remote' }));
+    });
+    fs.setSink(pair);
+    this.remotes.add(pair as RemotePair);
+    this.collection.opened(this.remotes.size);
+    publish('streamOpen', () => ({ side: this.side, sessionId: this.id, streamId, kind: 'channel', role: 'remote' }));
+    return pair;
   }
 
   protected attachRemote<T>(fs: FramedStream, streamId: string): RemoteEndpoint<T> {

@@ -11,7 +11,7 @@ export interface Stats {
   sessions: number;
   /** HTTP/2 streams open that carry netchan traffic (control, channel and byte streams). */
   streams: number;
-  /** Channel streams open (exported local channels plus remote channel handles). */
+  /** Channels open on channel streams (exported local channels plus remote channel handles; a pair stream carries two). */
   channels: number;
   /** Byte streams open. */
   byteStreams: number;

@@ -55,7 +55,7 @@ export class ServerConnection {
     this.governed = options.governed;
     this.closer = () => socket.destroy();
     socket[CONNECTION] = this;
-    socket.once('close', () => {
+    socket.on('close', () => {
       this.socketClosed = true;
       this.clear();
     });

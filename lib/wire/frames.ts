@@ -23,6 +23,13 @@ export const FrameType = {
   PONG: 0x07,
   /** u32: frames received since the last RCVD, on streams of resumable sessions (§4.5). */
   RCVD: 0x08,
+  /**
+   * Empty, or the close error: on a pair stream (§5.5), the close of the channel the remote sends
+   * into (remote → owner: close it; owner → remote: it closed).
+   */
+  CLOSE_SEND: 0x0b,
+  /** Empty: on a pair stream (§5.5), the remote lets go of the channel it receives from (remote → owner). */
+  RELEASE: 0x0c,
 } as const;
 
 export const FRAME_HEADER_BYTES = 5;
@@ -204,6 +211,9 @@ export class FrameEncoder {
     const out = Buffer.allocUnsafe(this.pos);
     this.buf.copy(out, 0, 0, this.pos);
     this.pos = 0;
+    // A buffer of the initial size goes with what it held: most streams of a busy server are
+    // idle, and would each keep one. Only a grown one (a busy stream) is kept for the next turn.
+    if (this.buf.length <= this.initialBytes) this.buf = EMPTY;
     return out;
   }
 
@@ -211,9 +221,10 @@ export class FrameEncoder {
     if (this.pos + n <= this.buf.length) return;
     let size = Math.max(this.initialBytes, this.buf.length * 2);
     while (size < this.pos + n) size *= 2;
-    // its own memory, not a slice of Node's shared pool: a long-lived small slice would keep a
-    // whole 8 KiB pool chunk alive
-    const next = Buffer.allocUnsafeSlow(size);
+    // A grown buffer is kept, so it has memory of its own: a long-lived slice of Node's shared
+    // pool would keep a whole 8 KiB chunk of it alive. One of the initial size lives until the
+    // next take() only, and may be a slice.
+    const next = size <= this.initialBytes ? Buffer.allocUnsafe(size) : Buffer.allocUnsafeSlow(size);
     this.buf.copy(next, 0, 0, this.pos);
     this.buf = next;
   }

@@ -16,6 +16,10 @@ export const Headers = {
   mode: 'netchan-mode',
   capacity: 'netchan-capacity',
   credit: 'netchan-credit',
+  /** A pair stream's second channel, the one the client sends into (§5.5). */
+  sendName: 'netchan-send-name',
+  /** The capacity of a pair stream's send channel (§5.5). */
+  sendCapacity: 'netchan-send-capacity',
   error: 'netchan-error',
   message: 'netchan-message',
   maxFrameBytes: 'netchan-max-frame-bytes',
