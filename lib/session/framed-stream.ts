@@ -61,10 +61,7 @@ export const REPLAY_SOFT_BYTES = 4 * 1024 * 1024;
 export interface FrameWriter {
   readonly writable: boolean;
   readonly congested: boolean;
-  /** VALUE frames this turn, but those written at once (a sender's budget per turn). */
-  readonly valuesThisTurn: number;
   onceDrain(fn: () => void): void;
-  onceTurnEnds(fn: () => void): void;
   flushSoon(): void;
   writeValuesAtOnce(yes: boolean): void;
   frame(type: number, payload: Uint8Array): void;
@@ -110,8 +107,6 @@ export class FramedStream implements Flushable, FrameWriter {
   private framesPending = 0;
   /** Bytes framed since the last end of a turn ({@link endTurn}). */
   private turnBytes = 0;
-  /** VALUE frames framed since the last end of a turn, but those written at once: a sender's budget per turn counts them. */
-  valuesThisTurn = 0;
   /** What was written and not confirmed yet (resumable streams only). */
   private replay: ReplayLog | null = null;
   /** Whether the stream may be suspended when its connection is lost (resumable streams only). */
@@ -242,17 +237,10 @@ export class FramedStream implements Flushable, FrameWriter {
     (this.drainWaiters ??= []).push(fn);
   }
 
-  /** Calls `fn` after the end of this turn, once the stream can take more. */
-  onceTurnEnds(fn: () => void): void {
-    (this.drainWaiters ??= []).push(fn);
-    this.flusher.mark(this);
-  }
-
   /** The end of an event-loop turn (the Flusher): write what is pending, start a new budget. @internal */
   endTurn(): void {
     this.flush();
     this.turnBytes = 0;
-    this.valuesThisTurn = 0;
     if (this.drainWaiters) this.drained();
   }
 
@@ -280,10 +268,7 @@ export class FramedStream implements Flushable, FrameWriter {
     this.encoder.frame(type, payload);
     this.turnBytes += FRAME_HEADER_BYTES + payload.length;
     this.framesPending++;
-    if (!this.urgent || type !== FrameType.VALUE) {
-      if (type === FrameType.VALUE) this.valuesThisTurn++;
-      this.flusher.mark(this);
-    }
+    if (!this.urgent || type !== FrameType.VALUE) this.flusher.mark(this);
     else {
       this.flush();
       // over its budget, the stream needs the end of the turn to get it back

@@ -42,16 +42,8 @@ class PairHalf implements FrameWriter {
     return this.pair.fs.congested;
   }
 
-  get valuesThisTurn(): number {
-    return this.pair.fs.valuesThisTurn;
-  }
-
   onceDrain(fn: () => void): void {
     this.pair.fs.onceDrain(fn);
-  }
-
-  onceTurnEnds(fn: () => void): void {
-    this.pair.fs.onceTurnEnds(fn);
   }
 
   flushSoon(): void {

@@ -252,7 +252,6 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
     if (this.localClosed || this.failure || this.released) return;
     this.localClosed = true;
     if (!this.remoteClosed) this.closeCause = error;
-    this.sender.writeBudgeted();
     this.fs.frame(FrameType.CLOSE, closePayload(this.ctx, error));
     this.sender.rejectQueued(() => closedError(error, false));
   }
@@ -278,7 +277,6 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
   leave(code: string, message: string): void {
     if (this.released || this.finished) return;
     this.released = true;
-    this.sender.writeBudgeted();
     this.sender.rejectQueued(() => netchanError(code, message, { mayHaveBeenDelivered: false }));
     this.sender.rejectUnacked(() => netchanError(code, `${message} before the owner acknowledged the value`, { mayHaveBeenDelivered: true }));
     if (this.receivers.size > 0) {

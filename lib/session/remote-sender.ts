@@ -80,13 +80,6 @@ export class RemoteSender {
   private valuesWritten = 0;
   private acksArrived = 0;
   private waitingDrain = false;
-  /**
-   * Values written per turn, at most: a quarter of the window. Writes leave only once the turn
-   * is over, so a loop of sends that spent the whole window in one turn would have the owner
-   * idle while it runs and itself idle while the owner works through the lot: in quarters, the
-   * owner's ACKs for the first come back while this side writes the rest.
-   */
-  private turnBudget = 1;
   /** Values sent on credit that the owner refused because it closed first. */
   refused = 0;
 
@@ -100,7 +93,6 @@ export class RemoteSender {
     this.opened = true;
     this.cap = capacity;
     this.credits = credits;
-    this.turnBudget = Math.max(16, Math.floor(credits / 4));
     this.pump();
   }
 
@@ -134,10 +126,7 @@ export class RemoteSender {
 
   /** Sends at once on a buffered channel with credit left; false where `send` would wait. */
   trySend(value: unknown): boolean {
-    if (this.cap === 0) return false;
-    // sends that wait only for the turn's budget go first: the budget holds back no trySend
-    if (this.queue.size > 0 && this.credits > this.queue.size && !this.fs.congested) this.writeBudgeted();
-    if (!this.canWriteNow(false)) return false;
+    if (this.cap === 0 || !this.canWriteNow()) return false;
     let bytes: Uint8Array;
     try {
       bytes = this.ctx.encode(value);
@@ -148,17 +137,6 @@ export class RemoteSender {
     this.writeValue(bytes);
     this.unacked.push(null);
     return true;
-  }
-
-  /**
-   * Writes the sends that wait only for the turn's budget (they have credit): before a CLOSE or
-   * the end of this side, so that a close or release in the turn of the sends refuses none of
-   * them, as if each had gone at once.
-   */
-  writeBudgeted(): void {
-    while (this.opened && this.credits > 0 && this.queue.size > 0 && this.fs.writable) {
-      this.writeQueued(this.queue.shift() as PendingSend);
-    }
   }
 
   /** Checks an arriving ACK of `n` against the values written (§5.2); throws the violation. */
@@ -221,14 +199,8 @@ export class RemoteSender {
     );
   }
 
-  /** `trySend` is not held to the turn's budget: it says whether there is credit, no more. */
-  private canWriteNow(budgeted = true): boolean {
-    return this.opened && this.credits > 0 && this.queue.size === 0 && (!budgeted || this.withinBudget()) && !this.fs.congested && this.fs.writable;
-  }
-
-  /** A rendezvous sender has one value out at most: the budget is for buffered channels. */
-  private withinBudget(): boolean {
-    return this.cap === 0 || this.fs.valuesThisTurn < this.turnBudget;
+  private canWriteNow(): boolean {
+    return this.opened && this.credits > 0 && this.queue.size === 0 && !this.fs.congested && this.fs.writable;
   }
 
   private writeValue(bytes: Uint8Array): void {
@@ -243,39 +215,33 @@ export class RemoteSender {
    */
   private pump(): void {
     while (this.opened && this.credits > 0 && this.queue.size > 0 && this.fs.writable) {
-      const overBudget = !this.withinBudget();
-      if (overBudget || this.fs.congested) {
+      if (this.fs.congested) {
         if (!this.waitingDrain) {
           this.waitingDrain = true;
-          const resume = () => {
+          this.fs.onceDrain(() => {
             this.waitingDrain = false;
             this.pump();
-          };
-          if (overBudget) this.fs.onceTurnEnds(resume);
-          else this.fs.onceDrain(resume);
+          });
         }
         return;
       }
-      this.writeQueued(this.queue.shift() as PendingSend);
-    }
-  }
-
-  private writeQueued(op: PendingSend): void {
-    let bytes: Uint8Array;
-    try {
-      bytes = this.ctx.encode(op.value);
-    } catch (err) {
-      op.settle(notSent(err));
-      return;
-    }
-    this.credits--;
-    this.writeValue(bytes);
-    op.written = true;
-    if (this.cap > 0) {
-      this.unacked.push(null);
-      op.settle();
-    } else {
-      this.unacked.push(op);
+      const op = this.queue.shift() as PendingSend;
+      let bytes: Uint8Array;
+      try {
+        bytes = this.ctx.encode(op.value);
+      } catch (err) {
+        op.settle(notSent(err));
+        continue;
+      }
+      this.credits--;
+      this.writeValue(bytes);
+      op.written = true;
+      if (this.cap > 0) {
+        this.unacked.push(null);
+        op.settle();
+      } else {
+        this.unacked.push(op);
+      }
     }
   }
 }
