@@ -19,7 +19,7 @@
 import http2 from 'node:http2';
 import type { Duplex } from 'node:stream';
 
-const { NGHTTP2_CANCEL } = http2.constants;
+const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR } = http2.constants;
 
 /** The parts of Node's `Http2Stream` this module reads. */
 interface H2Stream extends Duplex {
@@ -83,9 +83,27 @@ export function resetStream(stream: Duplex, error?: Error, code?: number): void 
     return;
   }
   nextTurn(stream, () => {
-    if (code !== undefined && !stream.closed) stream.close(code);
+    if (code !== undefined && !stream.closed) closeWritten(stream, code);
     if (error) stream.destroy(error);
   });
+}
+
+/**
+ * `stream.close(code)`, except that a NO_ERROR reset of a stream whose writable side has ended
+ * but not finished (its last DATA waits on the peer's window) waits for 'finish' here, the
+ * stream still open. Node would mark the stream closed at once and write the RST_STREAM only at
+ * 'finish': a destroy meanwhile (a second reset, its session ending) writes none and frees
+ * Node's side of the stream while nghttp2 keeps it open with DATA to send. At the peer's next
+ * WINDOW_UPDATE nghttp2 asks for that DATA, Node finds no stream and answers 0 bytes without an
+ * end, and nghttp2 writes empty DATA frames forever: the process spins in SendPendingData.
+ * Left open, the stream is reset (and destroyable) like any other meanwhile.
+ */
+function closeWritten(stream: H2Stream, code: number): void {
+  if (code !== NGHTTP2_NO_ERROR || !stream.writableEnded || stream.writableFinished) {
+    stream.close(code);
+    return;
+  }
+  stream.once('finish', () => resetStream(stream, undefined, code));
 }
 
 /**
