@@ -8,12 +8,16 @@
  * for every open stream). nghttp2 entered again that way can close and free a stream it is in
  * the middle of closing: the process aborts (`CheckAllocatedSize`, a double free). Node fixed
  * that later (nodejs/node#64113, #64166); Node 20 has it. A CANCEL asked for inside the receive
- * Node itself holds back until the receive returns.
+ * Node holds back only while no write of the session is scheduled, which is seldom true: the
+ * turn before wrote something. Then it writes at once as well, and from inside the close of a
+ * stream the peer reset, that write can send this side's queued RST_STREAM for the same stream
+ * (nghttp2 frees it twice) or, the stream's writable side having just been ended by Node, ask
+ * Node for DATA of a stream it no longer knows (0 bytes, no end: empty DATA frames forever).
  *
- * So: an open stream is reset with CANCEL at once, or with any other code (or destroyed with an
- * error) from the next turn (setImmediate: outside any receive); a stream nghttp2 has closed or
- * is closing gets no reset of ours, and its local end waits for the next turn as well; a
- * session is destroyed from the next turn. Only the HTTP/2 adapter (lib/transport/http2.ts) uses
+ * So: an open stream is reset, with any code, or destroyed with an error, from the next turn
+ * (setImmediate: outside any receive); a stream nghttp2 has closed or is closing gets no reset
+ * of ours, and its local end waits for the next turn as well; a session is destroyed from the
+ * next turn. Only the HTTP/2 adapter (lib/transport/http2.ts) uses
  * this: the WebSocket mux and the in-memory transport have no such re-entry.
  */
 import http2 from 'node:http2';
@@ -78,12 +82,9 @@ export function resetStream(stream: Duplex, error?: Error, code?: number): void 
     nextTurn(stream, () => stream.destroy(error));
     return;
   }
-  if (!error && (code === undefined || code === NGHTTP2_CANCEL)) {
-    stream.close(NGHTTP2_CANCEL);
-    return;
-  }
   nextTurn(stream, () => {
-    if (code !== undefined && !stream.closed) closeWritten(stream, code);
+    const rst = code ?? (error ? undefined : NGHTTP2_CANCEL);
+    if (rst !== undefined && !stream.closed) closeWritten(stream, rst);
     if (error) stream.destroy(error);
   });
 }
