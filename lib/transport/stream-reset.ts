@@ -8,17 +8,18 @@
  * for every open stream). nghttp2 entered again that way can close and free a stream it is in
  * the middle of closing: the process aborts (`CheckAllocatedSize`, a double free). Node fixed
  * that later (nodejs/node#64113, #64166); Node 20 has it. A CANCEL asked for inside the receive
- * Node holds back only while no write of the session is scheduled, which is seldom true: the
- * turn before wrote something. Then it writes at once as well, and from inside the close of a
- * stream the peer reset, that write can send this side's queued RST_STREAM for the same stream
- * (nghttp2 frees it twice) or, the stream's writable side having just been ended by Node, ask
- * Node for DATA of a stream it no longer knows (0 bytes, no end: empty DATA frames forever).
+ * Node holds back only if the receive opened the session's write scope, which it does not when a
+ * write was already scheduled as it began (the turn before wrote something): then it writes at
+ * once as well. From inside the close of a stream the peer reset, that write can send this
+ * side's queued RST_STREAM for the same stream (nghttp2 frees it twice), or ask Node for DATA of
+ * that stream, which Node has already let go: 0 bytes and no end, and nghttp2 writes empty DATA
+ * frames forever.
  *
  * So: an open stream is reset, with any code, or destroyed with an error, from the next turn
  * (setImmediate: outside any receive); a stream nghttp2 has closed or is closing gets no reset
  * of ours, and its local end waits for the next turn as well; a session is destroyed from the
- * next turn. Only the HTTP/2 adapter (lib/transport/http2.ts) uses
- * this: the WebSocket mux and the in-memory transport have no such re-entry.
+ * next turn. Only the HTTP/2 adapter (lib/transport/http2.ts) uses this: the WebSocket mux and
+ * the in-memory transport have no such re-entry.
  */
 import http2 from 'node:http2';
 import type { Duplex } from 'node:stream';
