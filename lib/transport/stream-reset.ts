@@ -8,18 +8,23 @@
  * for every open stream). nghttp2 entered again that way can close and free a stream it is in
  * the middle of closing: the process aborts (`CheckAllocatedSize`, a double free). Node fixed
  * that later (nodejs/node#64113, #64166); Node 20 has it. A CANCEL asked for inside the receive
- * Node itself holds back until the receive returns.
+ * Node holds back only if the receive opened the session's write scope, which it does not when a
+ * write was already scheduled as it began (the turn before wrote something): then it writes at
+ * once as well. From inside the close of a stream the peer reset, that write can send this
+ * side's queued RST_STREAM for the same stream (nghttp2 frees it twice), or ask Node for DATA of
+ * that stream, which Node has already let go: 0 bytes and no end, and nghttp2 writes empty DATA
+ * frames forever.
  *
- * So: an open stream is reset with CANCEL at once, or with any other code (or destroyed with an
- * error) from the next turn (setImmediate: outside any receive); a stream nghttp2 has closed or
- * is closing gets no reset of ours, and its local end waits for the next turn as well; a
- * session is destroyed from the next turn. Only the HTTP/2 adapter (lib/transport/http2.ts) uses
- * this: the WebSocket mux and the in-memory transport have no such re-entry.
+ * So: an open stream is reset, with any code, or destroyed with an error, from the next turn
+ * (setImmediate: outside any receive); a stream nghttp2 has closed or is closing gets no reset
+ * of ours, and its local end waits for the next turn as well; a session is destroyed from the
+ * next turn. Only the HTTP/2 adapter (lib/transport/http2.ts) uses this: the WebSocket mux and
+ * the in-memory transport have no such re-entry.
  */
 import http2 from 'node:http2';
 import type { Duplex } from 'node:stream';
 
-const { NGHTTP2_CANCEL } = http2.constants;
+const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR } = http2.constants;
 
 /** The parts of Node's `Http2Stream` this module reads. */
 interface H2Stream extends Duplex {
@@ -78,14 +83,29 @@ export function resetStream(stream: Duplex, error?: Error, code?: number): void 
     nextTurn(stream, () => stream.destroy(error));
     return;
   }
-  if (!error && (code === undefined || code === NGHTTP2_CANCEL)) {
-    stream.close(NGHTTP2_CANCEL);
-    return;
-  }
   nextTurn(stream, () => {
-    if (code !== undefined && !stream.closed) stream.close(code);
+    const rst = code ?? (error ? undefined : NGHTTP2_CANCEL);
+    if (rst !== undefined && !stream.closed) closeWritten(stream, rst);
     if (error) stream.destroy(error);
   });
+}
+
+/**
+ * `stream.close(code)`, except that a NO_ERROR reset of a stream whose writable side has ended
+ * but not finished (its last DATA waits on the peer's window) waits for 'finish' here, the
+ * stream still open. Node would mark the stream closed at once and write the RST_STREAM only at
+ * 'finish': a destroy meanwhile (a second reset, its session ending) writes none and frees
+ * Node's side of the stream while nghttp2 keeps it open with DATA to send. At the peer's next
+ * WINDOW_UPDATE nghttp2 asks for that DATA, Node finds no stream and answers 0 bytes without an
+ * end, and nghttp2 writes empty DATA frames forever: the process spins in SendPendingData.
+ * Left open, the stream is reset (and destroyable) like any other meanwhile.
+ */
+function closeWritten(stream: H2Stream, code: number): void {
+  if (code !== NGHTTP2_NO_ERROR || !stream.writableEnded || stream.writableFinished) {
+    stream.close(code);
+    return;
+  }
+  stream.once('finish', () => resetStream(stream, undefined, code));
 }
 
 /**
