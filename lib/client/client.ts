@@ -227,7 +227,8 @@ export class Session extends SessionCore<ClientWireStream> {
    * `release()` and `Symbol.dispose` (`using`). Its stream (one of the server's
    * `maxChannelsPerSession`) is released by `release()`, by closing the channel, or once the
    * program drops the handle and it is garbage-collected. Errors (an unknown name) surface on its
-   * operations.
+   * operations. `options.prefetch` sets how many values it asks for ahead of its program's
+   * receives ({@link RemoteChannelOptions}).
    */
   channel<T>(name: string, options?: RemoteChannelOptions): RemoteChannel<T> {
     if (this.ended) throw netchanError(ErrorCodes.SESSION_CLOSED, 'session is closed');
