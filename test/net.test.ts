@@ -547,6 +547,30 @@ for (const transport of ['h2', 'ws', 'memory'] as const) describe(`channels over
     expect(got.ch).to.equal(jobs);
   });
 
+  it('values a third party prefetched through a forwarding server go back to the owner when both handles let go, not lost', async () => {
+    const { server, client } = await startServer();
+    const meet = server.channel<ChannelLike<string>>('meet', 1);
+    const alice = await client();
+    const bob = await client();
+    const alices = new Channel<string>(8);
+    await alice.channel<ChannelLike<string>>('meet').send(alices);
+    const relay = (await meet.receive()) as ChannelLike<string> & { release(): void };
+    await server.channel<ChannelLike<string>>('handoff', 1).send(relay);
+    const bobs = (await bob.channel<ChannelLike<string>>('handoff').receive()) as ChannelLike<string> & { release(): void };
+    for (const v of ['a', 'b', 'c', 'd']) await alices.send(v);
+    expect(await bobs.receive()).to.equal('a');
+    await until(() => bobs.length === 3, 5000, 'bob to prefetch the rest');
+    bobs.release();
+    // the forwarder acknowledges to alice only what bob's program took: b, c and d are the
+    // server handle's again, and alice's once it lets go
+    await tick(200);
+    relay.release();
+    await until(() => alices.length === 3, 5000, 'the values bob never took back in alice\'s channel');
+    const back: string[] = [];
+    for (let r = alices.tryReceive(); r.ok; r = alices.tryReceive()) back.push(r.value);
+    expect(back).to.deep.equal(['b', 'c', 'd']);
+  });
+
   it('a client channel forwarded by the server reaches a third party', async () => {
     const { server, client } = await startServer();
     const meet = server.channel<ChannelLike<string>>('meet', 1);

@@ -1,8 +1,10 @@
 /**
  * The owner port on a remote handle that this session forwards: a value received from one
  * session's peer carried a handle on a channel another session holds, and this side now serves
- * that handle to its own peer. Only the handle's public operations are used, each a promise:
- * forwarding is not the hot path.
+ * that handle to its own peer. The handle's public operations are used, each a promise
+ * (forwarding is not the hot path), but for receives: a value received to forward is lent, and
+ * acknowledged to the handle's owner only once this side's peer took it, so that one the peer
+ * never took goes back (exactly once through a forwarder too).
  */
 import { ErrorCodes, NetchanError } from '../core/errors.js';
 import { NOTHING, type OwnerPort, type PortListener } from './owner-port.js';
@@ -77,20 +79,26 @@ export class ForwardedPort implements OwnerPort {
   awaitValue(): void {
     const receiving = new AbortController();
     this.receiving = receiving;
-    this.handle.receive({ signal: receiving.signal }).then(this.onValue, this.onNoValue);
+    this.handle.lend(receiving.signal).then(this.onValue, this.onNoValue);
   }
 
   /**
-   * Cannot go back: the handle acknowledged the value to its owner when it received it, and its
-   * owner has let go of it.
+   * The value goes back to the handle, first in line: it was lent (lib/session/remote-endpoint.ts),
+   * so the handle's owner has not had its ACK and gets it back if the handle goes.
    */
-  putBack(): void {}
+  putBack(value: unknown): void {
+    this.handle.returnLent(value);
+  }
 
-  /** See {@link putBack}: nothing to give back to. */
-  refuse(): void {}
+  /** A value this side's peer cannot take goes back to the handle (this stream fails). */
+  refuse(value: unknown): void {
+    this.handle.returnLent(value);
+  }
 
-  /** The handle's own ACK told its owner when this side received the value. */
-  delivered(): void {}
+  /** This side's peer took them: now the handle acknowledges them to its owner. */
+  delivered(n: number): void {
+    this.handle.confirmLent(n);
+  }
 
   detach(): void {
     this.receiving?.abort();

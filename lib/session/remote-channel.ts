@@ -109,6 +109,21 @@ export class RemoteChannel<T = unknown> implements ChannelLike<T>, Disposable, A
     this.endpoint.close(error);
   }
 
+  /** A forwarder's receive: see {@link RemoteEndpoint.lend}. @internal */
+  lend(signal: AbortSignal): Promise<T> {
+    return this.endpoint.lend(signal) as Promise<T>;
+  }
+
+  /** See {@link RemoteEndpoint.confirmLent}. @internal */
+  confirmLent(n: number): void {
+    this.endpoint.confirmLent(n);
+  }
+
+  /** See {@link RemoteEndpoint.returnLent}. @internal */
+  returnLent(value: T): void {
+    this.endpoint.returnLent(value);
+  }
+
   /**
    * Lets go of the remote channel without closing it: pending operations reject with
    * `ERR_RELEASED`, values prefetched but not received go back to the owner's channel, and the

@@ -33,6 +33,8 @@ class PendingReceive implements WaitNode {
   });
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
+  /** A forwarder's receive: the value is lent, acknowledged only once its own peer took it. */
+  lends = false;
 
   constructor(
     /** A `for await` step: resolves with the iterator result itself instead of the bare value. */
@@ -102,6 +104,11 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
   private creditsWritten = 0;
   private valuesArrived = 0;
   private prefetch = false;
+  /**
+   * Values lent to a forwarder (this handle served to a third party): handed out, but
+   * acknowledged to the owner only once the forwarder's peer took them, or put back.
+   */
+  private lent = 0;
   /** The `prefetch` option, if given. */
   private prefetchLimit: number | undefined;
   private localClosed = false;
@@ -206,10 +213,11 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
    * iterator result itself (one promise per value, no `then` in between), and the end of the
    * iteration (or the close error thrown) where `receive` rejects with ERR_CHANNEL_CLOSED.
    */
-  nextValue(iterating: boolean, signal: AbortSignal | undefined, holder: object | undefined): Promise<unknown> {
+  nextValue(iterating: boolean, signal: AbortSignal | undefined, holder: object | undefined, lends = false): Promise<unknown> {
     if (this.inbox.length > 0) {
       const value = this.inbox.shift();
-      this.consumed();
+      if (lends) this.lent++;
+      else this.consumed();
       return Promise.resolve(iterating ? { value, done: false } : value);
     }
     if (this.failure) return Promise.reject(this.failure);
@@ -218,6 +226,7 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
       return this.closeError ? Promise.reject(this.closeError) : Promise.resolve({ value: undefined, done: true });
     }
     const op = new PendingReceive(iterating, holder);
+    op.lends = lends;
     this.receivers.push(op);
     if (signal) {
       op.signal = signal;
@@ -245,6 +254,42 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
     }
     this.topUpDemand();
     return { ok: false, closed: this.ended || this.failure !== null || this.released };
+  }
+
+  /**
+   * A receive for a forwarder ({@link lent}): the value it gets counts as handed to a program
+   * only once {@link confirmLent} says the forwarder's peer took it. @internal
+   */
+  lend(signal: AbortSignal): Promise<unknown> {
+    if (signal.aborted) return Promise.reject(netchanError(ErrorCodes.ABORTED, 'receive aborted', { cause: signal.reason }));
+    return this.nextValue(false, signal, undefined, true);
+  }
+
+  /** The forwarder's peer took the next `n` values lent: acknowledged to the owner now. @internal */
+  confirmLent(n: number): void {
+    for (; n > 0 && this.lent > 0; n--) {
+      this.lent--;
+      this.consumed();
+    }
+  }
+
+  /**
+   * A value lent never reached the forwarder's peer's program: it is this handle's again, first
+   * in line (values come back last first), for the next receive. @internal
+   */
+  returnLent(value: T): void {
+    if (this.lent === 0 || this.released || this.failure) return;
+    this.lent--;
+    const r = this.receivers.shift();
+    if (r) {
+      r.unwatch();
+      r.give(value);
+      if (r.lends) this.lent++;
+      else this.consumed();
+      return;
+    }
+    this.inbox.unshift(value);
+    if (this.ended) this.endIfDone();
   }
 
   /** Closes the channel on the owner's side (close propagates), with an optional error. */
@@ -329,7 +374,8 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
           r.unwatch();
           // given first: the program's continuation is queued before what consumed() schedules
           r.give(value);
-          this.consumed();
+          if (r.lends) this.lent++;
+          else this.consumed();
         } else if (!this.released) {
           this.inbox.push(value);
         }
@@ -353,19 +399,23 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
     if (!this.remoteClosed) {
       this.markRemoteClosed(this.localClosed ? this.closeError : ownerReleased);
     }
-    if (this.inbox.length === 0) {
-      if (this.receivers.size > 0) {
-        const err = closedError(this.closeError);
-        for (let r = this.receivers.shift(); r; r = this.receivers.shift()) {
-          r.unwatch();
-          r.closed(err, this.closeError);
-        }
-      }
-      this.fs.end();
-    }
+    this.endIfDone();
     // Otherwise this side ends once the program has taken the prefetched values (consumed()),
-    // after their acks: ending now would make the owner put them back, and they would be
-    // delivered twice.
+    // and a forwarder's peer those lent, after their acks: ending now would make the owner put
+    // them back, and they would be delivered twice.
+  }
+
+  /** The owner ended its side: once nothing is left to hand out or confirm, receives end and so does this side. */
+  private endIfDone(): void {
+    if (this.inbox.length > 0 || this.lent > 0) return;
+    if (this.receivers.size > 0) {
+      const err = closedError(this.closeError);
+      for (let r = this.receivers.shift(); r; r = this.receivers.shift()) {
+        r.unwatch();
+        r.closed(err, this.closeError);
+      }
+    }
+    this.fs.end();
   }
 
   onStreamError(error: NetchanError): void {
@@ -433,8 +483,8 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
 
   private consumed(): void {
     this.consumedPending++;
-    if (this.ended && this.inbox.length === 0) {
-      this.fs.end(); // writes the batched acks first
+    if (this.ended && this.inbox.length === 0 && this.lent === 0) {
+      this.endIfDone(); // the end writes the batched acks first
       return;
     }
     if (this.prefetch) this.topUpDemand();
