@@ -25,6 +25,17 @@ export function closePayload(ctx: StreamContext, error: Error | undefined): Uint
   }
 }
 
+/** Writes ERROR {code, message} for `error` at once, if the stream still takes frames (§2.2). */
+export function writeError(fs: FrameWriter, ctx: StreamContext, error: NetchanError): void {
+  if (!fs.writable) return;
+  try {
+    fs.frame(FrameType.ERROR, ctx.encode({ code: error.code, message: error.message }));
+    fs.flush();
+  } catch {
+    // the stream is going away anyway
+  }
+}
+
 /** The error an ERROR frame's payload describes (a generic one if it cannot be decoded). */
 export function peerErrorOf(ctx: StreamContext, payload: Buffer): NetchanError {
   let code: string = ErrorCodes.PROTOCOL;
@@ -145,14 +156,7 @@ export abstract class OrderedEndpoint implements FrameSink {
   /** Tells the peer what went wrong, then drops the stream. */
   protected protocolError(error: NetchanError): void {
     this.ctx.violated?.(error, this.streamId);
-    if (this.fs.writable) {
-      try {
-        this.fs.frame(FrameType.ERROR, this.ctx.encode({ code: error.code, message: error.message }));
-        this.fs.flush();
-      } catch {
-        // the stream is going away anyway
-      }
-    }
+    writeError(this.fs, this.ctx, error);
     this.onStreamError(error);
     this.fs.destroy(error);
   }

@@ -13,7 +13,7 @@ import { FrameType } from '../wire/frames.js';
 import { Headers } from '../wire/headers.js';
 import { ChannelExporter, type ExportableChannel } from './exporter.js';
 import type { FrameSink, FrameWriter, FramedStream } from './framed-stream.js';
-import { peerErrorOf, violation } from './ordered-endpoint.js';
+import { peerErrorOf, violation, writeError } from './ordered-endpoint.js';
 import { RemoteEndpoint } from './remote-endpoint.js';
 import type { StreamContext } from './stream-context.js';
 
@@ -229,14 +229,7 @@ abstract class PairStream implements FrameSink {
   /** A frame that breaks the pair's rules (§5.5): ERROR to the peer, and the stream fails for both. */
   private fail(error: NetchanError): void {
     this.ctx.violated?.(error, this.streamId);
-    if (this.fs.writable) {
-      try {
-        this.fs.frame(FrameType.ERROR, this.ctx.encode({ code: error.code, message: error.message }));
-        this.fs.flush();
-      } catch {
-        // the stream is going away anyway
-      }
-    }
+    writeError(this.fs, this.ctx, error);
     this.onStreamError(error);
     this.fs.destroy(error);
   }

@@ -281,13 +281,7 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
     if (this.lent === 0 || this.released || this.failure) return;
     this.lent--;
     const r = this.receivers.shift();
-    if (r) {
-      r.unwatch();
-      r.give(value);
-      if (r.lends) this.lent++;
-      else this.consumed();
-      return;
-    }
+    if (r) return this.handOver(r, value);
     this.inbox.unshift(value);
     if (this.ended) this.endIfDone();
   }
@@ -371,11 +365,7 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
         if (this.demand > 0) this.demand--;
         const r = this.receivers.shift();
         if (r) {
-          r.unwatch();
-          // given first: the program's continuation is queued before what consumed() schedules
-          r.give(value);
-          if (r.lends) this.lent++;
-          else this.consumed();
+          this.handOver(r, value);
         } else if (!this.released) {
           this.inbox.push(value);
         }
@@ -403,6 +393,15 @@ export class RemoteEndpoint<T = unknown> extends OrderedEndpoint {
     // Otherwise this side ends once the program has taken the prefetched values (consumed()),
     // and a forwarder's peer those lent, after their acks: ending now would make the owner put
     // them back, and they would be delivered twice.
+  }
+
+  /** Gives `value` to a waiting receive: handed to the program, or lent to a forwarder. */
+  private handOver(r: PendingReceive, value: unknown): void {
+    r.unwatch();
+    // given first: the program's continuation is queued before what consumed() schedules
+    r.give(value);
+    if (r.lends) this.lent++;
+    else this.consumed();
   }
 
   /** The owner ended its side: once nothing is left to hand out or confirm, receives end and so does this side. */
