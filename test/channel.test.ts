@@ -1,20 +1,10 @@
 import { setMaxListeners } from 'node:events';
 import { expect } from 'chai';
 import { Channel, select, NetchanError } from '../lib/index.js';
-import { rejection } from './helpers/assert.js';
+import { rejection, track } from './helpers/assert.js';
 
 /** Lets every pending microtask and immediate run, so that "did not resolve" is observable. */
 const settle = () => new Promise<void>((resolve) => setImmediate(resolve));
-
-function track<T>(p: Promise<T>) {
-  const state: { done: boolean; value?: T; error?: unknown } = { done: false };
-  p.then(
-    (value) => Object.assign(state, { done: true, value }),
-    (error: unknown) => Object.assign(state, { done: true, error }),
-  );
-  return state;
-}
-
 
 describe('Channel', () => {
   describe('capacity 0 (rendezvous)', () => {

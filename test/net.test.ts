@@ -3,18 +3,8 @@ import { PassThrough, Readable, Writable, type Duplex } from 'node:stream';
 import { expect } from 'chai';
 import { Channel, NetchanError, type ChannelLike } from '../lib/index.js';
 import { startServer, teardown, until, tick, useTransport } from './helpers/net.js';
-import { rejection } from './helpers/assert.js';
+import { rejection, track } from './helpers/assert.js';
 import { digestOf } from './helpers/streams.js';
-
-
-function track<T>(p: Promise<T>) {
-  const state: { done: boolean; value?: T; error?: unknown } = { done: false };
-  p.then(
-    (value) => Object.assign(state, { done: true, value }),
-    (error: unknown) => Object.assign(state, { done: true, error }),
-  );
-  return state;
-}
 
 function bigSource(totalBytes: number): { stream: Readable; digest: Promise<string> } {
   const hash = createHash('sha256');

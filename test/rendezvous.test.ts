@@ -6,27 +6,33 @@
  */
 import http2 from 'node:http2';
 import { expect } from 'chai';
-import { Channel, NetchanError, select } from '../lib/index.js';
+import { Channel, NetchanError, select, type RemoteChannelOptions } from '../lib/index.js';
 import { FrameType } from '../lib/wire/frames.js';
 import { RawStream } from './helpers/raw-stream.js';
-import { rejection } from './helpers/assert.js';
+import { rejection, track } from './helpers/assert.js';
 import { testCertificates } from './helpers/certs.js';
 import { onTeardown, startServer, teardown, until, tick, useTransport } from './helpers/net.js';
-
-function track<T>(p: Promise<T>) {
-  const state: { done: boolean; value?: T; error?: unknown } = { done: false };
-  p.then(
-    (value) => Object.assign(state, { done: true, value }),
-    (error: unknown) => Object.assign(state, { done: true, error }),
-  );
-  return state;
-}
 
 const u32 = (n: number): Buffer => {
   const b = Buffer.alloc(4);
   b.writeUInt32BE(n >>> 0);
   return b;
 };
+
+/**
+ * A capacity-0 server channel `name` and a client handle on it (with `options`) that has
+ * received one value from it, its sender resolved: a handle that has started receiving.
+ */
+async function afterOneReceive(options: RemoteChannelOptions = {}, name = 'out') {
+  const { server, client } = await startServer();
+  const ch = server.channel<number>(name, 0);
+  const session = await client();
+  const remote = session.channel<number>(name, options);
+  const first = ch.send(1);
+  expect(await remote.receive()).to.equal(1);
+  await first;
+  return { server, session, ch, remote };
+}
 
 for (const transport of ['h2', 'ws', 'memory'] as const) describe(`rendezvous over ${transport}`, function () {
   this.timeout(30_000);
@@ -36,12 +42,7 @@ for (const transport of ['h2', 'ws', 'memory'] as const) describe(`rendezvous ov
 
   describe('by default a remote handle asks for nothing ahead of its program', () => {
     it('a send with a local receiver waiting goes to it, not to a remote handle that received before', async () => {
-      const { server, client } = await startServer();
-      const ch = server.channel<number>('jobs', 0);
-      const remote = (await client()).channel<number>('jobs');
-      const first = ch.send(1);
-      expect(await remote.receive()).to.equal(1);
-      await first;
+      const { ch, remote } = await afterOneReceive({}, 'jobs');
       await tick(50);
       const local = track(ch.receive());
       await ch.send(2);
@@ -87,13 +88,7 @@ for (const transport of ['h2', 'ws', 'memory'] as const) describe(`rendezvous ov
 
   describe('a send a remote handle holds', () => {
     it('with prefetch 1, after its first receive, a remote handle on a capacity-0 channel has the next value at hand, and the send still waits for its program', async () => {
-      const { server, client } = await startServer();
-      const ch = server.channel<number>('out', 0);
-      const session = await client();
-      const remote = session.channel<number>('out', { prefetch: 1 });
-      const first = track(ch.send(1));
-      expect(await remote.receive()).to.equal(1);
-      await until(() => first.done);
+      const { ch, remote } = await afterOneReceive({ prefetch: 1 });
       const second = track(ch.send(2));
       // the standing credit brought the value over before the program asked: no round trip then
       await until(() => remote.length === 1, 5000, 'the value to reach the remote handle');
@@ -106,13 +101,7 @@ for (const transport of ['h2', 'ws', 'memory'] as const) describe(`rendezvous ov
     });
 
     it('a value a remote handle holds goes back when it lets go, its send still waiting, to the next receiver', async () => {
-      const { server, client } = await startServer();
-      const ch = server.channel<number>('out', 0);
-      const session = await client();
-      const remote = session.channel<number>('out', { prefetch: 1 });
-      const first = ch.send(1);
-      expect(await remote.receive()).to.equal(1);
-      await first;
+      const { ch, remote } = await afterOneReceive({ prefetch: 1 });
       const second = track(ch.send(2));
       await until(() => remote.length === 1);
       remote.release();
@@ -124,13 +113,7 @@ for (const transport of ['h2', 'ws', 'memory'] as const) describe(`rendezvous ov
     });
 
     it('an abort of a send a remote handle holds rejects with mayHaveBeenDelivered, and the program still gets the value', async () => {
-      const { server, client } = await startServer();
-      const ch = server.channel<number>('out', 0);
-      const session = await client();
-      const remote = session.channel<number>('out', { prefetch: 1 });
-      const first = ch.send(1);
-      expect(await remote.receive()).to.equal(1);
-      await first;
+      const { ch, remote } = await afterOneReceive({ prefetch: 1 });
       const ac = new AbortController();
       const second = ch.send(2, { signal: ac.signal });
       await until(() => remote.length === 1);
@@ -173,14 +156,8 @@ for (const transport of ['h2', 'ws', 'memory'] as const) describe(`rendezvous ov
     });
 
     it('a select send case a remote handle holds is the one that fires, once its program took the value', async () => {
-      const { server, client } = await startServer();
-      const ch = server.channel<number>('out', 0);
+      const { ch, remote } = await afterOneReceive({ prefetch: 1 });
       const other = new Channel<number>(0);
-      const session = await client();
-      const remote = session.channel<number>('out', { prefetch: 1 });
-      const first = ch.send(1);
-      expect(await remote.receive()).to.equal(1);
-      await first;
       const picked = track(select([{ send: ch, value: 2 }, { receive: other }]));
       await until(() => remote.length === 1);
       expect(other.trySend(9), 'the other case withdrew when the remote took the value').to.equal(false);
@@ -192,12 +169,7 @@ for (const transport of ['h2', 'ws', 'memory'] as const) describe(`rendezvous ov
     });
 
     it('a select with default never waits for a remote program', async () => {
-      const { server, client } = await startServer();
-      const ch = server.channel<number>('out', 0);
-      const remote = (await client()).channel<number>('out', { prefetch: 1 });
-      const first = ch.send(1);
-      expect(await remote.receive()).to.equal(1);
-      await first;
+      const { ch, remote } = await afterOneReceive({ prefetch: 1 });
       await until(() => ch.waitingReceivers === 1, 5000, 'the standing credit');
       const picked = await select([{ send: ch, value: 2 }], { default: true });
       // the remote asked for a value: it is handed over at once, as trySend would, not held
@@ -207,14 +179,8 @@ for (const transport of ['h2', 'ws', 'memory'] as const) describe(`rendezvous ov
 
     for (const parked of [false, true]) {
       it(`a select whose held send comes back waits on every case again (${parked ? 'the case parked first' : 'taken at once'})`, async () => {
-        const { server, client } = await startServer();
-        const ch = server.channel<number>('out', 0);
+        const { ch, remote } = await afterOneReceive({ prefetch: 1 });
         const quit = new Channel<number>(0);
-        const session = await client();
-        const remote = session.channel<number>('out', { prefetch: 1 });
-        const first = ch.send(1);
-        expect(await remote.receive()).to.equal(1);
-        await first;
         if (parked) await tick(50);
         else await until(() => ch.waitingReceivers === 1, 5000, 'the standing credit');
         const picked = track(select(parked ? [{ receive: quit }, { send: ch, value: 2 }] : [{ send: ch, value: 2 }, { receive: quit }]));

@@ -12,3 +12,13 @@ export async function rejection(p: Promise<unknown>): Promise<NetchanError> {
   }
   throw new Error('expected a rejection');
 }
+
+/** Follows a promise without awaiting it: `done`, and the value or error once it settled. */
+export function track<T>(p: Promise<T>): { done: boolean; value?: T; error?: unknown } {
+  const state: { done: boolean; value?: T; error?: unknown } = { done: false };
+  p.then(
+    (value) => Object.assign(state, { done: true, value }),
+    (error: unknown) => Object.assign(state, { done: true, error }),
+  );
+  return state;
+}
