@@ -276,48 +276,39 @@ describe('hardening: remote crash', function () {
         expectAlive(server.child);
       }
     });
-  });
 
-  describe('regressions: streams Node frees while nghttp2 keeps them', () => {
-    let server: { child: Child; ports: Ports };
-    beforeEach(async () => {
-      server = await startServer();
+    describe('streams Node frees while nghttp2 keeps them', () => {
+      for (const mount of MOUNTS) {
+        it(`regression: a refused stream whose answer waits on a 16-byte window, reset again when its session ends, then given window, does not freeze the server: ${mount.name}`, async () => {
+          const client = await honest(server.ports, mount);
+          const other = await honest(server.ports, mount);
+          try {
+            await untilSessions(client, 2);
+            // the refusal's text is longer than the window: its END_STREAM waits for a WINDOW_UPDATE
+            const { h2 } = await rawConnection(mount.port(server.ports), { initialWindowSize: 16 });
+            const control = await rawRequest(h2, { ':path': mount.path, 'netchan-kind': 'session' });
+            const sid = String(control.headers['netchan-session']);
+            const refused = await rawRequest(h2, { ':path': mount.path, 'netchan-kind': 'tcp', 'netchan-session': sid, 'netchan-stream': 'c1', 'netchan-target': 'nonsense' });
+            expect(refused.headers[':status']).to.equal(400);
+            const ended = new Promise<number>((resolve) => refused.stream.once('close', () => resolve(refused.stream.rstCode)));
+            // never a PING: the server's idle timeout ends the session, which resets its streams
+            await untilSessions(client, 3);
+            await untilSessions(client, 2, 10_000);
+            // reading gives the refused stream window again, if it is still open
+            refused.stream.resume();
+            await within(5_000, 'echo after the WINDOW_UPDATE', echoes(client.session, 10), server.child);
+            await within(5_000, 'echo of another session', echoes(other.session, 11), server.child);
+            // reset by its session (CANCEL), not left open
+            expect(await within(5_000, 'the refused stream to close', ended, server.child)).to.equal(http2.constants.NGHTTP2_CANCEL);
+            h2.destroy();
+          } finally {
+            // a frozen server answers no close: what failed above is the failure to report
+            await within(5_000, 'the honest sessions to close', Promise.all([client.session.close(), other.session.close()])).catch(() => undefined);
+          }
+          expectAlive(server.child);
+        });
+      }
     });
-    afterEach(async () => {
-      server.child.process.kill('SIGKILL');
-      await server.child.exited;
-    });
-
-    for (const mount of MOUNTS) {
-      it(`regression: a refused stream whose answer waits on a 16-byte window, reset again when its session ends, then given window, does not freeze the server: ${mount.name}`, async () => {
-        const client = await honest(server.ports, mount);
-        const other = await honest(server.ports, mount);
-        try {
-          await untilSessions(client, 2);
-          // the refusal's text is longer than the window: its END_STREAM waits for a WINDOW_UPDATE
-          const { h2 } = await rawConnection(mount.port(server.ports), { initialWindowSize: 16 });
-          const control = await rawRequest(h2, { ':path': mount.path, 'netchan-kind': 'session' });
-          const sid = String(control.headers['netchan-session']);
-          const refused = await rawRequest(h2, { ':path': mount.path, 'netchan-kind': 'tcp', 'netchan-session': sid, 'netchan-stream': 'c1', 'netchan-target': 'nonsense' });
-          expect(refused.headers[':status']).to.equal(400);
-          const ended = new Promise<number>((resolve) => refused.stream.once('close', () => resolve(refused.stream.rstCode)));
-          // never a PING: the server's idle timeout ends the session, which resets its streams
-          await untilSessions(client, 3);
-          await untilSessions(client, 2, 10_000);
-          // reading gives the refused stream window again, if it is still open
-          refused.stream.resume();
-          await within(5_000, 'echo after the WINDOW_UPDATE', echoes(client.session, 10), server.child);
-          await within(5_000, 'echo of another session', echoes(other.session, 11), server.child);
-          // reset by its session (CANCEL), not left open
-          expect(await within(5_000, 'the refused stream to close', ended, server.child)).to.equal(http2.constants.NGHTTP2_CANCEL);
-          h2.destroy();
-        } finally {
-          // a frozen server answers no close: what failed above is the failure to report
-          await within(5_000, 'the honest sessions to close', Promise.all([client.session.close(), other.session.close()])).catch(() => undefined);
-        }
-        expectAlive(server.child);
-      });
-    }
   });
 
   describe('chaos', () => {
