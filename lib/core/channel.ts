@@ -415,16 +415,14 @@ export class Channel<T> implements ChannelLike<T> {
       owner.fail(sender, closedError(this.closeError));
       return;
     }
+    if (this.offerHeld(sender)) return;
     const receiver = this.receivers.shift();
     if (receiver === null) {
       this.senders.unshift(sender);
-    } else if (receiver.owner.holdsSends === true) {
-      this.receivers.unshift(receiver);
-      this.offerHeld(sender);
-    } else {
-      receiver.owner.complete(receiver, sender.value, true);
-      owner.complete(sender, undefined, true);
+      return;
     }
+    receiver.owner.complete(receiver, sender.value, true);
+    owner.complete(sender, undefined, true);
   }
 
   private canTake(): boolean {
