@@ -7,7 +7,7 @@ export type { ChannelLike, OperationOptions, TryReceiveResult, SelectCase, Selec
 export { NetchanError, ErrorCodes, isNetchanError } from './core/errors.js';
 export type { ErrorCode, NetchanErrorOptions } from './core/errors.js';
 export { createServer, NetchanServer, DEFAULT_LIMITS, DEFAULT_TIMEOUTS } from './server/server.js';
-export type { Limits, ServerOptions, StreamContextInfo, Timeouts } from './server/server.js';
+export type { BackedChannel, ChannelBackend, ChannelOptions, Limits, ServerOptions, StreamContextInfo, Timeouts } from './server/server.js';
 export { Session } from './client/client.js';
 export { connect } from './client/connect.js';
 export type { ConnectOptions, SessionEvents } from './client/client.js';
@@ -30,3 +30,6 @@ export { DIAGNOSTICS_CHANNELS } from './core/diagnostics.js';
 export type { ProtocolErrorEvent, SessionCloseEvent, SessionEvent, StreamEvent, StreamRefusedEvent } from './core/diagnostics.js';
 export { listen, dial, devCertificateDir, CLUSTER_CHANNELS } from './cluster/cluster.js';
 export type { Listener, ListenOptions, Dialer, DialOptions } from './cluster/cluster.js';
+export { jetstream } from './jetstream/jetstream.js';
+export type { JetStreamBackend, JetStreamOptions } from './jetstream/jetstream.js';
+export { SharedChannel } from './jetstream/shared-channel.js';

@@ -19,6 +19,7 @@ export const LAYERS: Record<string, readonly string[]> = {
   client: ['core', 'wire', 'transport', 'session'],
   server: ['core', 'wire', 'transport', 'session'],
   gateway: ['core', 'wire', 'transport', 'session', 'client', 'server'],
+  jetstream: ['core', 'wire', 'transport', 'session', 'server'],
   cluster: ['core', 'wire', 'transport', 'session', 'client', 'server'],
   middleware: ['core', 'wire', 'transport', 'session', 'server'],
 };

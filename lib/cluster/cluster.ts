@@ -14,13 +14,13 @@
  */
 import os from 'node:os';
 import path from 'node:path';
-import type { Channel } from '../core/channel.js';
+import type { Channel, ChannelLike } from '../core/channel.js';
 import type { ConnectOptions, Session } from '../client/client.js';
 import { connect } from '../client/connect.js';
 import type { RemoteChannel } from '../session/channel-stream.js';
 import { ensureDevCertificates, loadDevCa } from '../transport/devcert.js';
 import { ErrorCodes, netchanError } from '../core/errors.js';
-import { createServer, type NetchanServer, type ServerOptions } from '../server/server.js';
+import { createServer, type BackedChannel, type ChannelBackend, type NetchanServer, type ServerOptions } from '../server/server.js';
 
 /** Names of the two channels `listen` exports. */
 export const CLUSTER_CHANNELS = { out: 'netchan.out', in: 'netchan.in' } as const;
@@ -35,14 +35,20 @@ export interface ListenOptions extends ServerOptions {
   capacity?: number;
   /** Where the development certificates live when no `key`/`cert` is given. Default {@link devCertificateDir}. */
   devCertDir?: string;
+  /**
+   * Keeps the two channels in this backend (`jetstream()`), shared by every server listening
+   * with the same one: a value sent through one server may go to a client of another
+   * (docs/cluster.md).
+   */
+  backend?: ChannelBackend;
 }
 
-/** What {@link listen} resolves to. */
-export interface Listener<T> {
+/** What {@link listen} resolves to: its channels are `Channel`s, or shared channels with a `backend`. */
+export interface Listener<T, C extends ChannelLike<T> = Channel<T>> {
   /** Each value sent here goes to exactly one connected client ready to take it. */
-  send: Channel<T>;
+  send: C;
   /** Values from all clients, merged. */
-  receive: Channel<T>;
+  receive: C;
   /** The netchan server underneath (stats, more channels). */
   server: NetchanServer;
   /** The bound port. */
@@ -96,7 +102,9 @@ export function parseAddress(address: string, secure = true): URL {
  * Starts a server with the two cluster channels. `address` is `host:port` (port 0 picks one)
  * or a URL whose path becomes the endpoint path.
  */
-export async function listen<T = unknown>(address: string, options: ListenOptions = {}): Promise<Listener<T>> {
+export async function listen<T = unknown>(address: string, options?: ListenOptions & { backend?: undefined }): Promise<Listener<T>>;
+export async function listen<T = unknown>(address: string, options: ListenOptions & { backend: ChannelBackend }): Promise<Listener<T, BackedChannel<T>>>;
+export async function listen<T = unknown>(address: string, options: ListenOptions = {}): Promise<Listener<T, ChannelLike<T>>> {
   const u = parseAddress(address, !options.insecure);
   let { key, cert } = options;
   if (!options.insecure && (!key || !cert)) {
@@ -106,8 +114,11 @@ export async function listen<T = unknown>(address: string, options: ListenOption
   }
   const server = createServer({ ...options, key, cert, path: u.pathname || '/' });
   const capacity = options.capacity ?? 128;
-  const send = server.channel<T>(CLUSTER_CHANNELS.out, capacity);
-  const receive = server.channel<T>(CLUSTER_CHANNELS.in, capacity);
+  const { backend } = options;
+  const send: ChannelLike<T> = backend ? server.channel<T>(CLUSTER_CHANNELS.out, capacity, { backend }) : server.channel<T>(CLUSTER_CHANNELS.out, capacity);
+  const receive: ChannelLike<T> = backend ? server.channel<T>(CLUSTER_CHANNELS.in, capacity, { backend }) : server.channel<T>(CLUSTER_CHANNELS.in, capacity);
+  // a shared channel's stream is set up before clients come
+  await Promise.all([send, receive].map((ch) => (ch as Partial<BackedChannel<T>>).ready?.()));
   const host = u.hostname.replace(/^\[|\]$/g, '');
   const { port } = await server.listen(Number(u.port), host);
   const url = new URL(u.href);
@@ -119,8 +130,11 @@ export async function listen<T = unknown>(address: string, options: ListenOption
     port,
     url: url.href,
     async close() {
-      send.close();
-      receive.close();
+      // shared channels stay open for the other servers: only this one stops
+      if (!backend) {
+        send.close();
+        receive.close();
+      }
       await server.close();
     },
   };

@@ -71,6 +71,10 @@ export const ErrorCodes = {
   TARGET_UNREACHABLE: 'ERR_TARGET_UNREACHABLE',
   /** The TCP gateway's connection attempt to the target timed out. */
   TARGET_TIMEOUT: 'ERR_TARGET_TIMEOUT',
+  /** A value holds a channel or byte stream, which a shared channel (kept in JetStream) cannot carry. */
+  NOT_SHAREABLE: 'ERR_NOT_SHAREABLE',
+  /** A shared channel's backend (NATS JetStream) failed or refused the channel. */
+  BACKEND: 'ERR_BACKEND',
 } as const;
 
 /** A stable netchan error code string. */

@@ -10,7 +10,7 @@ import type http from 'node:http';
 import type net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { Channel } from '../core/channel.js';
+import { Channel, type ChannelLike } from '../core/channel.js';
 import { debug } from '../core/debug.js';
 import { publish } from '../core/diagnostics.js';
 import { ErrorCodes, fromNodeError, netchanError } from '../core/errors.js';
@@ -21,7 +21,7 @@ import { appHttp2Stream } from '../transport/http2.js';
 import { Listener } from '../transport/listener.js';
 import { peerOfSocket } from '../transport/peer.js';
 import { WebSocketAcceptor } from '../transport/ws-server.js';
-import type { ExportableChannel } from '../session/channel-stream.js';
+import type { ExportableChannel, PortSource } from '../session/channel-stream.js';
 import { refuse } from '../session/refusal.js';
 import { emptyStats, type Stats } from '../session/stream-context.js';
 import { DEFAULT_LIMITS, DEFAULT_TIMEOUTS, type Limits, type ServerOptions, type StreamContextInfo, type StreamHeaders, type Timeouts } from './options.js';
@@ -30,6 +30,26 @@ import type { TunnelService } from './tunnels.js';
 
 export { DEFAULT_LIMITS, DEFAULT_TIMEOUTS } from './options.js';
 export type { Limits, ServerOptions, StreamContextInfo, StreamHeaders, Timeouts } from './options.js';
+
+/** A channel whose values live in a backend shared by several servers, as one server serves it. */
+export interface BackedChannel<T> extends ChannelLike<T> {
+  /** What the server serves to its clients' handles on this channel. */
+  readonly served: PortSource;
+  /** Resolves once the backend set the channel up; rejects if it cannot. */
+  ready?(): Promise<void>;
+}
+
+/** Where shared channels live (`jetstream()` makes one): several servers with one backend share their channels. */
+export interface ChannelBackend {
+  /** The shared channel `name` of `capacity`, as this server serves it. */
+  channel<T>(name: string, capacity: number): BackedChannel<T>;
+}
+
+/** Options of {@link NetchanServer.channel}. */
+export interface ChannelOptions {
+  /** Keeps the channel's values in this backend, shared with every server that uses it. */
+  backend?: ChannelBackend;
+}
 
 /**
  * A netchan server. Export channels with {@link NetchanServer.channel}, then `listen`, or mount
@@ -84,14 +104,21 @@ export class NetchanServer implements SessionHost {
 
   /**
    * Exports a channel under `name`: a new `Channel` of the given capacity, or the one given.
-   * Clients reach it with `session.channel(name)`.
+   * Clients reach it with `session.channel(name)`. With a `backend`, the channel is the one of
+   * that name every server on the backend shares (docs/cluster.md).
    */
-  channel<T>(name: string, capacityOrChannel: number | Channel<T> = 0): Channel<T> {
+  channel<T>(name: string, capacityOrChannel?: number | Channel<T>): Channel<T>;
+  channel<T>(name: string, capacity: number, options: ChannelOptions & { backend: ChannelBackend }): BackedChannel<T>;
+  channel<T>(name: string, capacityOrChannel: number | Channel<T> = 0, options: ChannelOptions = {}): Channel<T> | BackedChannel<T> {
     if (typeof name !== 'string' || name.length === 0 || name.length > 256) {
       throw netchanError(ErrorCodes.INVALID_ARGUMENT, 'channel name must be a string of 1 to 256 characters');
     }
-    const ch = typeof capacityOrChannel === 'number' ? new Channel<T>(capacityOrChannel) : capacityOrChannel;
-    this.channels.set(name, ch as Channel<unknown>);
+    let ch: Channel<T> | BackedChannel<T>;
+    if (options.backend) {
+      if (typeof capacityOrChannel !== 'number') throw netchanError(ErrorCodes.INVALID_ARGUMENT, 'a shared channel is made by its backend: pass a capacity, not a Channel');
+      ch = options.backend.channel<T>(name, capacityOrChannel);
+    } else ch = typeof capacityOrChannel === 'number' ? new Channel<T>(capacityOrChannel) : capacityOrChannel;
+    this.channels.set(name, 'served' in ch ? ch.served : (ch as Channel<unknown>));
     return ch;
   }
 

@@ -17,4 +17,5 @@
 export { ChannelExporter, type ExportableChannel } from './exporter.js';
 export { RemoteChannel } from './remote-channel.js';
 export { RemoteEndpoint, type RemoteChannelOptions, type RemoteOpenInfo } from './remote-endpoint.js';
+export { NOTHING, type OwnerPort, type PortListener, type PortSource } from './owner-port.js';
 export { MAX_PENDING_RECEIVES, MAX_PREFETCH, receiveWindow, sendWindow } from './windows.js';

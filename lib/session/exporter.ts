@@ -12,16 +12,20 @@ import type { FrameWriter } from './framed-stream.js';
 import { ForwardedPort } from './forwarded-port.js';
 import { LocalPort } from './local-port.js';
 import { OrderedEndpoint, closePayload, violation } from './ordered-endpoint.js';
-import { NOTHING, type OwnerPort, type PortListener } from './owner-port.js';
+import { NOTHING, type OwnerPort, type PortListener, type PortSource } from './owner-port.js';
 import type { RemoteChannel } from './remote-channel.js';
 import type { StreamContext } from './stream-context.js';
 import { receiveWindow, sendWindow } from './windows.js';
 
-/** What an exporter can serve: a local Channel, or a remote handle forwarded to a third party. */
-export type ExportableChannel = Channel<unknown> | RemoteChannel<unknown>;
+/**
+ * What an exporter can serve: a local Channel, a remote handle forwarded to a third party, or a
+ * channel kept elsewhere that makes its own ports (a shared channel).
+ */
+export type ExportableChannel = Channel<unknown> | RemoteChannel<unknown> | PortSource;
 
 function portOn(channel: ExportableChannel, listener: PortListener): OwnerPort {
-  return channel instanceof Channel ? new LocalPort(channel, listener) : new ForwardedPort(channel, listener);
+  if (channel instanceof Channel) return new LocalPort(channel, listener);
+  return 'openPort' in channel ? channel.openPort(listener) : new ForwardedPort(channel, listener);
 }
 
 /**

@@ -64,3 +64,15 @@ export interface OwnerPort {
   /** The stream went: ends the wait, and withdraws the values that wait for room (unacknowledged). */
   detach(): void;
 }
+
+/**
+ * A channel whose values live outside this process (a shared channel's backend): it makes the
+ * owner port of each stream that serves it, as the exporter would make a {@link LocalPort} on a
+ * local Channel.
+ */
+export interface PortSource {
+  /** The channel's capacity: the credits granted to the peer follow from it. */
+  readonly capacity: number;
+  /** The port for one stream; `listener` is that stream's exporter. */
+  openPort(listener: PortListener): OwnerPort;
+}

@@ -1,0 +1,80 @@
+/**
+ * A real `nats-server -js` on loopback for the shared-channel tests: its own store directory and
+ * a free port; restartable on the same store (a NATS outage), stopped on teardown.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { freePort } from './proxies.js';
+
+export interface Nats {
+  url: string;
+  port: number;
+  /** Stops the server (SIGTERM, or SIGKILL) and waits for it to exit. */
+  stop(signal?: NodeJS.Signals): Promise<void>;
+  /** Starts it again on the same port and store. */
+  start(): Promise<void>;
+  /** Stops it and removes its store. */
+  destroy(): Promise<void>;
+}
+
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
+async function accepting(port: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`nats-server did not accept connections on ${port}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export async function startNats(): Promise<Nats> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'netchan-nats-'));
+  const port = await freePort();
+  let child: ChildProcess | null = null;
+  let log = '';
+  const start = async () => {
+    const c = spawn('nats-server', ['-js', '-sd', dir, '-p', String(port), '-a', '127.0.0.1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    c.stderr?.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-4000)));
+    running.add(c);
+    c.once('exit', () => running.delete(c));
+    child = c;
+    try {
+      await accepting(port, 10_000);
+    } catch (err) {
+      throw new Error(`${(err as Error).message}\n${log}`);
+    }
+  };
+  const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
+    const c = child;
+    child = null;
+    if (!c || c.exitCode !== null) return;
+    const exited = new Promise((r) => c.once('exit', r));
+    c.kill(signal);
+    await exited;
+  };
+  await start();
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    port,
+    stop,
+    start,
+    async destroy() {
+      await stop('SIGKILL');
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}

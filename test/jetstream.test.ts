@@ -1,0 +1,171 @@
+/**
+ * Shared channels on NATS JetStream, two netchan servers in this process on one real
+ * nats-server: values sent through one server reach clients of the other, receivers compete,
+ * fan-in merges, capacity holds senders back, close reaches every server, and what JetStream
+ * cannot keep (references, a rendezvous) is refused with a clear error.
+ */
+import { expect } from 'chai';
+import { Channel, jetstream, type JetStreamBackend, type NetchanError, type SharedChannel } from '../lib/index.js';
+import { rejection, track } from './helpers/assert.js';
+import { startNats, type Nats } from './helpers/nats.js';
+import { onTeardown, startServer, teardown, tick, until, type Started } from './helpers/net.js';
+
+let nats: Nats;
+let n = 0;
+
+async function backendOf(options: Partial<Parameters<typeof jetstream>[0]> = {}): Promise<JetStreamBackend> {
+  const backend = await jetstream({ servers: nats.url, ackWaitMs: 2000, ...options });
+  onTeardown(() => backend.close());
+  return backend;
+}
+
+/** Two netchan servers sharing `name` (capacity given), each with its own backend connection. */
+async function twoServers<T>(capacity: number): Promise<{ name: string; a: Started; b: Started; sa: SharedChannel<T>; sb: SharedChannel<T> }> {
+  const name = `jobs.${++n}`;
+  const [a, b] = [await startServer(), await startServer()];
+  const sa = a.server.channel<T>(name, capacity, { backend: await backendOf() }) as SharedChannel<T>;
+  const sb = b.server.channel<T>(name, capacity, { backend: await backendOf() }) as SharedChannel<T>;
+  await Promise.all([sa.ready(), sb.ready()]);
+  return { name, a, b, sa, sb };
+}
+
+describe('shared channels on JetStream', function () {
+  this.timeout(30_000);
+  before(async () => {
+    nats = await startNats();
+  });
+  after(async () => {
+    await nats?.destroy();
+  });
+  afterEach(teardown);
+
+  it('a value sent by a client of one server is received by a client of the other, and the server programs share it too', async () => {
+    const { name, a, b, sa, sb } = await twoServers<string>(10);
+    const ca = (await a.client()).channel<string>(name);
+    const cb = (await b.client()).channel<string>(name);
+    await ca.send('from a');
+    expect(await cb.receive()).to.equal('from a');
+    await cb.send('from b');
+    expect(await sa.receive()).to.equal('from b');
+    await sb.send('from server b');
+    expect(await ca.receive()).to.equal('from server b');
+  });
+
+  it('every value exactly once: two senders on each server, receivers on both compete, and one sender\'s values stay in order for each receiver', async () => {
+    const { name, a, b } = await twoServers<{ s: number; i: number }>(50);
+    const N = 150;
+    const senders = [await a.client(), await a.client(), await b.client(), await b.client()].map((s) => s.channel<{ s: number; i: number }>(name));
+    const receivers = [await a.client(), await b.client(), await b.client()].map((s) => s.channel<{ s: number; i: number }>(name));
+    const got: { s: number; i: number }[][] = receivers.map(() => []);
+    let total = 0;
+    const stop = new AbortController();
+    const loops = receivers.map(async (r, k) => {
+      while (total < N * senders.length) {
+        try {
+          const v = await r.receive({ signal: stop.signal });
+          got[k]!.push(v);
+          total++;
+        } catch {
+          return;
+        }
+      }
+    });
+    await Promise.all(senders.map(async (s, k) => {
+      for (let i = 0; i < N; i++) await s.send({ s: k, i });
+    }));
+    await until(() => total === N * senders.length, 20_000, 'every value');
+    stop.abort();
+    await Promise.all(loops);
+    const all = got.flat().map((v) => `${v.s}.${v.i}`);
+    expect(new Set(all).size).to.equal(all.length);
+    expect(all.length).to.equal(N * senders.length);
+    expect(got.filter((g) => g.length > 0).length, 'receivers on both servers took values').to.be.greaterThan(1);
+    // each receiver sees each sender's values in the order sent (a stream with one consumer, no redelivery here)
+    for (const g of got) {
+      for (let s = 0; s < senders.length; s++) {
+        const mine = g.filter((v) => v.s === s).map((v) => v.i);
+        expect(mine).to.deep.equal([...mine].sort((x, y) => x - y));
+      }
+    }
+  });
+
+  it('capacity: a client send waits while the stream holds capacity values, and completes once a receiver elsewhere took one', async () => {
+    const { name, a, b } = await twoServers<number>(3);
+    const ca = (await a.client()).channel<number>(name);
+    for (let i = 0; i < 3; i++) await ca.send(i);
+    const fourth = track(ca.send(3));
+    await tick(300);
+    expect(fourth.done, 'the fourth send waits for room').to.equal(false);
+    const cb = (await b.client()).channel<number>(name);
+    expect(await cb.receive()).to.equal(0);
+    await until(() => fourth.done, 5000, 'the fourth send');
+    expect(fourth.error).to.equal(undefined);
+    expect([await cb.receive(), await cb.receive(), await cb.receive()]).to.deep.equal([1, 2, 3]);
+  });
+
+  it('close on one server reaches handles on the other: receivers drain what is left, then end; sends reject', async () => {
+    const { name, a, b, sb } = await twoServers<number>(10);
+    const ca = (await a.client()).channel<number>(name);
+    const cb = (await b.client()).channel<number>(name);
+    await ca.send(1);
+    await ca.send(2);
+    ca.close();
+    const got: number[] = [];
+    for await (const v of cb) got.push(v);
+    expect(got).to.deep.equal([1, 2]);
+    await until(() => sb.closed, 5000, 'the close on server b');
+    const err = await rejection(sb.send(3));
+    expect(err.code).to.equal('ERR_CHANNEL_CLOSED');
+    expect(err.mayHaveBeenDelivered).to.equal(false);
+    expect((await rejection(b.client().then((s) => s.channel<number>(name).send(4)))).code).to.equal('ERR_CHANNEL_CLOSED');
+  });
+
+  it('a value with a channel in it is refused with ERR_NOT_SHAREABLE, on the server and from a client', async () => {
+    const { name, a, sa } = await twoServers<unknown>(10);
+    const local = await rejection(sa.send({ reply: new Channel(1) }));
+    expect(local.code).to.equal('ERR_NOT_SHAREABLE');
+    expect(local.mayHaveBeenDelivered).to.equal(false);
+    const ca = (await a.client()).channel<unknown>(name);
+    const remote = await rejection(ca.send({ reply: new Channel(1) }));
+    expect(remote.code).to.equal('ERR_NOT_SHAREABLE');
+    expect((remote as NetchanError).message).to.match(/shared channel/);
+    // nothing went into the stream: the next value on a fresh handle is the first there
+    const ca2 = (await a.client()).channel<unknown>(name);
+    await ca2.send('plain');
+    expect(await sa.receive()).to.equal('plain');
+  });
+
+  it('capacity 0 is refused: a rendezvous cannot span servers through JetStream', async () => {
+    const backend = await backendOf();
+    const { server } = await startServer();
+    expect(() => server.channel('zero', 0, { backend })).to.throw().with.property('code', 'ERR_INVALID_ARGUMENT');
+  });
+
+  it('the same name with another capacity on another server fails that channel with ERR_BACKEND', async () => {
+    const backend = await backendOf();
+    const first = backend.channel<number>(`cap.${++n}`, 5);
+    await first.ready();
+    const other = backend.channel<number>(first.name, 6);
+    const err = await rejection(other.ready());
+    expect(err.code).to.equal('ERR_BACKEND');
+    expect(err.message).to.match(/capacity 5, not 6/);
+  });
+
+  it('a client that goes with values it never received gives them back: a client of the other server gets them', async () => {
+    const { name, a, b } = await twoServers<number>(10);
+    const sender = (await b.client()).channel<number>(name);
+    const leaving = await a.client();
+    const rl = leaving.channel<number>(name);
+    const pending = rl.receive();
+    await sender.send(1);
+    expect(await pending).to.equal(1);
+    // a receive under way when the session goes: its value (if pulled) goes back to JetStream
+    void rl.receive().catch(() => {});
+    await tick(100);
+    await sender.send(2);
+    await tick(100);
+    await leaving.close();
+    const cb = (await b.client()).channel<number>(name);
+    expect(await cb.receive()).to.equal(2);
+  });
+});
