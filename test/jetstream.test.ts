@@ -159,13 +159,19 @@ describe('shared channels on JetStream', function () {
     const pending = rl.receive();
     await sender.send(1);
     expect(await pending).to.equal(1);
-    // a receive under way when the session goes: its value (if pulled) goes back to JetStream
-    void rl.receive().catch(() => {});
-    await tick(100);
+    // a receive given up: its demand stays with the server, which pulls 2 for this client, whose
+    // program never takes it; when the session goes, 2 goes back to JetStream
+    const gaveUp = new AbortController();
+    const abandoned = rl.receive({ signal: gaveUp.signal }).catch((e: NetchanError) => e.code);
+    await tick(50);
+    gaveUp.abort();
+    expect(await abandoned).to.equal('ERR_ABORTED');
     await sender.send(2);
-    await tick(100);
+    await tick(200);
     await leaving.close();
     const cb = (await b.client()).channel<number>(name);
+    const t0 = Date.now();
     expect(await cb.receive()).to.equal(2);
+    expect(Date.now() - t0, 'given back at once, not after the 2 s ack wait').to.be.lessThan(1500);
   });
 });

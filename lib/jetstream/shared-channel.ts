@@ -24,8 +24,8 @@ import { isStreamFull, type Engine, type PulledMessage } from './engine.js';
 const codec = new Codec();
 /** Longest a pull waits for values, in ms: a wait this long is asked again. */
 const PULL_EXPIRES_MS = 2000;
-/** A pull after close waits this long at most, then looks whether the stream is empty. */
-const DRAIN_POLL_MS = 300;
+/** A pull after close waits this long at most (the least the client allows), then looks whether the stream is empty. */
+const DRAIN_POLL_MS = 1000;
 /** Most values one pull asks for. */
 const MAX_PULL = 256;
 /** How long a publish waits for JetStream's acknowledgement before it is tried again (same message id). */
