@@ -1,0 +1,153 @@
+/**
+ * Shared channels under faults, every piece its own process: a real nats-server and netchan
+ * servers (test/fixtures/shared-server.ts) on loopback, clients here. A netchan server SIGKILLed
+ * mid-run loses no value: those it held for its clients go to the others after the ack wait, and
+ * the only values seen twice are ones its clients' programs already had. A nats-server restart is
+ * waited out: sends wait and resume, every value arrives once, in order.
+ */
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { expect } from 'chai';
+import { connect, type NetchanError, type RemoteChannel } from '../lib/index.js';
+import { testCertificates } from './helpers/certs.js';
+import { startNats, type Nats } from './helpers/nats.js';
+import { onTeardown, teardown, tick, until } from './helpers/net.js';
+
+const root = fileURLToPath(new URL('../', import.meta.url));
+let nats: Nats;
+let n = 0;
+
+interface Child {
+  port: number;
+  kill(): void;
+}
+
+async function sharedServer(name: string, env: Record<string, string> = {}): Promise<Child> {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'test/fixtures/shared-server.ts')], {
+    cwd: root,
+    env: { ...process.env, NATS_URL: nats.url, SHARED_NAME: name, ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  onTeardown(() => {
+    child.kill('SIGKILL');
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /ready (\d+)/.exec(out);
+      if (m) resolve(Number(m[1]));
+    });
+    child.once('exit', (code) => reject(new Error(`shared server exited with ${code}`)));
+  });
+  return { port, kill: () => child.kill('SIGKILL') };
+}
+
+async function handle<T>(port: number, name: string): Promise<RemoteChannel<T>> {
+  const certs = await testCertificates();
+  const session = await connect(`https://localhost:${port}/`, { ca: certs.caCert });
+  onTeardown(() => session.close().catch(() => undefined));
+  return session.channel<T>(name);
+}
+
+/** Receives into `into` (tagged with `via`) until `stop` fires or the handle fails. */
+async function receiveLoop<T>(ch: RemoteChannel<T>, via: number, into: { value: T; via: number }[], stop: AbortSignal): Promise<void> {
+  for (;;) {
+    try {
+      into.push({ value: await ch.receive({ signal: stop }), via });
+    } catch {
+      return;
+    }
+  }
+}
+
+describe('shared channels on JetStream, under faults', function () {
+  this.timeout(60_000);
+  before(async () => {
+    nats = await startNats();
+  });
+  after(async () => {
+    await nats?.destroy();
+  });
+  afterEach(teardown);
+
+  it('a netchan server SIGKILLed mid-run: every value sent arrives; none twice but what its clients\' programs already had', async () => {
+    const name = `faults.${++n}`;
+    const servers = [await sharedServer(name), await sharedServer(name), await sharedServer(name)];
+    const N = 400;
+    const stop = new AbortController();
+    const got: { value: string; via: number }[] = [];
+    const receivers = await Promise.all([0, 1, 2, 2].map(async (s) => ({ s, ch: await handle<string>(servers[s]!.port, name) })));
+    const loops = receivers.map(({ s, ch }) => receiveLoop(ch, s, got, stop.signal));
+    // one sender on a server that lives, one on the server that dies
+    const survivor = await handle<string>(servers[0]!.port, name);
+    const doomed = await handle<string>(servers[2]!.port, name);
+    const sent = new Set<string>();
+    const maybe = new Set<string>();
+    const sending = [
+      (async () => {
+        for (let i = 0; i < N; i++) {
+          await survivor.send(`a${i}`);
+          sent.add(`a${i}`);
+        }
+      })(),
+      (async () => {
+        for (let i = 0; i < N; i++) {
+          try {
+            await doomed.send(`d${i}`);
+            sent.add(`d${i}`);
+          } catch (err) {
+            if ((err as NetchanError).mayHaveBeenDelivered !== false) maybe.add(`d${i}`);
+            return;
+          }
+        }
+      })(),
+    ];
+    await until(() => got.filter((g) => g.via === 2).length >= 40, 20_000, 'the doomed server\'s clients to take values');
+    servers[2]!.kill();
+    await Promise.all(sending);
+    expect(sent.size, 'the survivor sent everything').to.be.at.least(N);
+    await until(() => [...sent].every((v) => got.some((g) => g.value === v)), 30_000, 'every value sent');
+    // values the dead server held in flight would come back after the 2 s ack wait: wait them out
+    await tick(3000);
+    stop.abort();
+    await Promise.all(loops);
+    const seen = new Map<string, number[]>();
+    for (const g of got) seen.set(g.value, [...(seen.get(g.value) ?? []), g.via]);
+    for (const [value, vias] of seen) {
+      expect(sent.has(value) || maybe.has(value), `${value} was sent`).to.equal(true);
+      if (vias.length > 1) {
+        expect(vias.length, `${value} at most twice`).to.equal(2);
+        expect(vias, `${value} twice: once through the dead server, whose ack never went out`).to.include(2);
+      }
+    }
+    const twice = [...seen.values()].filter((v) => v.length > 1).length;
+    expect(twice, 'values seen twice').to.be.at.most(2);
+    expect(got.filter((g) => g.via !== 2).length, 'the survivors took the rest').to.be.greaterThan(0);
+  });
+
+  it('a nats-server restart mid-run is waited out: sends wait and resume, every value arrives once and in order', async () => {
+    const name = `restart.${++n}`;
+    const env = { ACK_WAIT_MS: '8000' };
+    const servers = [await sharedServer(name, env), await sharedServer(name, env)];
+    const N = 300;
+    const sender = await handle<number>(servers[0]!.port, name);
+    const receiver = await handle<number>(servers[1]!.port, name);
+    const got: number[] = [];
+    const receiving = (async () => {
+      while (got.length < N) got.push(await receiver.receive());
+    })();
+    const sending = (async () => {
+      for (let i = 0; i < N; i++) await sender.send(i);
+    })();
+    await until(() => got.length >= 60, 20_000, 'values before the restart');
+    await nats.stop('SIGTERM');
+    const during = got.length;
+    await tick(1000);
+    expect(got.length, 'nothing moves while NATS is down').to.be.at.most(during + 1);
+    await nats.start();
+    await Promise.all([sending, receiving]);
+    expect(got).to.deep.equal(Array.from({ length: N }, (_, i) => i));
+  });
+});
