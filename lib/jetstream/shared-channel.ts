@@ -74,7 +74,7 @@ function encodeShared(value: unknown, name: string): Uint8Array {
 
 /** Publishes in order, one at a time, each value under its own message id (see docs/cluster.md, exactly once). */
 class Publisher {
-  private readonly queue = new Deque<{ bytes: Uint8Array; done: (err?: NetchanError) => void }>();
+  private readonly queue = new Deque<{ bytes: Uint8Array; done: (err?: NetchanError) => void; signal?: AbortSignal }>();
   private readonly prefix = randomBytes(8).toString('hex');
   private seq = 0;
   private running = false;
@@ -82,8 +82,8 @@ class Publisher {
 
   constructor(private readonly ch: SharedChannel<unknown>) {}
 
-  push(bytes: Uint8Array, done: (err?: NetchanError) => void): void {
-    this.queue.push({ bytes, done });
+  push(bytes: Uint8Array, done: (err?: NetchanError) => void, signal?: AbortSignal): void {
+    this.queue.push({ bytes, done, signal });
     if (!this.running) void this.run();
   }
 
@@ -97,7 +97,7 @@ class Publisher {
     this.running = true;
     while (this.queue.length > 0 && !this.stopped) {
       const next = this.queue.shift();
-      const err = await this.ch.publish(next.bytes, `${this.prefix}.${++this.seq}`);
+      const err = await this.ch.publish(next.bytes, `${this.prefix}.${++this.seq}`, next.signal);
       next.done(err);
     }
     this.running = false;
@@ -375,9 +375,9 @@ export class SharedChannel<T> implements BackedChannel<T> {
   /**
    * Publishes one value under `msgID` until JetStream stored it: waits while the stream is full,
    * tries again (same id, so JetStream keeps one) while NATS is away. Resolves with the error
-   * when the channel closes first. @internal
+   * when the channel closes first, or `signal` fires while it waits for room or for NATS. @internal
    */
-  async publish(bytes: Uint8Array, msgID: string): Promise<NetchanError | undefined> {
+  async publish(bytes: Uint8Array, msgID: string, signal?: AbortSignal): Promise<NetchanError | undefined> {
     let uncertain = false;
     let wait = 2;
     try {
@@ -389,6 +389,7 @@ export class SharedChannel<T> implements BackedChannel<T> {
       if (this.closedWith || this.stopped) {
         return netchanError(ErrorCodes.CHANNEL_CLOSED, 'channel is closed', { cause: this.closedWith?.error, mayHaveBeenDelivered: uncertain });
       }
+      if (signal?.aborted) return netchanError(ErrorCodes.ABORTED, 'send aborted', { cause: signal.reason, mayHaveBeenDelivered: uncertain });
       try {
         await this.engine.publish(this.subject, bytes, msgID, PUBLISH_TIMEOUT_MS);
         return undefined;
@@ -521,7 +522,8 @@ export class SharedChannel<T> implements BackedChannel<T> {
   /**
    * Sends `value`: resolves once JetStream stored it, waiting while the stream is full. Rejects
    * `ERR_NOT_SHAREABLE` for a value with channels or byte streams, `ERR_CHANNEL_CLOSED` once the
-   * channel is closed (`mayHaveBeenDelivered` true when a publish had been tried without answer).
+   * channel is closed, `ERR_ABORTED` when `signal` fires while it waits for room or for NATS
+   * (`mayHaveBeenDelivered` true, either way, when a publish had been tried without answer).
    */
   send(value: T, options: OperationOptions = {}): Promise<void> {
     if (this.closedWith) return Promise.reject(netchanError(ErrorCodes.CHANNEL_CLOSED, 'channel is closed', { cause: this.closedWith.error, mayHaveBeenDelivered: false }));
@@ -532,7 +534,7 @@ export class SharedChannel<T> implements BackedChannel<T> {
     } catch (err) {
       return Promise.reject(err);
     }
-    return new Promise((resolve, reject) => this.publisher.push(bytes, (err) => (err ? reject(err) : resolve())));
+    return new Promise((resolve, reject) => this.publisher.push(bytes, (err) => (err ? reject(err) : resolve()), options.signal));
   }
 
   /**
