@@ -46,6 +46,17 @@ describe('examples', function () {
     expect(code).to.equal(0);
   });
 
+  it('cluster --servers 2 (npm run demo -- --servers 2): two servers share the channels on JetStream, clients on both, nothing lost', async () => {
+    const { code, out } = await run('examples/cluster.ts', ['--servers', '2', '--clients', '4', '--seconds', '2']);
+    expect(out).to.match(/shared channels: netchan.out, netchan.in on JetStream/);
+    expect(out).to.match(/4 clients, 2 servers sharing the channels on JetStream/);
+    // the clients are spread: each server served two of them
+    expect(out.match(/^server: 2 sessions/gm)?.length).to.equal(2);
+    expect(out).to.match(/^lost\s+0\s*$/m);
+    expect(out).to.include('demo finished: nothing lost');
+    expect(code).to.equal(0);
+  });
+
   it('multi-client: every answer reaches the client that asked', async () => {
     const { code, out } = await run('examples/multi-client.ts', ['--clients', '4', '--seconds', '1']);
     expect(out).to.match(/4 clients, \d+ answers, each to the client that asked: yes/);
