@@ -5,7 +5,10 @@
  * cannot keep (references, a rendezvous) is refused with a clear error.
  */
 import { expect } from 'chai';
-import { Channel, jetstream, type JetStreamBackend, type NetchanError, type SharedChannel } from '../lib/index.js';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Channel, dial, jetstream, listen, type JetStreamBackend, type NetchanError, type SharedChannel } from '../lib/index.js';
 import { rejection, track } from './helpers/assert.js';
 import { startNats, type Nats } from './helpers/nats.js';
 import { onTeardown, startServer, teardown, tick, until, type Started } from './helpers/net.js';
@@ -120,6 +123,16 @@ describe('shared channels on JetStream', function () {
     expect((await rejection(b.client().then((s) => s.channel<number>(name).send(4)))).code).to.equal('ERR_CHANNEL_CLOSED');
   });
 
+  it('a close with an error reaches the other server with its message', async () => {
+    const { sa, sb } = await twoServers<number>(4);
+    sa.close(new Error('no more jobs'));
+    await until(() => sb.closed, 5000, 'the close on server b');
+    expect(sb.closeReason?.message).to.equal('no more jobs');
+    const err = await rejection(sb.receive());
+    expect(err.code).to.equal('ERR_CHANNEL_CLOSED');
+    expect((err.cause as Error).message).to.equal('no more jobs');
+  });
+
   it('a value with a channel in it is refused with ERR_NOT_SHAREABLE, on the server and from a client', async () => {
     const { name, a, sa } = await twoServers<unknown>(10);
     const local = await rejection(sa.send({ reply: new Channel(1) }));
@@ -173,5 +186,44 @@ describe('shared channels on JetStream', function () {
     const t0 = Date.now();
     expect(await cb.receive()).to.equal(2);
     expect(Date.now() - t0, 'given back at once, not after the 2 s ack wait').to.be.lessThan(1500);
+  });
+
+  it('a send waiting for room ends with its signal: ERR_ABORTED, and the value never entered the stream', async () => {
+    const { sa, sb } = await twoServers<number>(1);
+    await sa.send(1);
+    const gaveUp = new AbortController();
+    const waiting = sa.send(2, { signal: gaveUp.signal });
+    await tick(200);
+    gaveUp.abort();
+    const err = await rejection(waiting);
+    expect(err.code).to.equal('ERR_ABORTED');
+    expect(err.mayHaveBeenDelivered).to.equal(false);
+    expect(await sb.receive()).to.equal(1);
+    await sa.send(3);
+    expect(await sb.receive()).to.equal(3);
+  });
+
+  it('listen/dial with a backend: two listeners share both channels; a task sent by one server is echoed by a client of the other', async () => {
+    const devCertDir = await mkdtemp(path.join(tmpdir(), 'netchan-dev-certs-'));
+    onTeardown(() => rm(devCertDir, { recursive: true, force: true }));
+    const backend = await backendOf();
+    // listen's channel names are fixed: a fresh pair for this test
+    for (const name of ['netchan.out', 'netchan.in']) await backend.remove(name).catch(() => undefined);
+    const one = await listen<number>('127.0.0.1:0', { devCertDir, capacity: 8, backend });
+    onTeardown(() => one.close());
+    const two = await listen<number>('127.0.0.1:0', { devCertDir, capacity: 8, backend: await backendOf() });
+    onTeardown(() => two.close());
+    const client = await dial<number>(`127.0.0.1:${two.port}`, { devCertDir });
+    onTeardown(() => client.close());
+    expect(client.receive.capacity, 'a shared channel is a rendezvous over the wire').to.equal(0);
+    const echoing = (async () => {
+      for (let i = 0; i < 5; i++) await client.send.send((await client.receive.receive()) * 10);
+    })();
+    for (let i = 1; i <= 5; i++) await one.send.send(i);
+    const echoes: number[] = [];
+    for (let i = 0; i < 5; i++) echoes.push(await (i % 2 === 0 ? one : two).receive.receive());
+    await echoing;
+    expect(echoes.sort((x, y) => x - y)).to.deep.equal([10, 20, 30, 40, 50]);
+    for (const name of ['netchan.out', 'netchan.in']) await backend.remove(name);
   });
 });

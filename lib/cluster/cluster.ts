@@ -55,7 +55,10 @@ export interface Listener<T, C extends ChannelLike<T> = Channel<T>> {
   port: number;
   /** The URL clients dial. */
   url: string;
-  /** Closes both channels and the server. */
+  /**
+   * Closes both channels and the server. With a `backend`, the channels are shared and stay open
+   * for the other servers: only this server stops (close them with their `close()`).
+   */
   close(): Promise<void>;
 }
 
