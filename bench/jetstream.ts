@@ -1,21 +1,26 @@
 /**
  * Shared channels on JetStream: the cluster echo (a server program sends tasks, every client
  * echoes each one back, the server program takes the echoes) in four set-ups, same run:
- *   2 servers, shared    tasks and echoes on shared channels, clients split over two netchan servers
- *   1 server, shared     the same on one netchan server
+ *   2 servers, shared    tasks and echoes on shared channels, clients split over two netchan servers,
+ *                        with `prefetch` 0 (a value is pulled when a receiver asks) and 16
+ *   1 server, shared     the same on one netchan server (prefetch 16)
  *   1 server, local      the same on one netchan server with ordinary channels (no JetStream)
  *   JetStream alone      the same workload straight on JetStream: each client pulls a task, acks it
  *                        (double ack), publishes its echo; the producer publishes and waits for each
  *                        acknowledgement; the collector pulls echoes and acks them (the engine's limit
  *                        for this exchange)
  * A real nats-server (JetStream, file store) in its own process; netchan servers, clients and the
- * NATS clients in this one. BENCH_CLIENTS (default 8) clients, BENCH_PRODUCERS (default 4) task
- * senders (a shared handle's sends go one at a time), BENCH_SECONDS (default 4) measured after 1 s
- * of warm-up. Processed msg/s = (tasks sent + echoes received) / seconds.
+ * NATS clients in this one. BENCH_CLIENTS (default 8) clients spread over the servers; in every
+ * set-up BENCH_LOOPS (default 4) task senders and as many echo collectors, spread over the servers
+ * (a shared handle's sends go one at a time, and a receive loop takes one value per pull and
+ * confirmed ack). BENCH_SECONDS (default 4) measured after 1 s of warm-up, BENCH_ROUNDS (default 3)
+ * rounds, the order of the set-ups reversed every other round. Processed msg/s = (tasks sent +
+ * echoes received) / seconds.
  *
  *   npm run bench:jetstream
  */
 import { spawn } from 'node:child_process';
+import { setMaxListeners } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -24,7 +29,7 @@ import { Channel, connect, createServer, jetstream, type ChannelLike, type JetSt
 import { generateCertificates } from '../lib/transport/devcert.js';
 
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 8);
-const PRODUCERS = Number(process.env.BENCH_PRODUCERS ?? 4);
+const LOOPS = Number(process.env.BENCH_LOOPS ?? 4);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
 const WARMUP_MS = 1000;
 const CAPACITY = 256;
@@ -55,6 +60,7 @@ async function measure(run: (count: () => void, stop: AbortSignal) => Promise<vo
   let processed = 0;
   let counting = false;
   const stop = new AbortController();
+  setMaxListeners(0, stop.signal);
   const done = run(() => { if (counting) processed++; }, stop.signal);
   await new Promise((r) => setTimeout(r, WARMUP_MS));
   counting = true;
@@ -68,7 +74,7 @@ async function measure(run: (count: () => void, stop: AbortSignal) => Promise<vo
 }
 
 let cell = 0;
-async function netchanEcho(natsUrl: string, servers: number, shared: boolean): Promise<number> {
+async function netchanEcho(natsUrl: string, servers: number, shared: boolean, prefetch = 0): Promise<number> {
   const certs = await generateCertificates({ hosts: ['localhost'] });
   const name = `bench${++cell}`;
   const backends: JetStreamBackend[] = [];
@@ -78,7 +84,7 @@ async function netchanEcho(natsUrl: string, servers: number, shared: boolean): P
     let tasks: ChannelLike<unknown>;
     let echoes: ChannelLike<unknown>;
     if (shared) {
-      const backend = await jetstream({ servers: natsUrl });
+      const backend = await jetstream({ servers: natsUrl, prefetch });
       backends.push(backend);
       const t = server.channel(`${name}.tasks`, CAPACITY, { backend }) as SharedChannel<unknown>;
       const e = server.channel(`${name}.echoes`, CAPACITY, { backend }) as SharedChannel<unknown>;
@@ -92,9 +98,15 @@ async function netchanEcho(natsUrl: string, servers: number, shared: boolean): P
     const { port } = await server.listen(0, '127.0.0.1');
     made.push({ server, port, tasks, echoes });
   }
-  // the producers: on a shared channel each its own handle (its sends go one at a time)
+  // senders and collectors spread over the servers; on a shared channel each sender its own
+  // handle (a handle's sends go one at a time)
   const producers: ChannelLike<unknown>[] = [];
-  for (let p = 0; p < PRODUCERS; p++) producers.push(shared ? backends[0]!.channel(`${name}.tasks`, CAPACITY) : made[0]!.tasks);
+  const collectors: ChannelLike<unknown>[] = [];
+  for (let p = 0; p < LOOPS; p++) {
+    const at = p % servers;
+    producers.push(shared ? backends[at]!.channel(`${name}.tasks`, CAPACITY) : made[at]!.tasks);
+    collectors.push(made[at]!.echoes);
+  }
   await Promise.all(producers.map((p) => (p as { ready?(): Promise<void> }).ready?.()));
   const sessions: Session[] = [];
   for (let c = 0; c < CLIENTS; c++) sessions.push(await connect(`https://localhost:${made[c % servers]!.port}/`, { ca: certs.caCert }));
@@ -119,7 +131,7 @@ async function netchanEcho(natsUrl: string, servers: number, shared: boolean): P
         // stopped
       }
     });
-    const collecting = made.map(async ({ echoes }) => {
+    const collecting = collectors.map(async (echoes) => {
       try {
         for (;;) {
           await echoes.receive({ signal: stop });
@@ -167,7 +179,7 @@ async function jetstreamEcho(natsUrl: string): Promise<number> {
       }
     });
     let id = 0;
-    const sending = Array.from({ length: PRODUCERS }, async () => {
+    const sending = Array.from({ length: LOOPS }, async () => {
       while (!stop.aborted) {
         try {
           await server.publish(`${name}.T`, codec.encode(task(id++)));
@@ -178,15 +190,15 @@ async function jetstreamEcho(natsUrl: string): Promise<number> {
       }
     });
     const echoes = await server.consumers.get(`${name}E`, 'c');
-    const collecting = (async () => {
+    const collecting = Array.from({ length: LOOPS }, async () => {
       while (!stop.aborted) {
         const m = await echoes.next({ expires: 1000 }).catch(() => null);
         if (!m) continue;
         await m.ackAck();
         count();
       }
-    })();
-    await Promise.all([...clients, ...sending, collecting]);
+    });
+    await Promise.all([...clients, ...sending, ...collecting]);
   });
   for (const s of ['T', 'E']) await jsm.streams.delete(`${name}${s}`);
   for (const nc of conns) await nc.close();
@@ -196,12 +208,13 @@ async function jetstreamEcho(natsUrl: string): Promise<number> {
 const nats = await startNats();
 try {
   const cells: [string, () => Promise<number>][] = [
-    ['2 netchan servers, shared channels (JetStream)', () => netchanEcho(nats.url, 2, true)],
-    ['1 netchan server, shared channels (JetStream)', () => netchanEcho(nats.url, 1, true)],
+    ['2 netchan servers, shared channels, prefetch 0', () => netchanEcho(nats.url, 2, true, 0)],
+    ['2 netchan servers, shared channels, prefetch 16', () => netchanEcho(nats.url, 2, true, 16)],
+    ['1 netchan server, shared channels, prefetch 16', () => netchanEcho(nats.url, 1, true, 16)],
     ['1 netchan server, local channels', () => netchanEcho(nats.url, 1, false)],
     ['JetStream alone, same exchange', () => jetstreamEcho(nats.url)],
   ];
-  const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
+  const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
   const results = new Map<string, number[]>();
   for (let r = 0; r < rounds; r++) {
     for (const [label, run] of r % 2 === 0 ? cells : [...cells].reverse()) {
@@ -209,7 +222,7 @@ try {
       results.set(label, [...(results.get(label) ?? []), rate]);
     }
   }
-  console.log(`cluster echo on shared channels: ${CLIENTS} clients, ${PRODUCERS} task senders, capacity ${CAPACITY}, ${SECONDS} s x ${rounds} rounds; node ${process.version}, ${os.cpus().length} x ${os.cpus()[0]?.model}`);
+  console.log(`cluster echo on shared channels: ${CLIENTS} clients, ${LOOPS} task senders and ${LOOPS} echo collectors, capacity ${CAPACITY}, ${SECONDS} s x ${rounds} rounds; node ${process.version}, ${os.cpus().length} x ${os.cpus()[0]?.model}`);
   console.log('| set-up | processed msg/s (each round) |');
   console.log('|---|---|');
   for (const [label, rates] of results) console.log(`| ${label} | ${rates.map((r) => Math.round(r).toLocaleString('en-US')).join(' / ')} |`);

@@ -188,6 +188,24 @@ describe('shared channels on JetStream', function () {
     expect(Date.now() - t0, 'given back at once, not after the 2 s ack wait').to.be.lessThan(1500);
   });
 
+  it('prefetch: a server pulls ahead of its receivers, and gives back what none of them asked for', async () => {
+    const name = `prefetch.${++n}`;
+    const [a, b] = [await startServer(), await startServer()];
+    const sa = a.server.channel<number>(name, 20, { backend: await backendOf({ prefetch: 8 }) }) as SharedChannel<number>;
+    const sb = b.server.channel<number>(name, 20, { backend: await backendOf() }) as SharedChannel<number>;
+    await Promise.all([sa.ready(), sb.ready()]);
+    for (let i = 0; i < 10; i++) await sb.send(i);
+    const ca = (await a.client()).channel<number>(name);
+    expect(await ca.receive()).to.equal(0);
+    await until(() => sa.length === 8, 2000, 'server a to pull 8 ahead');
+    expect(await ca.receive(), 'the next comes from what server a holds').to.equal(1);
+    // no receiver of server a asks any more: the 7 it holds go back, to a receiver of server b
+    const got: number[] = [];
+    for (let i = 0; i < 8; i++) got.push(await sb.receive());
+    expect(got.sort((x, y) => x - y)).to.deep.equal([2, 3, 4, 5, 6, 7, 8, 9]);
+    expect(sa.length).to.equal(0);
+  });
+
   it('a send waiting for room ends with its signal: ERR_ABORTED, and the value never entered the stream', async () => {
     const { sa, sb } = await twoServers<number>(1);
     await sa.send(1);

@@ -19,6 +19,12 @@ export interface JetStreamOptions {
    * dies stops, and its values go to other servers this long after. Default 30,000.
    */
   ackWaitMs?: number;
+  /**
+   * Values a server pulls ahead of its receivers, so that the next receive need not wait for a
+   * pull: held by that server (unacknowledged) until a receiver takes them, given back when no
+   * receiver asked for a second. Default 0.
+   */
+  prefetch?: number;
   /** Most values handed out and not yet acknowledged, over all servers (the consumer's max_ack_pending). Default 1024. */
   maxAckPending?: number;
   /** How long JetStream remembers a publish's message id, to drop a second publish of it, in ms. Default 120,000. */
@@ -100,7 +106,8 @@ async function natsEngine(options: JetStreamOptions): Promise<Engine> {
   const maxAckPending = options.maxAckPending ?? 1024;
   const duplicateWindowMs = options.duplicateWindowMs ?? 120_000;
   const replicas = options.replicas ?? 1;
-  for (const [what, v, min] of [['ackWaitMs', ackWaitMs, 100], ['maxAckPending', maxAckPending, 1], ['duplicateWindowMs', duplicateWindowMs, 100], ['replicas', replicas, 1]] as const) {
+  const prefetch = options.prefetch ?? 0;
+  for (const [what, v, min] of [['ackWaitMs', ackWaitMs, 100], ['prefetch', prefetch, 0], ['maxAckPending', maxAckPending, 1], ['duplicateWindowMs', duplicateWindowMs, 100], ['replicas', replicas, 1]] as const) {
     if (!Number.isInteger(v) || v < min) throw netchanError(ErrorCodes.INVALID_ARGUMENT, `${what} must be an integer of at least ${min}`);
   }
   let nc: Awaited<ReturnType<Nats['connect']>>;
@@ -119,6 +126,7 @@ async function natsEngine(options: JetStreamOptions): Promise<Engine> {
 
   return {
     ackWaitMs,
+    prefetch,
     async publish(subject, data, msgID, timeoutMs) {
       const ack = await client.publish(subject, data, { msgID, timeout: timeoutMs });
       return { duplicate: ack.duplicate };

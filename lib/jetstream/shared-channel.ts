@@ -234,6 +234,8 @@ export class SharedChannel<T> implements BackedChannel<T> {
   private pulling = false;
   private readonly heartbeat: NodeJS.Timeout;
   private idleRelease: NodeJS.Timeout | null = null;
+  /** When a receiver last asked for a value here. */
+  private lastWait = 0;
   private unwatch: (() => void) | null = null;
 
   /** @internal made by the backend */
@@ -409,6 +411,7 @@ export class SharedChannel<T> implements BackedChannel<T> {
 
   /** A port's wait for a value. @internal */
   wait(taker: Taker): void {
+    this.lastWait = Date.now();
     const item = this.takeBuffered();
     if (item) return taker.take(item);
     if (this.drained) return taker.exhausted();
@@ -485,7 +488,9 @@ export class SharedChannel<T> implements BackedChannel<T> {
         }
       }
       try {
-        const batch = await this.engine.fetch(this.stream, Math.min(MAX_PULL, this.takers.length), this.closedWith ? DRAIN_POLL_MS : PULL_EXPIRES_MS);
+        // for the receivers waiting, and `prefetch` more ready for the next ones
+        const want = Math.max(1, Math.min(MAX_PULL, this.takers.length + this.engine.prefetch - this.buffer.length));
+        const batch = await this.engine.fetch(this.stream, want, this.closedWith ? DRAIN_POLL_MS : PULL_EXPIRES_MS);
         for await (const msg of batch) this.arrived(msg);
       } catch (err) {
         debug('shared channel %s: pull failed: %s', this.name, (err as Error).message);
@@ -508,15 +513,24 @@ export class SharedChannel<T> implements BackedChannel<T> {
     this.owned.add(item);
     const taker = this.takers.shift();
     if (taker) return taker.take(item);
-    // its receiver went while the pull was on: kept for the next one here, briefly
+    // pulled ahead, or its receiver went while the pull was on: kept for the next one here, briefly
     this.buffer.push(item);
-    this.idleRelease ??= setTimeout(() => this.releaseIdle(), Math.min(1000, Math.floor(this.engine.ackWaitMs / 3))).unref();
+    this.releaseWhenIdle();
   }
 
-  /** Values pulled for receivers that went: back to JetStream for receivers elsewhere. */
-  private releaseIdle(): void {
-    this.idleRelease = null;
-    while (this.buffer.length > 0) this.giveBack(this.buffer.shift());
+  /** How long values pulled ahead wait here with no receiver asking before they go back to JetStream. */
+  private get idleMs(): number {
+    return Math.min(1000, Math.floor(this.engine.ackWaitMs / 3));
+  }
+
+  private releaseWhenIdle(): void {
+    this.idleRelease ??= setTimeout(() => {
+      this.idleRelease = null;
+      if (this.buffer.length === 0) return;
+      if (this.takers.length > 0 || Date.now() - this.lastWait < this.idleMs) return this.releaseWhenIdle();
+      // no receiver here asked for a while: back to JetStream, for receivers elsewhere
+      while (this.buffer.length > 0) this.giveBack(this.buffer.shift());
+    }, this.idleMs).unref();
   }
 
   /**
