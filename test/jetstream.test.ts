@@ -5,6 +5,7 @@
  * cannot keep (references, a rendezvous) is refused with a clear error.
  */
 import { expect } from 'chai';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -146,6 +147,24 @@ describe('shared channels on JetStream', function () {
     const ca2 = (await a.client()).channel<unknown>(name);
     await ca2.send('plain');
     expect(await sa.receive()).to.equal('plain');
+  });
+
+  it('the NATS client is an optional peer dependency: nothing in lib/ imports it but jetstream(), at run time', () => {
+    const lib = new URL('../lib/', import.meta.url);
+    const files = readdirSync(lib, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.ts'));
+    const loaders: string[] = [];
+    for (const f of files) {
+      const src = readFileSync(new URL(f, lib), 'utf8');
+      // a static import (other than of types) would load it with the package
+      expect(/^\s*import\s+(?!type\b)[^;]*from\s*['"]@nats-io\//m.test(src), `${f} imports @nats-io statically`).to.equal(false);
+      if (/\bimport\(\s*['"]@nats-io\//.test(src)) loaders.push(f);
+    }
+    expect(loaders).to.deep.equal([path.join('jetstream', 'jetstream.ts')]);
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { peerDependenciesMeta: Record<string, { optional?: boolean }>; dependencies: Record<string, string> };
+    for (const name of ['@nats-io/transport-node', '@nats-io/jetstream', '@nats-io/kv']) {
+      expect(pkg.peerDependenciesMeta[name]?.optional, name).to.equal(true);
+      expect(pkg.dependencies[name], name).to.equal(undefined);
+    }
   });
 
   it('capacity 0 is refused: a rendezvous cannot span servers through JetStream', async () => {
