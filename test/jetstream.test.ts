@@ -167,6 +167,15 @@ describe('shared channels on JetStream', function () {
     }
   });
 
+  it('a value larger than a NATS message holds is refused with ERR_VALUE_TOO_LARGE; one that fits goes', async () => {
+    const { sa, sb } = await twoServers<Uint8Array>(4);
+    const err = await rejection(sa.send(new Uint8Array(1024 * 1024 - 100)));
+    expect(err.code).to.equal('ERR_VALUE_TOO_LARGE');
+    expect(err.mayHaveBeenDelivered).to.equal(false);
+    await sa.send(new Uint8Array(512 * 1024));
+    expect((await sb.receive()).length).to.equal(512 * 1024);
+  });
+
   it('capacity 0 is refused: a rendezvous cannot span servers through JetStream', async () => {
     const backend = await backendOf();
     const { server } = await startServer();

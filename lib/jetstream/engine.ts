@@ -37,6 +37,8 @@ export interface Engine {
   /** Deletes the stream and the close marker. */
   remove(stream: string, key: string): Promise<void>;
   readonly ackWaitMs: number;
+  /** Largest message NATS takes (its max_payload), headers included. */
+  readonly maxPayload: number;
   /** Values a server pulls ahead of its receivers. */
   readonly prefetch: number;
   close(): Promise<void>;

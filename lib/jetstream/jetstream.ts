@@ -127,6 +127,9 @@ async function natsEngine(options: JetStreamOptions): Promise<Engine> {
   return {
     ackWaitMs,
     prefetch,
+    get maxPayload() {
+      return nc.info?.max_payload ?? 1024 * 1024;
+    },
     async publish(subject, data, msgID, timeoutMs) {
       const ack = await client.publish(subject, data, { msgID, timeout: timeoutMs });
       return { duplicate: ack.duplicate };

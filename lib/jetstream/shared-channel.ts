@@ -30,6 +30,8 @@ const DRAIN_POLL_MS = 1000;
 const MAX_PULL = 256;
 /** How long a publish waits for JetStream's acknowledgement before it is tried again (same message id). */
 const PUBLISH_TIMEOUT_MS = 5000;
+/** Room kept in a NATS message for its headers (the message id). */
+const HEADER_ROOM = 256;
 
 /** A value pulled from JetStream, held by this server until acknowledged or given back. */
 interface Item {
@@ -48,11 +50,15 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
-/** Encodes a value for JetStream: references cannot go there. Throws `ERR_NOT_SHAREABLE`, after letting go of them. */
-function encodeShared(value: unknown, name: string): Uint8Array {
+/**
+ * Encodes a value for JetStream: references cannot go there, nor more than a NATS message holds.
+ * Throws `ERR_NOT_SHAREABLE` (after letting go of the references) or `ERR_VALUE_TOO_LARGE`.
+ */
+function encodeShared(value: unknown, name: string, maxBytes: number): Uint8Array {
   const refs: object[] = [];
+  let bytes: Uint8Array;
   try {
-    return codec.encode(value, {
+    bytes = codec.encode(value, {
       encodeReference(_kind, obj) {
         refs.push(obj);
         throw netchanError(ErrorCodes.NOT_SHAREABLE, `a value on the shared channel ${JSON.stringify(name)} holds a channel or byte stream: JetStream keeps bytes, not streams (docs/cluster.md)`, { mayHaveBeenDelivered: false });
@@ -70,6 +76,10 @@ function encodeShared(value: unknown, name: string): Uint8Array {
     if (err instanceof NetchanError) throw netchanError(err.code, err.message, { cause: err.cause, mayHaveBeenDelivered: false });
     throw err;
   }
+  if (bytes.length > maxBytes) {
+    throw netchanError(ErrorCodes.VALUE_TOO_LARGE, `encoded value is ${bytes.length} bytes, more than a NATS message of the shared channel ${JSON.stringify(name)} holds (${maxBytes})`, { mayHaveBeenDelivered: false });
+  }
+  return bytes;
 }
 
 /** Publishes in order, one at a time, each value under its own message id (see docs/cluster.md, exactly once). */
@@ -150,7 +160,7 @@ class SharedPort implements OwnerPort {
 
   give(value: unknown): boolean {
     // a value with references fails the peer's stream with ERR_NOT_SHAREABLE (thrown here)
-    const bytes = encodeShared(value, this.ch.name);
+    const bytes = encodeShared(value, this.ch.name, this.ch.maxValueBytes);
     this.publisher.push(bytes, (err) => {
       if (!err && !this.detached) this.listener.given();
     });
@@ -281,17 +291,20 @@ export class SharedChannel<T> implements BackedChannel<T> {
 
   private async setUp(): Promise<void> {
     let capacity: number;
+    let marker: string | null = null;
     try {
       capacity = await this.engine.ensureStream(this.stream, this.subject, this.capacity);
-      await this.engine.ensureConsumer(this.stream);
+      if (capacity === this.capacity) {
+        await this.engine.ensureConsumer(this.stream);
+        this.unwatch = await this.engine.watchClose(this.key, (m) => this.markerSeen(m));
+        marker = await this.engine.closeMarker(this.key);
+      }
     } catch (err) {
       throw netchanError(ErrorCodes.BACKEND, `cannot set up the JetStream stream ${this.stream}: ${(err as Error).message}`, { cause: err });
     }
     if (capacity !== this.capacity) {
       throw netchanError(ErrorCodes.BACKEND, `the shared channel ${JSON.stringify(this.name)} exists with capacity ${capacity}, not ${this.capacity}`);
     }
-    this.unwatch = await this.engine.watchClose(this.key, (marker) => this.markerSeen(marker));
-    const marker = await this.engine.closeMarker(this.key);
     if (marker !== null) this.markerSeen(marker);
     this.initialized = true;
     this.pull();
@@ -331,9 +344,13 @@ export class SharedChannel<T> implements BackedChannel<T> {
     const marker = JSON.stringify({ error: error ? error.message : null });
     this.closeLocally(error);
     void (async () => {
+      try {
+        await this.init;
+      } catch {
+        return; // never set up: closed here, and nothing to tell the others
+      }
       for (let attempt = 0; !this.stopped; attempt++) {
         try {
-          await this.init;
           await this.engine.markClosed(this.key, marker);
           return;
         } catch (err) {
@@ -402,11 +419,18 @@ export class SharedChannel<T> implements BackedChannel<T> {
           wait = Math.min(100, wait * 2);
           continue;
         }
+        // refused by the NATS client itself (nothing was sent): trying again cannot help
+        if ((err as Error).name === 'InvalidArgumentError') return netchanError(ErrorCodes.BACKEND, `NATS refused the publish: ${(err as Error).message}`, { cause: err, mayHaveBeenDelivered: uncertain });
         uncertain = true;
         debug('shared channel %s: publish failed, trying again: %s', this.name, (err as Error).message);
         await sleep(250);
       }
     }
+  }
+
+  /** Largest encoded value a NATS message holds beside its headers. @internal */
+  get maxValueBytes(): number {
+    return this.engine.maxPayload - HEADER_ROOM;
   }
 
   /** A port's wait for a value. @internal */
@@ -544,7 +568,7 @@ export class SharedChannel<T> implements BackedChannel<T> {
     if (options.signal?.aborted) return Promise.reject(netchanError(ErrorCodes.ABORTED, 'send aborted', { cause: options.signal.reason, mayHaveBeenDelivered: false }));
     let bytes: Uint8Array;
     try {
-      bytes = encodeShared(value, this.name);
+      bytes = encodeShared(value, this.name, this.maxValueBytes);
     } catch (err) {
       return Promise.reject(err);
     }
