@@ -10,6 +10,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Channel, dial, jetstream, listen, type JetStreamBackend, type NetchanError, type SharedChannel } from '../lib/index.js';
+import { Codec } from '../lib/wire/codec.js';
 import { rejection, track } from './helpers/assert.js';
 import { startNats, type Nats } from './helpers/nats.js';
 import { onTeardown, startServer, teardown, tick, until, type Started } from './helpers/net.js';
@@ -232,6 +233,30 @@ describe('shared channels on JetStream', function () {
     for (let i = 0; i < 8; i++) got.push(await sb.receive());
     expect(got.sort((x, y) => x - y)).to.deep.equal([2, 3, 4, 5, 6, 7, 8, 9]);
     expect(sa.length).to.equal(0);
+  });
+
+  it('a client send waiting for room when the channel closes rejects ERR_CHANNEL_CLOSED, and its value is not stored', async () => {
+    const { name, a, sa, sb } = await twoServers<number>(1);
+    const ca = (await a.client()).channel<number>(name);
+    await ca.send(1);
+    const waiting = ca.send(2);
+    await tick(200);
+    sb.close();
+    const err = await rejection(waiting);
+    expect(err.code).to.equal('ERR_CHANNEL_CLOSED');
+    const got: number[] = [];
+    for await (const v of sa) got.push(v);
+    expect(got).to.deep.equal([1]);
+  });
+
+  it('a publish tried again under the same message id is stored once (the duplicate window)', async () => {
+    const { sa, sb } = await twoServers<string>(4);
+    const bytes = new Codec().encode('once');
+    expect(await sa.publish(bytes, 'retry.1')).to.equal(undefined);
+    expect(await sa.publish(bytes, 'retry.1')).to.equal(undefined);
+    await sa.send('next');
+    expect(await sb.receive()).to.equal('once');
+    expect(await sb.receive()).to.equal('next');
   });
 
   it('a send waiting for room ends with its signal: ERR_ABORTED, and the value never entered the stream', async () => {
