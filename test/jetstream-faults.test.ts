@@ -3,15 +3,16 @@
  * servers (test/fixtures/shared-server.ts) on loopback, clients here. A netchan server SIGKILLed
  * mid-run loses no value: those it held for its clients go to the others after the ack wait, and
  * the only values seen twice are ones its clients' programs already had. A nats-server restart is
- * waited out: sends wait and resume, every value arrives once, in order.
+ * waited out: sends wait and resume, every value arrives once, in order. On a NATS cluster of
+ * three with replicated streams, the node leading the channel's stream dies and nothing is lost.
  */
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
-import { connect, type NetchanError, type RemoteChannel } from '../lib/index.js';
+import { SharedChannel, connect, type NetchanError, type RemoteChannel } from '../lib/index.js';
 import { testCertificates } from './helpers/certs.js';
-import { startNats, type Nats } from './helpers/nats.js';
+import { startNats, startNatsCluster, type Nats } from './helpers/nats.js';
 import { onTeardown, teardown, tick, until } from './helpers/net.js';
 
 const root = fileURLToPath(new URL('../', import.meta.url));
@@ -23,10 +24,10 @@ interface Child {
   kill(): void;
 }
 
-async function sharedServer(name: string, env: Record<string, string> = {}): Promise<Child> {
+async function sharedServer(name: string, env: Record<string, string> = {}, natsUrl = nats.url): Promise<Child> {
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'test/fixtures/shared-server.ts')], {
     cwd: root,
-    env: { ...process.env, NATS_URL: nats.url, SHARED_NAME: name, ...env },
+    env: { ...process.env, NATS_URL: natsUrl, SHARED_NAME: name, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   onTeardown(() => {
@@ -165,6 +166,38 @@ describe('shared channels on JetStream, under faults', function () {
     await tick(1000);
     expect(got.length, 'nothing moves while NATS is down').to.be.at.most(during + 1);
     await nats.start();
+    await Promise.all([sending, receiving]);
+    expect(got).to.deep.equal(Array.from({ length: N }, (_, i) => i));
+  });
+
+  it('on a NATS cluster of three with replicas 3: the node leading the stream SIGKILLed mid-run loses nothing, every value arrives once and in order', async () => {
+    const cluster = await startNatsCluster();
+    onTeardown(() => cluster.destroy());
+    const name = `replicated.${++n}`;
+    // the first stream waits for the cluster's JetStream to elect its leader
+    const env = { ACK_WAIT_MS: '10000', REPLICAS: '3' };
+    const servers = [await sharedServer(name, env, cluster.url), await sharedServer(name, env, cluster.url)];
+    const N = 300;
+    const sender = await handle<number>(servers[0]!.port, name);
+    const receiver = await handle<number>(servers[1]!.port, name);
+    const got: number[] = [];
+    const receiving = (async () => {
+      while (got.length < N) got.push(await receiver.receive());
+    })();
+    const sending = (async () => {
+      for (let i = 0; i < N; i++) await sender.send(i);
+    })();
+    await until(() => got.length >= 60, 20_000, 'values before the node dies');
+    // the node that leads the channel's stream (Raft) dies: another takes over
+    const { connect: natsConnect } = await import('@nats-io/transport-node');
+    const { jetstreamManager } = await import('@nats-io/jetstream');
+    const nc = await natsConnect({ servers: cluster.url.split(',') });
+    const info = await (await jetstreamManager(nc)).streams.info(SharedChannel.names(name).stream);
+    await nc.close();
+    const leader = Number(/^n(\d)$/.exec(info.cluster?.leader ?? '')?.[1]);
+    expect(leader, `stream leader ${info.cluster?.leader}`).to.be.within(1, 3);
+    expect(info.cluster?.replicas?.length, 'two replicas besides the leader').to.equal(2);
+    await cluster.nodes[leader - 1]!.stop('SIGKILL');
     await Promise.all([sending, receiving]);
     expect(got).to.deep.equal(Array.from({ length: N }, (_, i) => i));
   });

@@ -1,6 +1,7 @@
 /**
  * A real `nats-server -js` on loopback for the shared-channel tests: its own store directory and
- * a free port; restartable on the same store (a NATS outage), stopped on teardown.
+ * a free port; restartable on the same store (a NATS outage), stopped on teardown. Or a cluster
+ * of three (routes between them, JetStream clustered), as in production.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -41,13 +42,25 @@ async function accepting(port: number, timeoutMs: number): Promise<void> {
   }
 }
 
-export async function startNats(): Promise<Nats> {
+/** One node of a cluster: its name, its cluster port, and the cluster ports of all. */
+interface Clustered {
+  name: string;
+  clusterPort: number;
+  routes: number[];
+}
+
+export async function startNats(cluster?: Clustered): Promise<Nats> {
   const dir = await mkdtemp(path.join(tmpdir(), 'netchan-nats-'));
   const port = await freePort();
   let child: ChildProcess | null = null;
   let log = '';
+  const args = ['-js', '-sd', dir, '-p', String(port), '-a', '127.0.0.1'];
+  if (cluster) {
+    args.push('-n', cluster.name, '--cluster_name', 'netchan-test', '--cluster', `nats://127.0.0.1:${cluster.clusterPort}`);
+    args.push('--routes', cluster.routes.map((p) => `nats://127.0.0.1:${p}`).join(','));
+  }
   const start = async () => {
-    const c = spawn('nats-server', ['-js', '-sd', dir, '-p', String(port), '-a', '127.0.0.1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const c = spawn('nats-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     c.stderr?.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-4000)));
     running.add(c);
     c.once('exit', () => running.delete(c));
@@ -75,6 +88,19 @@ export async function startNats(): Promise<Nats> {
     async destroy() {
       await stop('SIGKILL');
       await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Three clustered nats-servers (JetStream replicated between them); `url` names all three. */
+export async function startNatsCluster(): Promise<{ url: string; nodes: Nats[]; destroy(): Promise<void> }> {
+  const routes = [await freePort(), await freePort(), await freePort()];
+  const nodes = await Promise.all(routes.map((clusterPort, i) => startNats({ name: `n${i + 1}`, clusterPort, routes })));
+  return {
+    url: nodes.map((n) => n.url).join(','),
+    nodes,
+    async destroy() {
+      await Promise.all(nodes.map((n) => n.destroy()));
     },
   };
 }
