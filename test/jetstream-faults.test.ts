@@ -146,7 +146,7 @@ describe('shared channels on JetStream, under faults', function () {
     expect(got.filter((g) => g.via !== 2).length, 'the survivors took the rest').to.be.greaterThan(0);
   });
 
-  it('a nats-server restart mid-run is waited out: sends wait and resume, every value arrives once and in order', async () => {
+  it('a nats-server restart mid-run is waited out: sends wait and resume, every value arrives once and in order, close still propagates', async () => {
     const name = `restart.${++n}`;
     const env = { ACK_WAIT_MS: '8000' };
     const servers = [await sharedServer(name, env), await sharedServer(name, env)];
@@ -168,6 +168,13 @@ describe('shared channels on JetStream, under faults', function () {
     await nats.start();
     await Promise.all([sending, receiving]);
     expect(got).to.deep.equal(Array.from({ length: N }, (_, i) => i));
+    // the close watch came back with NATS: a close on one server still ends the other's receiver
+    sender.close();
+    const ended = await receiver.receive().then(
+      () => 'a value',
+      (e: NetchanError) => e.code,
+    );
+    expect(ended).to.equal('ERR_CHANNEL_CLOSED');
   });
 
   it('on a NATS cluster of three with replicas 3: the node leading the stream SIGKILLed mid-run loses nothing, every value arrives once and in order', async () => {

@@ -259,6 +259,34 @@ describe('shared channels on JetStream', function () {
     expect(await sb.receive()).to.equal('next');
   });
 
+  it('a value JetStream gives again to the server that holds it (its ack wait ran out) stays with the receiver that has it', async () => {
+    const name = `again.${++n}`;
+    const { server, client } = await startServer();
+    const sa = server.channel<string>(name, 4, { backend: await backendOf({ ackWaitMs: 600 }) }) as SharedChannel<string>;
+    await sa.ready();
+    const ca = (await client()).channel<string>(name);
+    // ca asks and gives up: the server sends it 'x', which waits in ca's handle, unacknowledged
+    const gaveUp = new AbortController();
+    const first = ca.receive({ signal: gaveUp.signal }).catch((e: NetchanError) => e.code);
+    await tick(50);
+    gaveUp.abort();
+    expect(await first).to.equal('ERR_ABORTED');
+    await sa.send('x');
+    await tick(100);
+    // the server stops saying it is still working on 'x' (as when NATS is away): JetStream gives it again
+    clearInterval((sa as unknown as { heartbeat: NodeJS.Timeout }).heartbeat);
+    const cb = (await client()).channel<string>(name);
+    const second = cb.receive();
+    await tick(1500);
+    await sa.send('y');
+    expect(await second, 'the second receiver gets the next value, not x again').to.equal('y');
+    expect(await ca.receive()).to.equal('x');
+    const engine = (sa as unknown as { engine: { messages(stream: string): Promise<number> } }).engine;
+    const deadline = Date.now() + 3000;
+    while ((await engine.messages(sa.stream)) !== 0 && Date.now() < deadline) await tick(100);
+    expect(await engine.messages(sa.stream), 'x acknowledged under its latest delivery').to.equal(0);
+  });
+
   it('a send waiting for room ends with its signal: ERR_ABORTED, and the value never entered the stream', async () => {
     const { sa, sb } = await twoServers<number>(1);
     await sa.send(1);

@@ -35,6 +35,7 @@ const HEADER_ROOM = 256;
 
 /** A value pulled from JetStream, held by this server until acknowledged or given back. */
 interface Item {
+  /** The latest delivery of it: the one an acknowledgement must name. */
   msg: PulledMessage;
   value: unknown;
   settled: boolean;
@@ -234,8 +235,8 @@ export class SharedChannel<T> implements BackedChannel<T> {
   /** Values pulled with no taker left for them: the next takers get them. */
   private readonly buffer = new Deque<Item>();
   private readonly takers: Taker[] = [];
-  /** Every value this server holds and has not settled: kept from redelivery while held. */
-  private readonly owned = new Set<Item>();
+  /** Every value this server holds and has not settled, by stream sequence: kept from redelivery while held. */
+  private readonly owned = new Map<number, Item>();
   private readonly publisher: Publisher;
   private closedWith: { error: Error | undefined } | null = null;
   private drainedKnown = false;
@@ -266,7 +267,7 @@ export class SharedChannel<T> implements BackedChannel<T> {
     this.served = { capacity: 0, openPort: (listener) => new SharedPort(this as SharedChannel<unknown>, listener) };
     // JetStream gives a value to another receiver after the ack wait: held values say they are in work
     this.heartbeat = setInterval(() => {
-      for (const item of this.owned) item.msg.working();
+      for (const item of this.owned.values()) item.msg.working();
     }, Math.max(50, Math.floor(engine.ackWaitMs / 3)));
     this.heartbeat.unref();
     this.init = this.setUp();
@@ -466,7 +467,7 @@ export class SharedChannel<T> implements BackedChannel<T> {
     for (let attempt = 0; attempt < 20 && !this.stopped; attempt++) {
       try {
         if (await item.msg.ackAck({ timeout: 2000 })) {
-          this.owned.delete(item);
+          this.owned.delete(item.msg.seq);
           return true;
         }
       } catch (err) {
@@ -475,7 +476,7 @@ export class SharedChannel<T> implements BackedChannel<T> {
       // still held: the heartbeat keeps it from going to another receiver meanwhile
       await sleep(Math.min(1000, 50 * 2 ** attempt));
     }
-    this.owned.delete(item);
+    this.owned.delete(item.msg.seq);
     return false;
   }
 
@@ -483,7 +484,7 @@ export class SharedChannel<T> implements BackedChannel<T> {
   giveBack(item: Item): void {
     if (item.settled) return;
     item.settled = true;
-    this.owned.delete(item);
+    this.owned.delete(item.msg.seq);
     item.msg.nak();
   }
 
@@ -533,8 +534,16 @@ export class SharedChannel<T> implements BackedChannel<T> {
       msg.term();
       return;
     }
+    if (this.stopped) return msg.nak();
+    const held = this.owned.get(msg.seq);
+    if (held) {
+      // JetStream gave a value held here to this server again (its ack wait ran out while NATS
+      // was away): the one receiver it went to keeps it, and its ack now names this delivery
+      held.msg = msg;
+      return;
+    }
     const item: Item = { msg, value, settled: false };
-    this.owned.add(item);
+    this.owned.set(msg.seq, item);
     const taker = this.takers.shift();
     if (taker) return taker.take(item);
     // pulled ahead, or its receiver went while the pull was on: kept for the next one here, briefly
@@ -643,7 +652,7 @@ export class SharedChannel<T> implements BackedChannel<T> {
     clearInterval(this.heartbeat);
     this.publisher.stop();
     this.unwatch?.();
-    for (const item of [...this.owned]) {
+    for (const item of [...this.owned.values()]) {
       if (!item.settled) this.giveBack(item);
     }
     this.buffer.clear();
