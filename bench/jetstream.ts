@@ -25,7 +25,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { Channel, connect, createServer, jetstream, type ChannelLike, type JetStreamBackend, type NetchanServer, type Session, type SharedChannel } from '../lib/index.js';
+import { Channel, connect, createServer, jetstream, type ChannelLike, type JetStreamBackend, type NetchanServer, type Session, SharedChannel } from '../lib/index.js';
 import { generateCertificates } from '../lib/transport/devcert.js';
 
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 8);
@@ -107,7 +107,7 @@ async function netchanEcho(natsUrl: string, servers: number, shared: boolean, pr
     producers.push(shared ? backends[at]!.channel(`${name}.tasks`, CAPACITY) : made[at]!.tasks);
     collectors.push(made[at]!.echoes);
   }
-  await Promise.all(producers.map((p) => (p as { ready?(): Promise<void> }).ready?.()));
+  await Promise.all(producers.map((p) => (p instanceof SharedChannel ? p.ready() : undefined)));
   const sessions: Session[] = [];
   for (let c = 0; c < CLIENTS; c++) sessions.push(await connect(`https://localhost:${made[c % servers]!.port}/`, { ca: certs.caCert }));
   const rate = await measure(async (count, stop) => {

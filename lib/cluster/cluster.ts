@@ -118,10 +118,17 @@ export async function listen<T = unknown>(address: string, options: ListenOption
   const server = createServer({ ...options, key, cert, path: u.pathname || '/' });
   const capacity = options.capacity ?? 128;
   const { backend } = options;
-  const send: ChannelLike<T> = backend ? server.channel<T>(CLUSTER_CHANNELS.out, capacity, { backend }) : server.channel<T>(CLUSTER_CHANNELS.out, capacity);
-  const receive: ChannelLike<T> = backend ? server.channel<T>(CLUSTER_CHANNELS.in, capacity, { backend }) : server.channel<T>(CLUSTER_CHANNELS.in, capacity);
-  // a shared channel's stream is set up before clients come
-  await Promise.all([send, receive].map((ch) => (ch as Partial<BackedChannel<T>>).ready?.()));
+  let send: ChannelLike<T>;
+  let receive: ChannelLike<T>;
+  if (backend) {
+    const shared = [server.channel<T>(CLUSTER_CHANNELS.out, capacity, { backend }), server.channel<T>(CLUSTER_CHANNELS.in, capacity, { backend })];
+    // a shared channel's stream is set up before clients come
+    await Promise.all(shared.map((ch) => ch.ready()));
+    [send, receive] = shared as [BackedChannel<T>, BackedChannel<T>];
+  } else {
+    send = server.channel<T>(CLUSTER_CHANNELS.out, capacity);
+    receive = server.channel<T>(CLUSTER_CHANNELS.in, capacity);
+  }
   const host = u.hostname.replace(/^\[|\]$/g, '');
   const { port } = await server.listen(Number(u.port), host);
   const url = new URL(u.href);

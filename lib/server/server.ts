@@ -36,7 +36,7 @@ export interface BackedChannel<T> extends ChannelLike<T> {
   /** What the server serves to its clients' handles on this channel. */
   readonly served: PortSource;
   /** Resolves once the backend set the channel up; rejects if it cannot. */
-  ready?(): Promise<void>;
+  ready(): Promise<void>;
 }
 
 /** Where shared channels live (`jetstream()` makes one): several servers with one backend share their channels. */
