@@ -20,6 +20,7 @@ export const LAYERS: Record<string, readonly string[]> = {
   server: ['core', 'wire', 'transport', 'session'],
   gateway: ['core', 'wire', 'transport', 'session', 'client', 'server'],
   cluster: ['core', 'wire', 'transport', 'session', 'client', 'server'],
+  browser: ['core', 'wire', 'transport', 'session', 'client'],
   middleware: ['core', 'wire', 'transport', 'session', 'server'],
 };
 

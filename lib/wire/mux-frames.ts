@@ -9,6 +9,37 @@ import { ErrorCodes, netchanError, type NetchanError } from '../core/errors.js';
 /** The WebSocket subprotocol a netchan mux speaks. */
 export const WS_SUBPROTOCOL = 'netchan.v1';
 
+/**
+ * A browser cannot set headers on a WebSocket upgrade, and a token in the URL ends up in logs:
+ * it offers its bearer token as a second subprotocol, this prefix and the token's UTF-8 in
+ * base64url (§7.1). The server never picks it.
+ */
+export const WS_BEARER_PREFIX = 'netchan.bearer.';
+
+/** The subprotocol that carries `token`. */
+export function bearerSubprotocol(token: string): string {
+  let binary = '';
+  for (const b of new TextEncoder().encode(token)) binary += String.fromCharCode(b);
+  return WS_BEARER_PREFIX + btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+
+/**
+ * The bearer token of a `Sec-WebSocket-Protocol` header's offer, if it has one; undefined for
+ * none, or one that is not base64url of UTF-8.
+ */
+export function bearerOfSubprotocols(offered: readonly string[]): string | undefined {
+  const found = offered.find((p) => p.startsWith(WS_BEARER_PREFIX));
+  if (found === undefined) return undefined;
+  const b64 = found.slice(WS_BEARER_PREFIX.length);
+  if (b64 === '' || !/^[A-Za-z0-9_-]+$/.test(b64)) return undefined;
+  try {
+    const binary = atob(b64.replace(/-/g, '+').replace(/_/g, '/'));
+    return new TextDecoder('utf-8', { fatal: true }).decode(Uint8Array.from(binary, (c) => c.charCodeAt(0)));
+  } catch {
+    return undefined;
+  }
+}
+
 /** Mux frame types (§7.2). */
 export const MuxType = {
   HEADERS: 0x01,

@@ -1,0 +1,50 @@
+/**
+ * Which web pages may open sessions: the `Origin` a browser sends with every WebSocket upgrade
+ * (and with a cross-origin `fetch`), checked against the server's `allowedOrigins`. Without the
+ * check, another site's page could open a WebSocket to the app in a visitor's browser, with the
+ * visitor's cookies, and use their session (cross-site WebSocket hijacking).
+ */
+import { ErrorCodes, netchanError, type NetchanError } from '../core/errors.js';
+
+/**
+ * Which `Origin`s may open netchan streams. `'same-origin'` (the default): a request with an
+ * `Origin` is served only when its host (and port) is the request's own `Host` (or
+ * `X-Forwarded-Host`, behind a proxy); a list: exactly these origins (`https://app.example.com`,
+ * scheme, host and port) or those a RegExp matches; a function decides; `'*'` allows any page.
+ * Requests without an `Origin` (programs, not browsers) are always served: the check is about
+ * which pages may use a visitor's browser, and its cookies, to reach the server.
+ */
+export type OriginPolicy = 'same-origin' | '*' | readonly (string | RegExp)[] | ((origin: string) => boolean);
+
+/** Checks an OriginPolicy option when the server is created; throws ERR_INVALID_ARGUMENT. */
+export function checkOriginPolicy(policy: unknown): OriginPolicy {
+  if (policy === undefined) return 'same-origin';
+  if (policy === 'same-origin' || policy === '*' || typeof policy === 'function') return policy as OriginPolicy;
+  if (Array.isArray(policy) && policy.every((o) => o instanceof RegExp || (typeof o === 'string' && o !== ''))) return policy as OriginPolicy;
+  throw netchanError(ErrorCodes.INVALID_ARGUMENT, "allowedOrigins must be 'same-origin', '*', a list of origins (strings or RegExps) or a function");
+}
+
+/**
+ * Undefined when a request with these headers may be served, else the 403 ERR_FORBIDDEN_ORIGIN
+ * to refuse it with. `host` is the request's `Host` (HTTP/1.1) or `:authority` (HTTP/2).
+ */
+export function originRefusal(policy: OriginPolicy, origin: string | undefined, host: string | undefined, forwardedHost: string | undefined): NetchanError | undefined {
+  if (origin === undefined) return undefined;
+  if (allowed(policy, origin, host, forwardedHost)) return undefined;
+  return netchanError(ErrorCodes.FORBIDDEN_ORIGIN, `origin ${origin.slice(0, 200)} is not allowed (allowedOrigins)`, { status: 403 });
+}
+
+function allowed(policy: OriginPolicy, origin: string, host: string | undefined, forwardedHost: string | undefined): boolean {
+  if (policy === '*') return true;
+  if (typeof policy === 'function') return policy(origin) === true;
+  if (policy !== 'same-origin') return policy.some((o) => (typeof o === 'string' ? o === origin : o.test(origin)));
+  // `null` (a sandboxed frame, a file: page) and anything unparsable is no one's own origin
+  let originHost: string;
+  try {
+    originHost = new URL(origin).host;
+  } catch {
+    return false;
+  }
+  const hosts = [host, forwardedHost?.split(',')[0]?.trim()].filter((h): h is string => !!h).map((h) => h.toLowerCase());
+  return originHost !== '' && hosts.includes(originHost.toLowerCase());
+}
