@@ -1,16 +1,13 @@
 /**
  * Web streams as byte streams: a page's `ReadableStream` or `WritableStream` inside a value is
  * joined to its wire stream as a Node stream, and a byte stream a browser session receives is
- * given to the page as web streams. Node has `Readable.fromWeb`/`toWeb`; the stream module a
- * browser build carries does not, so these are written here, with backpressure both ways.
+ * given to the page as web streams. Node has `Readable.fromWeb`/`toWeb`, but the stream module a
+ * browser build carries has no working ones: these, with backpressure both ways, serve both.
  */
 import { Readable, Writable, type Duplex } from 'node:stream';
-import type { BytesMode } from './byte-streams.js';
 
 /** A web stream of bytes as a Node Readable: read as the Readable is read, cancelled when it is destroyed. */
 export function readableOfWeb(web: ReadableStream<Uint8Array>): Readable {
-  const fromWeb = (Readable as { fromWeb?: (s: ReadableStream) => Readable }).fromWeb;
-  if (typeof fromWeb === 'function') return fromWeb(web);
   const reader = web.getReader();
   return new Readable({
     read() {
@@ -31,8 +28,6 @@ export function readableOfWeb(web: ReadableStream<Uint8Array>): Readable {
 
 /** A web WritableStream of bytes as a Node Writable: each write waits for the web stream to take it. */
 export function writableOfWeb(web: WritableStream<Uint8Array>): Writable {
-  const fromWeb = (Writable as { fromWeb?: (s: WritableStream) => Writable }).fromWeb;
-  if (typeof fromWeb === 'function') return fromWeb(web);
   const writer = web.getWriter();
   return new Writable({
     write(chunk: Uint8Array, _encoding, cb) {
@@ -121,7 +116,7 @@ export type WebBytes = ReadableStream<Uint8Array> | WritableStream<Uint8Array> |
  * A received byte stream as web streams: the owner's Readable (`r`) a ReadableStream, its
  * Writable (`w`) a WritableStream, a Duplex (`d`) both.
  */
-export function webBytes(stream: Duplex, mode: BytesMode): WebBytes {
+export function webBytes(stream: Duplex, mode: 'r' | 'w' | 'd'): WebBytes {
   if (mode === 'r') return webReadable(stream);
   if (mode === 'w') return webWritable(stream);
   return { readable: webReadable(stream), writable: webWritable(stream) };

@@ -54,7 +54,7 @@ export interface WebApp {
  * endpoint behind an auth that takes the cookie (principal `alice`) or the bearer token (`bob`);
  * `/open` a second endpoint on `openServer` (another Origin policy).
  */
-export async function startWebApp(bundles: string, options: ServerOptions = {}, openOptions?: ServerOptions): Promise<WebApp> {
+export async function startWebApp(bundles: string, options: ServerOptions = {}, openOptions?: ServerOptions, port = 0): Promise<WebApp> {
   const certs = await testCertificates();
   const server = createServer(options);
   const open = openOptions ? createServer(openOptions) : undefined;
@@ -89,11 +89,11 @@ export async function startWebApp(bundles: string, options: ServerOptions = {}, 
     sockets.add(s);
     s.on('close', () => sockets.delete(s));
   });
-  await new Promise<void>((resolve) => web.listen(0, '127.0.0.1', resolve));
-  const port = (web.address() as { port: number }).port;
+  await new Promise<void>((resolve) => web.listen(port, '127.0.0.1', resolve));
+  const bound = (web.address() as { port: number }).port;
   return {
-    origin: `https://127.0.0.1:${port}`,
-    port,
+    origin: `https://127.0.0.1:${bound}`,
+    port: bound,
     server,
     upgrades,
     cut: () => {
