@@ -3,12 +3,20 @@
  * playwright-core), against an Express app with netchan mounted, over TLS.
  */
 import { createHash } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import tls from 'node:tls';
+import { fileURLToPath } from 'node:url';
+import { build as esbuild } from 'esbuild';
 import { Readable, type Writable } from 'node:stream';
 import { expect } from 'chai';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { buildBrowser } from '../bin/build-browser.js';
 import { Channel } from '../lib/index.js';
 import { buildPageBundles, launchChromium, startWebApp, PAGE_TOKEN, SESSION_COOKIE, type WebApp } from './helpers/browser.js';
+
+const repoRoot = fileURLToPath(new URL('../', import.meta.url));
 
 type PageNetchan = typeof import('../lib/browser/index.js');
 declare global {
@@ -356,6 +364,104 @@ describe('netchan in the browser (Chromium)', function () {
     expect(answer).to.match(/^HTTP\/1\.1 403 /);
     expect(answer).to.match(/netchan-error: ERR_FORBIDDEN_ORIGIN/i);
     expect(await rawUpgrade(port, '/netchan', { origin: app.origin, cookie: SESSION_COOKIE })).to.match(/^HTTP\/1\.1 101 /);
+  });
+  it('keeps memory bounded by credits when the page is slow, when the server is slow, and on a byte stream nobody reads', async () => {
+    const flood = app.server.channel<Uint8Array>('flood', 8);
+    const sink = app.server.channel<Uint8Array>('sink', 4);
+    const bodies = app.server.channel<Readable>('bodies', 1);
+    let serverSent = 0;
+    const blob = new Uint8Array(10_000);
+    const sending = (async () => {
+      try {
+        for (let i = 0; i < 1000; i++) {
+          await flood.send(blob);
+          serverSent++;
+        }
+      } catch {
+        // the channel closes at the end of the test
+      }
+    })();
+    page = await openPage();
+    const out = await page.evaluate(async () => {
+      const session = await window.netchan.connect('/netchan');
+      const handle = session.channel<Uint8Array>('flood');
+      for (let i = 0; i < 5; i++) await handle.receive();
+      // the page stops reading: what the server may send is bounded by credits
+      let pageSent = 0;
+      const up = session.channel<Uint8Array>('sink');
+      void (async () => {
+        for (let i = 0; i < 1000; i++) {
+          await up.send(new Uint8Array(10_000));
+          pageSent++;
+        }
+      })().catch(() => undefined);
+      let pulled = 0;
+      const body = new ReadableStream<Uint8Array>({
+        pull(c) {
+          pulled += 65_536;
+          c.enqueue(new Uint8Array(65_536));
+          if (pulled >= 64 * 1024 * 1024) c.close();
+        },
+      });
+      await session.channel('bodies').send(body);
+      await new Promise((r) => setTimeout(r, 1500));
+      return { pageSent, pulled };
+    });
+    // server → page: the channel's 8 and the handle's prefetch, beyond the 5 the page took
+    expect(serverSent).to.be.at.most(5 + 8 + 8 + 1);
+    expect(serverSent).to.be.at.least(5);
+    // page → server: the channel's 4 and the page's 4 credits (the server's program never receives)
+    expect(out.pageSent).to.be.at.most(4 + 4);
+    expect(out.pageSent).to.be.at.least(4);
+    expect(sink.length).to.be.at.most(4);
+    // a byte stream the server does not read: pulled only as far as the windows go, not 64 MiB
+    expect((await bodies.receive()).readableLength).to.be.at.most(4 * 1024 * 1024);
+    expect(out.pulled).to.be.at.most(4 * 1024 * 1024);
+    flood.close();
+    await sending;
+  });
+  it("a page's own esbuild bundle imports 'netchan/browser' by the package's exports, with no shims, and no Node global leaks into the page", async () => {
+    // the package as an app installs it: node_modules/netchan, its dist/ built
+    await buildBrowser();
+    const project = await mkdtemp(path.join(os.tmpdir(), 'netchan-app-'));
+    try {
+      await mkdir(path.join(project, 'node_modules'));
+      await symlink(repoRoot, path.join(project, 'node_modules', 'netchan'), 'dir');
+      await writeFile(
+        path.join(project, 'app.ts'),
+        `import { connect, Channel } from 'netchan/browser';
+import * as main from 'netchan';
+export async function run(): Promise<unknown> {
+  const session = await connect('/netchan');
+  const reply = new Channel<number>();
+  await session.channel<{ n: number; reply: Channel<number> }>('square').send({ n: 12, reply });
+  const squared = await reply.receive();
+  await session.close();
+  return { squared, sameBuild: main.connect === connect };
+}
+`,
+      );
+      const result = await esbuild({ entryPoints: [path.join(project, 'app.ts')], absWorkingDir: project, bundle: true, format: 'esm', platform: 'browser', outfile: path.join(bundles.dir, 'app.js'), metafile: true, logLevel: 'silent' });
+      const inputs = Object.keys(result.metafile.inputs);
+      expect(inputs.filter((f) => f.includes('dist/browser/netchan.js'))).to.have.length(1);
+      expect(inputs.filter((f) => f.startsWith('node:') || f.includes('node_modules/ws/'))).to.deep.equal([]);
+      const text = await readFile(path.join(repoRoot, 'dist/browser/netchan.js'), 'utf8');
+      expect(text).not.to.match(/\bfrom\s*["']node:|\bimport\(\s*["']node:|\brequire\(/);
+      const squares = app.server.channel<{ n: number; reply: Channel<number> }>('square', 1);
+      void (async () => {
+        const { n, reply } = await squares.receive();
+        await reply.send(n * n);
+      })();
+      page = await openPage();
+      const out = await page.evaluate(async () => {
+        const app = (await import('/app.js' as string)) as { run(): Promise<unknown> };
+        const g = globalThis as Record<string, unknown>;
+        return { result: await app.run(), buffer: typeof g.Buffer, process: typeof g.process, setImmediate: typeof g.setImmediate };
+      });
+      expect(out).to.deep.equal({ result: { squared: 144, sameBuild: true }, buffer: 'undefined', process: 'undefined', setImmediate: 'undefined' });
+    } finally {
+      await rm(project, { recursive: true, force: true });
+    }
   });
 });
 

@@ -74,8 +74,8 @@ export async function startWebApp(bundles: string, options: ServerOptions = {}, 
   app.get('/', (_req, res) => {
     res.type('html').send('<!doctype html><title>netchan</title><script type="module">import * as n from "/netchan.js"; import * as v from "/vectors.js"; window.netchan = n; window.vectors = v; window.ready = true;</script>');
   });
-  app.get('/netchan.js', (_req, res) => res.sendFile(path.join(bundles, 'netchan.js')));
-  app.get('/vectors.js', (_req, res) => res.sendFile(path.join(bundles, 'vectors.js')));
+  // the bundles: netchan.js, vectors.js, and what a test builds beside them
+  app.get(/^\/([a-z-]+)\.js$/, (req, res) => res.sendFile(path.join(bundles, `${(req.params as Record<string, string>)[0]}.js`)));
   app.get('/login', (_req, res) => {
     res.set('set-cookie', `${SESSION_COOKIE}; Path=/; Secure; HttpOnly; SameSite=Strict`).send('ok');
   });
