@@ -125,7 +125,7 @@ describe('netchan in the browser (Chromium)', function () {
       return {
         when: back.when instanceof Date && back.when.getTime() === 1700000000123,
         big: back.big === -(2n ** 100n),
-        bin: back.bin instanceof Uint8Array && Array.from(back.bin).join() === '0,1,255',
+        bin: Object.getPrototypeOf(back.bin) === Uint8Array.prototype && Array.from(back.bin).join() === '0,1,255',
         map: back.map instanceof Map && back.map.get(1) === 'one' && back.map.get('set') instanceof Set && (back.map.get('set') as Set<unknown>).has(1n),
         err: back.err instanceof Error && back.err.name === 'RangeError' && back.err.message === 'outer' && back.err.code === 'E_OUTER' && (back.err.cause as Error).message === 'inner',
         u: 'u' in back && back.u === undefined,
@@ -141,32 +141,63 @@ describe('netchan in the browser (Chromium)', function () {
     expect((got.err as Error & { code: string }).code).to.equal('E_OUTER');
   });
 
+  it('a channel the server sends inside a value is a remote handle in the page; select and AbortSignal work there', async () => {
+    const offers = app.server.channel<{ inbox: Channel<string> }>('offers', 1);
+    const inbox = new Channel<string>(4);
+    page = await openPage();
+    const out = page.evaluate(async () => {
+      const { connect, Channel, select, RemoteChannel } = window.netchan;
+      const session = await connect('/netchan');
+      const { inbox } = await session.channel<{ inbox: InstanceType<typeof RemoteChannel<string>> }>('offers').receive();
+      const isRemote = inbox instanceof RemoteChannel;
+      await inbox.send('from the page');
+      const a = new Channel<string>(1), b = new Channel<string>(1);
+      b.trySend('b');
+      const picked = await select<string>([{ receive: a }, { receive: b }]);
+      let aborted = '';
+      try {
+        await a.receive({ signal: AbortSignal.timeout(50) });
+      } catch (err) {
+        aborted = (err as { code: string }).code;
+      }
+      await session.close();
+      return { isRemote, picked: [picked.index, picked.value], aborted };
+    });
+    await offers.send({ inbox });
+    expect(await inbox.receive()).to.equal('from the page');
+    expect(await out).to.deep.equal({ isRemote: true, picked: [1, 'b'], aborted: 'ERR_ABORTED' });
+  });
+
   it('a capacity-0 send from the page resolves only once the server program took the value, and back', async () => {
     const rv = app.server.channel<string>('rv', 0);
+    const ready = app.server.channel<string>('ready', 1);
     const back = app.server.channel<Channel<string>>('back', 1);
     page = await openPage();
     const pageDone = page.evaluate(async () => {
       const { connect, Channel } = window.netchan;
       const session = await connect('/netchan');
+      await session.channel<string>('ready').send('sending');
       const t0 = performance.now();
       await session.channel<string>('rv').send('hello');
       const waited = performance.now() - t0;
       // the page's own capacity-0 channel, sent to the server: its send waits for the page
       const mine = new Channel<string>(0);
       await session.channel<InstanceType<typeof Channel<string>>>('back').send(mine);
-      await new Promise((r) => setTimeout(r, 400));
+      await new Promise((r) => setTimeout(r, 800));
       const value = await mine.receive();
       await session.close();
       return { waited, value };
     });
-    await new Promise((r) => setTimeout(r, 400));
+    // the server's program takes the value 800 ms after the page started sending it
+    expect(await ready.receive()).to.equal('sending');
+    await new Promise((r) => setTimeout(r, 800));
     expect(await rv.receive()).to.equal('hello');
     const theirs = await back.receive();
     const t0 = performance.now();
     await theirs.send('from the server');
     const serverWaited = performance.now() - t0;
     const out = await pageDone;
-    expect(out.waited).to.be.greaterThan(300);
+    expect(out.waited).to.be.greaterThan(600);
     expect(out.value).to.equal('from the server');
     expect(serverWaited).to.be.greaterThan(300);
   });

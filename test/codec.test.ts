@@ -69,6 +69,17 @@ describe('codec', () => {
   });
 
   describe('round trips', () => {
+    it('plainBinary: binaries decode as plain Uint8Arrays (the browser client), small and past the scratch buffer', () => {
+      const plain = new Codec({ plainBinary: true });
+      for (const size of [3, 40_000]) {
+        const encoded = codec.encode({ b: Buffer.alloc(size, 7) });
+        const out = plain.decode(Buffer.from(encoded)) as { b: Uint8Array };
+        expect(Object.getPrototypeOf(out.b), `${size} bytes`).to.equal(Uint8Array.prototype);
+        expect(out.b.length).to.equal(size);
+        expect(out.b[size - 1]).to.equal(7);
+        expect(Buffer.isBuffer((codec.decode(Buffer.from(encoded)) as { b: Uint8Array }).b), 'Node default').to.equal(true);
+      }
+    });
     it('keeps Date, BigInt, binary, Map, Set, undefined and Error-as-data', () => {
       const cause = new Error('inner');
       const err = Object.assign(new RangeError('outer', { cause }), { code: 'E_OUTER', details: { retry: true } });

@@ -55,7 +55,7 @@ export async function connect(url: string | URL, options: BrowserConnectOptions 
   wsUrl.protocol = scheme;
   const open = (): Promise<WsMux> => openWebSocket(wsUrl, options);
   const wire = await open();
-  const sessionOptions: ConnectOptions = { ...options, transport: 'ws' };
+  const sessionOptions: ConnectOptions = { ...options, transport: 'ws', plainBinary: true };
   try {
     return await startSession(wire, open, {}, sessionOptions, BrowserSession);
   } catch (err) {

@@ -38,6 +38,8 @@ export interface SessionOptions {
   maxDepth?: number;
   /** How long a value may wait for the streams of the references it names. Default 10000 ms. */
   referenceTimeoutMs?: number;
+  /** Binary values decode as plain Uint8Arrays (the browser client). @internal */
+  plainBinary?: boolean;
 }
 
 /** The server's default `maxChannelsPerSession`. */
@@ -116,7 +118,7 @@ export abstract class SessionCore<S extends WireStream = WireStream> extends Eve
     super();
     this.maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
     this.referenceTimeoutMs = options.referenceTimeoutMs ?? 10_000;
-    this.codec = new Codec({ maxValueBytes: this.maxFrameBytes, maxDepth: options.maxDepth ?? 64 });
+    this.codec = new Codec({ maxValueBytes: this.maxFrameBytes, maxDepth: options.maxDepth ?? 64, plainBinary: options.plainBinary === true });
     this.waits = new ReferenceWaits(this.referenceTimeoutMs, () => this.maxWaitingReferences);
   }
 
