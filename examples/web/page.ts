@@ -3,17 +3,8 @@
  * of your own the import is `from 'netchan/browser'`.
  */
 import { connect, type Session } from '../../lib/browser/index.js';
+import type { DemoStats } from './server.js';
 
-interface DemoStats {
-  clients: number;
-  sent: number;
-  received: number;
-  inFlight: number;
-  duplicated: number;
-  lost: number;
-  rate: number;
-  cuts: number;
-}
 
 const CLIENTS = 8;
 const $ = (id: string): HTMLElement => document.getElementById(id) as HTMLElement;

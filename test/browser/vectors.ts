@@ -9,6 +9,7 @@ import { FrameDecoder } from '../../lib/wire/frames.js';
 import { decodeMuxFrame, encodeHeaders, encodeMuxFrame } from '../../lib/wire/mux-frames.js';
 import { NetchanError } from '../../lib/core/errors.js';
 import '../../lib/session/session.js'; // registers the channel and stream classes as references
+import { normalize } from '../helpers/normalize.js';
 import { fromTagged } from '../helpers/tagged.js';
 import codecVectors from '../vectors/codec.json' with { type: 'json' };
 import refusedVectors from '../vectors/codec-refused.json' with { type: 'json' };
@@ -21,28 +22,6 @@ const bytes = (h: string): Uint8Array => {
   const clean = h.replace(/([0-9a-f]{2})×(\d+)/g, (_, b: string, n: string) => b.repeat(Number(n))).replace(/\s+/g, '');
   return Uint8Array.from({ length: clean.length / 2 }, (_, i) => parseInt(clean.slice(i * 2, i * 2 + 2), 16));
 };
-
-/** Any binary as its bytes, Errors by name, message and fields: what a value must decode back to. */
-function normalize(v: unknown): unknown {
-  if (v instanceof Uint8Array) return { bin: hex(v) };
-  if (v instanceof Map) return { map: [...v].map(([k, x]) => [normalize(k), normalize(x)]) };
-  if (v instanceof Set) return { set: [...v].map(normalize) };
-  if (v instanceof Date) return { date: v.getTime() };
-  if (typeof v === 'bigint') return { bigint: v.toString() };
-  if (v === undefined) return { undefined: true };
-  if (v instanceof Error) {
-    const fields: Record<string, unknown> = { name: v.name, message: v.message, cause: normalize((v as { cause?: unknown }).cause) };
-    for (const k of Object.keys(v)) fields[k] = normalize((v as unknown as Record<string, unknown>)[k]);
-    return { error: fields };
-  }
-  if (Array.isArray(v)) return Array.from(v, normalize);
-  if (v && typeof v === 'object') {
-    const out: Record<string, unknown> = {};
-    for (const k of Object.keys(v)) out[k] = normalize((v as Record<string, unknown>)[k]);
-    return out;
-  }
-  return v;
-}
 
 const same = (a: unknown, b: unknown): boolean => JSON.stringify(normalize(a)) === JSON.stringify(normalize(b));
 
