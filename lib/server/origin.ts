@@ -4,13 +4,15 @@
  * check, another site's page could open a WebSocket to the app in a visitor's browser, with the
  * visitor's cookies, and use their session (cross-site WebSocket hijacking).
  */
+import { debug } from '../core/debug.js';
 import { ErrorCodes, netchanError, type NetchanError } from '../core/errors.js';
 
 /**
  * Which `Origin`s may open netchan streams. `'same-origin'` (the default): a request with an
  * `Origin` is served only when its host (and port) is the request's own `Host` (or
  * `X-Forwarded-Host`, behind a proxy); a list: exactly these origins (`https://app.example.com`,
- * scheme, host and port) or those a RegExp matches; a function decides; `'*'` allows any page.
+ * scheme, host and port) or those a RegExp matches; a function decides (one that throws refuses);
+ * `'*'` allows any page.
  * Requests without an `Origin` (programs, not browsers) are always served: the check is about
  * which pages may use a visitor's browser, and its cookies, to reach the server.
  */
@@ -36,7 +38,16 @@ export function originRefusal(policy: OriginPolicy, origin: string | undefined, 
 
 function allowed(policy: OriginPolicy, origin: string, host: string | undefined, forwardedHost: string | undefined): boolean {
   if (policy === '*') return true;
-  if (typeof policy === 'function') return policy(origin) === true;
+  if (typeof policy === 'function') {
+    // a policy that throws on an Origin it did not expect (`new URL('null')`) refuses it: the
+    // throw would otherwise leave an upgrade handler and end the process
+    try {
+      return policy(origin) === true;
+    } catch (err) {
+      debug('allowedOrigins threw: %s', (err as Error).message);
+      return false;
+    }
+  }
   if (policy !== 'same-origin') return policy.some((o) => (typeof o === 'string' ? o === origin : o.test(origin)));
   // `null` (a sandboxed frame, a file: page) and anything unparsable is no one's own origin
   let originHost: string;
