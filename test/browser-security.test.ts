@@ -3,15 +3,23 @@
  * policy, the bearer token offered as a WebSocket subprotocol, and web streams joined to byte
  * streams. Real TLS servers and raw requests; the page's side is test/browser.test.ts.
  */
+import net from 'node:net';
 import tls from 'node:tls';
 import { expect } from 'chai';
+import { WS_BEARER_PREFIX, bearerOfSubprotocols, bearerSubprotocol } from '../lib/wire/mux-frames.js';
 import { rejection } from './helpers/assert.js';
 import { startServer, teardown } from './helpers/net.js';
 
-/** A raw WebSocket upgrade over TLS: the answer's head (status line and headers). */
-function rawUpgrade(port: number, path: string, headers: Record<string, string>): Promise<string> {
+/** A token's subprotocol made by hand (any bytes, not only what the browser client makes). */
+function bearerOf(token: string | Buffer): string {
+  return WS_BEARER_PREFIX + Buffer.from(token).toString('base64url');
+}
+
+/** A raw WebSocket upgrade (over TLS unless `plain`): the answer's head (status line and headers). */
+function rawUpgrade(port: number, path: string, headers: Record<string, string>, plain = false): Promise<string> {
   return new Promise((resolve, reject) => {
-    const socket = tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] }, () => {
+    const options = { port, host: '127.0.0.1', rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] };
+    const socket = (plain ? net.connect(options) : tls.connect(options)).once(plain ? 'connect' : 'secureConnect', () => {
       const lines = [`GET ${path} HTTP/1.1`, `Host: 127.0.0.1:${port}`, 'Upgrade: websocket', 'Connection: Upgrade', 'Sec-WebSocket-Version: 13', 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=='];
       if (!('sec-websocket-protocol' in headers)) lines.push('Sec-WebSocket-Protocol: netchan.v1');
       for (const [k, v] of Object.entries(headers)) lines.push(`${k}: ${v}`);
@@ -46,6 +54,34 @@ describe('browser support against hostile input', function () {
       // the server still serves
       const session = await started.client({ transport: 'ws', headers: { origin: 'https://app.example' } });
       expect(session.transport).to.equal('ws');
+    });
+  });
+
+  describe('the bearer token as a subprotocol', () => {
+    it('is not taken when it is no header value (control characters, beyond latin1): no header injection into the app', () => {
+      expect(bearerOfSubprotocols([bearerOf('ok\r\nx-admin: 1')])).to.equal(undefined);
+      expect(bearerOfSubprotocols([bearerOf('nul\0')])).to.equal(undefined);
+      expect(bearerOfSubprotocols([bearerOf('del\x7f')])).to.equal(undefined);
+      expect(bearerOfSubprotocols([bearerOf('euro €')])).to.equal(undefined);
+      // what a header can carry is taken as it is
+      expect(bearerOfSubprotocols([bearerOf('tök=n/with+odd chars\tand a tab')])).to.equal('tök=n/with+odd chars\tand a tab');
+      // the browser client says so instead of connecting without it
+      expect(() => bearerSubprotocol('ok\nx')).to.throw().with.property('code', 'ERR_INVALID_ARGUMENT');
+      expect(bearerOfSubprotocols([bearerSubprotocol('tök=n')])).to.equal('tök=n');
+    });
+
+    it("on the standalone server, one with CR LF never reaches authenticate's headers", async () => {
+      const seen: (string | string[] | undefined)[] = [];
+      const started = await startServer({
+        authenticate: ({ headers }) => {
+          seen.push(headers.authorization);
+          return headers.authorization === 'Bearer ok' ? 'ok' : false;
+        },
+      });
+      const injected = await rawUpgrade(started.port, '/', { 'sec-websocket-protocol': `netchan.v1, ${bearerOf('ok\r\nx-admin: 1')}` });
+      expect(injected).to.match(/^HTTP\/1\.1 401 /);
+      expect(await rawUpgrade(started.port, '/', { 'sec-websocket-protocol': `netchan.v1, ${bearerOf('ok')}` })).to.match(/^HTTP\/1\.1 101 /);
+      expect(seen).to.deep.equal([undefined, 'Bearer ok']);
     });
   });
 });

@@ -16,8 +16,16 @@ export const WS_SUBPROTOCOL = 'netchan.v1';
  */
 export const WS_BEARER_PREFIX = 'netchan.bearer.';
 
-/** The subprotocol that carries `token`. */
+/**
+ * What an HTTP header value can hold (Node's parser takes no more): a token with anything else
+ * (CR LF, other control characters, a character beyond latin1) would be a header no request can
+ * have, for the app to trip on, forward or log.
+ */
+const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
+/** The subprotocol that carries `token`; throws ERR_INVALID_ARGUMENT for one no header can hold. */
 export function bearerSubprotocol(token: string): string {
+  if (!HEADER_VALUE.test(token)) throw netchanError(ErrorCodes.INVALID_ARGUMENT, 'a token holds only what an HTTP header value can (no control characters, nothing beyond latin1)');
   let binary = '';
   for (const b of new TextEncoder().encode(token)) binary += String.fromCharCode(b);
   return WS_BEARER_PREFIX + btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
@@ -25,7 +33,7 @@ export function bearerSubprotocol(token: string): string {
 
 /**
  * The bearer token of a `Sec-WebSocket-Protocol` header's offer, if it has one; undefined for
- * none, or one that is not base64url of UTF-8.
+ * none, one that is not base64url of UTF-8, or one that no header value can hold.
  */
 export function bearerOfSubprotocols(offered: readonly string[]): string | undefined {
   const found = offered.find((p) => p.startsWith(WS_BEARER_PREFIX));
@@ -34,7 +42,8 @@ export function bearerOfSubprotocols(offered: readonly string[]): string | undef
   if (b64 === '' || !/^[A-Za-z0-9_-]+$/.test(b64)) return undefined;
   try {
     const binary = atob(b64.replace(/-/g, '+').replace(/_/g, '/'));
-    return new TextDecoder('utf-8', { fatal: true }).decode(Uint8Array.from(binary, (c) => c.charCodeAt(0)));
+    const token = new TextDecoder('utf-8', { fatal: true }).decode(Uint8Array.from(binary, (c) => c.charCodeAt(0)));
+    return HEADER_VALUE.test(token) ? token : undefined;
   } catch {
     return undefined;
   }
