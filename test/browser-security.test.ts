@@ -3,12 +3,17 @@
  * policy, the bearer token offered as a WebSocket subprotocol, and web streams joined to byte
  * streams. Real TLS servers and raw requests; the page's side is test/browser.test.ts.
  */
+import http from 'node:http';
 import net from 'node:net';
 import tls from 'node:tls';
+import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
+import express from 'express';
+import { createServer } from '../lib/index.js';
 import { WS_BEARER_PREFIX, bearerOfSubprotocols, bearerSubprotocol } from '../lib/wire/mux-frames.js';
+import { attach, netchan } from '../middleware/express.js';
 import { rejection } from './helpers/assert.js';
-import { startServer, teardown } from './helpers/net.js';
+import { onTeardown, startServer, teardown } from './helpers/net.js';
 
 /** A token's subprotocol made by hand (any bytes, not only what the browser client makes). */
 function bearerOf(token: string | Buffer): string {
@@ -82,6 +87,29 @@ describe('browser support against hostile input', function () {
       expect(injected).to.match(/^HTTP\/1\.1 401 /);
       expect(await rawUpgrade(started.port, '/', { 'sec-websocket-protocol': `netchan.v1, ${bearerOf('ok')}` })).to.match(/^HTTP\/1\.1 101 /);
       expect(seen).to.deep.equal([undefined, 'Bearer ok']);
+    });
+
+    it("attach makes it the authorization header of netchan's upgrades only: a page cannot set one on the app's other WebSocket routes", async () => {
+      const server = createServer();
+      onTeardown(() => server.close());
+      const app = express();
+      const seen: Record<string, string | undefined> = {};
+      app.use((req, _res, next) => {
+        seen[req.path] = req.headers.authorization;
+        next();
+      });
+      app.use('/netchan', netchan(server));
+      app.get('/chat', (_req, res) => res.status(400).send('no chat here'));
+      const web = http.createServer(app);
+      attach(web, app);
+      await new Promise<void>((resolve) => web.listen(0, '127.0.0.1', resolve));
+      onTeardown(() => new Promise<void>((resolve) => web.close(() => resolve())));
+      const { port } = web.address() as AddressInfo;
+      const origin = { origin: `http://127.0.0.1:${port}` };
+      // a page's WebSocket to the app's own route, offering a token of the page's choosing
+      await rawUpgrade(port, '/chat', { ...origin, 'sec-websocket-protocol': `chat, ${bearerOf('attacker')}` }, true);
+      expect(await rawUpgrade(port, '/netchan', { ...origin, 'sec-websocket-protocol': `netchan.v1, ${bearerOf('page')}` }, true)).to.match(/^HTTP\/1\.1 101 /);
+      expect(seen).to.deep.equal({ '/chat': undefined, '/netchan': 'Bearer page' });
     });
   });
 });

@@ -26,10 +26,12 @@ export function offersNetchan(req: http.IncomingMessage): boolean {
 /**
  * A browser's bearer token, offered as a subprotocol (docs/PROTOCOL.md §7.1), becomes the upgrade
  * request's `authorization: Bearer …` header, so that the app's auth (or `authenticate`) sees it
- * as it sees a Node client's. A request that has its own `authorization` header keeps it.
+ * as it sees a Node client's. A request that has its own `authorization` header keeps it; one
+ * that does not offer `netchan.v1` is not netchan's, and gets none (a page could otherwise set
+ * the header, which it never can on a WebSocket, on the app's other routes).
  */
 export function adoptSubprotocolToken(req: http.IncomingMessage): void {
-  if (req.headers.authorization !== undefined || req.headers['sec-websocket-protocol'] === undefined) return;
+  if (req.headers.authorization !== undefined || !offersNetchan(req)) return;
   const token = bearerOfSubprotocols(offeredSubprotocols(req));
   if (token !== undefined) req.headers.authorization = `Bearer ${token}`;
 }
