@@ -5,15 +5,17 @@
  */
 import http from 'node:http';
 import net from 'node:net';
+import { Writable, type Duplex } from 'node:stream';
 import tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
 import express from 'express';
 import { createServer } from '../lib/index.js';
+import { webBytes } from '../lib/session/web-streams.js';
 import { WS_BEARER_PREFIX, bearerOfSubprotocols, bearerSubprotocol } from '../lib/wire/mux-frames.js';
 import { attach, netchan } from '../middleware/express.js';
 import { rejection } from './helpers/assert.js';
-import { onTeardown, startServer, teardown } from './helpers/net.js';
+import { onTeardown, startServer, teardown, until } from './helpers/net.js';
 
 /** A token's subprotocol made by hand (any bytes, not only what the browser client makes). */
 function bearerOf(token: string | Buffer): string {
@@ -110,6 +112,41 @@ describe('browser support against hostile input', function () {
       await rawUpgrade(port, '/chat', { ...origin, 'sec-websocket-protocol': `chat, ${bearerOf('attacker')}` }, true);
       expect(await rawUpgrade(port, '/netchan', { ...origin, 'sec-websocket-protocol': `netchan.v1, ${bearerOf('page')}` }, true)).to.match(/^HTTP\/1\.1 101 /);
       expect(seen).to.deep.equal({ '/chat': undefined, '/netchan': 'Bearer page' });
+    });
+  });
+
+  describe('web streams on byte streams', () => {
+    /**
+     * A Writable the server sends, as a browser session gives it to the page: the Node client's
+     * byte stream made a web WritableStream, exactly as BrowserSession does.
+     */
+    async function pageSink(): Promise<{ sink: Writable; got: Buffer[]; web: WritableStream<Uint8Array> }> {
+      const started = await startServer();
+      const sinks = started.server.channel<{ sink: Writable }>('sinks', 1);
+      const got: Buffer[] = [];
+      const sink = new Writable({
+        write(chunk: Buffer, _encoding, cb) {
+          got.push(chunk);
+          cb();
+        },
+      });
+      sink.on('error', () => undefined);
+      void sinks.send({ sink });
+      const session = await started.client({ transport: 'ws' });
+      const { sink: remote } = await session.channel<{ sink: Duplex }>('sinks').receive();
+      return { sink, got, web: webBytes(remote, 'w') as WritableStream<Uint8Array> };
+    }
+
+    it("a page's write of what is no bytes fails the byte stream (ERR_INVALID_ARGUMENT) instead of leaving the server's Writable open", async () => {
+      const { sink, got, web } = await pageSink();
+      const writer = web.getWriter();
+      await writer.write(new TextEncoder().encode('one'));
+      const err = await rejection(writer.write(new ArrayBuffer(3) as unknown as Uint8Array));
+      expect(err.code).to.equal('ERR_INVALID_ARGUMENT');
+      // the server's side fails too, while the session goes on
+      await until(() => sink.destroyed, 5000, "the server's Writable to fail");
+      expect(Buffer.concat(got).toString()).to.equal('one');
+      expect((await rejection(writer.closed)).code).to.equal('ERR_INVALID_ARGUMENT');
     });
   });
 });

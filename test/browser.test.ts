@@ -9,11 +9,12 @@ import path from 'node:path';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { build as esbuild } from 'esbuild';
-import { Readable, type Writable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { expect } from 'chai';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { buildBrowser } from '../bin/build-browser.js';
 import { Channel } from '../lib/index.js';
+import { until } from './helpers/net.js';
 import { buildPageBundles, launchChromium, startWebApp, PAGE_TOKEN, SESSION_COOKIE, type WebApp } from './helpers/browser.js';
 
 const repoRoot = fileURLToPath(new URL('../', import.meta.url));
@@ -451,6 +452,42 @@ describe('netchan in the browser (Chromium)', function () {
     flood.close();
     await sending;
   });
+  it("a page's write of what is no bytes to a server's Writable fails it on both sides (ERR_INVALID_ARGUMENT), the session goes on", async () => {
+    const sinks = app.server.channel<{ sink: Writable }>('sinks', 1);
+    const got: Buffer[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, cb) {
+        got.push(chunk);
+        cb();
+      },
+    });
+    sink.on('error', () => undefined);
+    void sinks.send({ sink });
+    const echo = app.server.channel<string>('echo', 1);
+    page = await openPage();
+    const out = await page.evaluate(async () => {
+      const session = await window.netchan.connect('/netchan');
+      const { sink } = await session.channel<{ sink: WritableStream<Uint8Array> }>('sinks').receive();
+      const writer = sink.getWriter();
+      await writer.write(new TextEncoder().encode('one'));
+      let code = '';
+      try {
+        await writer.write(new ArrayBuffer(3) as unknown as Uint8Array);
+      } catch (err) {
+        code = (err as { code: string }).code;
+      }
+      await session.channel<string>('echo').send('still here');
+      window.session = session;
+      return code;
+    });
+    expect(out).to.equal('ERR_INVALID_ARGUMENT');
+    expect(await echo.receive()).to.equal('still here');
+    // failed with the session open, not only once it closes
+    await until(() => sink.destroyed, 5000, "the server's Writable to fail");
+    expect(Buffer.concat(got).toString()).to.equal('one');
+    await page.evaluate(() => (window.session as { close(): Promise<void> }).close());
+  });
+
   it("a page's own esbuild bundle imports 'netchan/browser' by the package's exports, with no shims, and no Node global leaks into the page", async () => {
     // the package as an app installs it: node_modules/netchan, its dist/ built
     await buildBrowser();

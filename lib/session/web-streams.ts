@@ -5,6 +5,7 @@
  * browser build carries has no working ones: these, with backpressure both ways, serve both.
  */
 import { Readable, Writable, type Duplex } from 'node:stream';
+import { ErrorCodes, netchanError } from '../core/errors.js';
 
 /** A web stream of bytes as a Node Readable: read as the Readable is read, cancelled when it is destroyed. */
 export function readableOfWeb(web: ReadableStream<Uint8Array>): Readable {
@@ -82,7 +83,16 @@ export function webWritable(stream: Duplex): WritableStream<Uint8Array> {
   return new WritableStream<Uint8Array>({
     write(chunk) {
       if (failed) throw failed;
-      if (stream.write(chunk)) return;
+      let more: boolean;
+      try {
+        more = stream.write(chunk);
+      } catch (err) {
+        // not bytes: the byte stream fails with the web stream, or the peer's side stays open
+        failed = netchanError(ErrorCodes.INVALID_ARGUMENT, `a byte stream is written Uint8Arrays: ${(err as Error).message}`);
+        stream.destroy(failed);
+        throw failed;
+      }
+      if (more) return;
       return new Promise<void>((resolve, reject) => {
         const done = (err?: Error): void => {
           stream.off('drain', done);
