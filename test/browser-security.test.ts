@@ -148,5 +148,32 @@ describe('browser support against hostile input', function () {
       expect(Buffer.concat(got).toString()).to.equal('one');
       expect((await rejection(writer.closed)).code).to.equal('ERR_INVALID_ARGUMENT');
     });
+
+    it('a web WritableStream whose write rejects with no reason fails its byte stream: the bytes are not taken for written', async () => {
+      const started = await startServer();
+      const sinks = started.server.channel<{ sink: Writable }>('sinks', 1);
+      const session = await started.client();
+      let writes = 0;
+      // `Promise.reject()`, or a sink's `controller.error()`: a rejection whose reason is undefined
+      const web = new WritableStream<Uint8Array>({
+        write() {
+          writes++;
+          return Promise.reject();
+        },
+      });
+      await session.channel('sinks').send({ sink: web });
+      const { sink } = await sinks.receive();
+      sink.on('error', () => undefined);
+      const chunk = Buffer.alloc(64 * 1024);
+      let written = 0;
+      while (written < 8 * 1024 * 1024 && !sink.destroyed) {
+        written += chunk.length;
+        if (!sink.write(chunk)) await new Promise((resolve) => sink.once('drain', resolve).once('close', resolve));
+      }
+      // the server learns at once (a window's worth), not after 8 MiB the program never took
+      expect(sink.destroyed).to.equal(true);
+      expect(written).to.be.below(8 * 1024 * 1024);
+      expect(writes).to.equal(1);
+    });
   });
 });

@@ -17,7 +17,7 @@ export function readableOfWeb(web: ReadableStream<Uint8Array>): Readable {
           if (done) this.push(null);
           else this.push(value);
         },
-        (err: unknown) => this.destroy(err instanceof Error ? err : new Error(String(err))),
+        (err: unknown) => this.destroy(failure(err)),
       );
     },
     destroy(err, cb) {
@@ -32,16 +32,30 @@ export function writableOfWeb(web: WritableStream<Uint8Array>): Writable {
   const writer = web.getWriter();
   return new Writable({
     write(chunk: Uint8Array, _encoding, cb) {
-      writer.write(plain(chunk)).then(() => cb(), cb);
+      writer.write(plain(chunk)).then(
+        () => cb(),
+        (err: unknown) => cb(failure(err)),
+      );
     },
     final(cb) {
-      writer.close().then(() => cb(), cb);
+      writer.close().then(
+        () => cb(),
+        (err: unknown) => cb(failure(err)),
+      );
     },
     destroy(err, cb) {
       if (err) writer.abort(err).catch(() => undefined);
       cb(err);
     },
   });
+}
+
+/**
+ * What a web stream rejected with, as an Error: a rejection may have any reason, `undefined`
+ * too (`Promise.reject()`, `controller.error()`), which a Node callback takes for success.
+ */
+function failure(reason: unknown): Error {
+  return reason instanceof Error ? reason : new Error(`web stream failed: ${String(reason)}`);
 }
 
 /** The bytes of a chunk as a plain Uint8Array (a view, no copy), whatever subclass it was. */
