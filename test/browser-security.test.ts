@@ -27,9 +27,8 @@ function rawUpgrade(port: number, path: string, headers: Record<string, string>,
   return new Promise((resolve, reject) => {
     const options = { port, host: '127.0.0.1', rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] };
     const socket = (plain ? net.connect(options) : tls.connect(options)).once(plain ? 'connect' : 'secureConnect', () => {
-      const lines = [`GET ${path} HTTP/1.1`, `Host: 127.0.0.1:${port}`, 'Upgrade: websocket', 'Connection: Upgrade', 'Sec-WebSocket-Version: 13', 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=='];
-      if (!('sec-websocket-protocol' in headers)) lines.push('Sec-WebSocket-Protocol: netchan.v1');
-      for (const [k, v] of Object.entries(headers)) lines.push(`${k}: ${v}`);
+      const all: Record<string, string> = { host: `127.0.0.1:${port}`, upgrade: 'websocket', connection: 'Upgrade', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-protocol': 'netchan.v1', ...headers };
+      const lines = [`GET ${path} HTTP/1.1`, ...Object.entries(all).map(([k, v]) => `${k}: ${v}`)];
       socket.write(lines.join('\r\n') + '\r\n\r\n');
     });
     let text = '';
@@ -61,6 +60,20 @@ describe('browser support against hostile input', function () {
       // the server still serves
       const session = await started.client({ transport: 'ws', headers: { origin: 'https://app.example' } });
       expect(session.transport).to.equal('ws');
+    });
+
+    it("same-origin compares the Origin with the Host as URLs do: a Host with the scheme's default port (a proxy's $host:$server_port) or another spelling of an IPv6 address is the same host", async () => {
+      const started = await startServer();
+      const upgrade = (host: string, origin: string): Promise<string> => rawUpgrade(started.port, '/', { host, origin });
+      expect(await upgrade('app.example:443', 'https://app.example')).to.match(/^HTTP\/1\.1 101 /);
+      expect(await upgrade('APP.example', 'https://app.example')).to.match(/^HTTP\/1\.1 101 /);
+      expect(await upgrade('[0:0:0:0:0:0:0:1]:8443', 'https://[::1]:8443')).to.match(/^HTTP\/1\.1 101 /);
+      // still another host, or another port
+      expect(await upgrade('app.example:444', 'https://app.example')).to.match(/^HTTP\/1\.1 403 /);
+      expect(await upgrade('app.example:443', 'https://app.example:8443')).to.match(/^HTTP\/1\.1 403 /);
+      expect(await upgrade('app.example.evil', 'https://app.example')).to.match(/^HTTP\/1\.1 403 /);
+      expect(await upgrade('app.example', 'https://app.example.evil')).to.match(/^HTTP\/1\.1 403 /);
+      expect(await upgrade('app.example@evil', 'https://app.example')).to.match(/^HTTP\/1\.1 403 /);
     });
   });
 

@@ -50,12 +50,26 @@ function allowed(policy: OriginPolicy, origin: string, host: string | undefined,
   }
   if (policy !== 'same-origin') return policy.some((o) => (typeof o === 'string' ? o === origin : o.test(origin)));
   // `null` (a sandboxed frame, a file: page) and anything unparsable is no one's own origin
-  let originHost: string;
+  let page: URL;
   try {
-    originHost = new URL(origin).host;
+    page = new URL(origin);
   } catch {
     return false;
   }
-  const hosts = [host, forwardedHost?.split(',')[0]?.trim()].filter((h): h is string => !!h).map((h) => h.toLowerCase());
-  return originHost !== '' && hosts.includes(originHost.toLowerCase());
+  if (page.host === '') return false;
+  return [host, forwardedHost?.split(',')[0]?.trim()].some((h) => h && hostOf(page.protocol, h) === page.host);
+}
+
+/**
+ * A Host header's host as a URL of `scheme` spells it: lower case, without the scheme's default
+ * port (`app.example:443`, as a proxy's `$host:$server_port` sends it, is `app.example`), IPv6
+ * compressed. Undefined for one that is not just a host and a port.
+ */
+function hostOf(scheme: string, host: string): string | undefined {
+  try {
+    const url = new URL(`${scheme}//${host}`);
+    return url.username === '' && url.password === '' && url.pathname === '/' && url.search === '' && url.hash === '' ? url.host : undefined;
+  } catch {
+    return undefined;
+  }
 }
