@@ -75,6 +75,18 @@ describe('browser support against hostile input', function () {
       expect(await upgrade('app.example', 'https://app.example.evil')).to.match(/^HTTP\/1\.1 403 /);
       expect(await upgrade('app.example@evil', 'https://app.example')).to.match(/^HTTP\/1\.1 403 /);
     });
+
+    it("same-origin: over TLS, a page of plain http on the same host is not the server's own origin (anyone on the network path writes that page)", async () => {
+      const started = await startServer();
+      expect(await rawUpgrade(started.port, '/', { host: 'app.example', origin: 'http://app.example' })).to.match(/^HTTP\/1\.1 403 /);
+      expect(await rawUpgrade(started.port, '/', { host: 'app.example', origin: 'https://app.example' })).to.match(/^HTTP\/1\.1 101 /);
+      const port = started.port;
+      const err = await rejection(started.client({ transport: 'h2', headers: { origin: `http://localhost:${port}` }, reconnect: false }));
+      expect(err.code).to.equal('ERR_FORBIDDEN_ORIGIN');
+      // plaintext (loopback, or behind a TLS-terminating proxy): the server cannot tell, the host decides
+      const plain = await startServer({ insecure: true, key: undefined, cert: undefined });
+      expect(await rawUpgrade(plain.port, '/', { host: 'app.example', origin: 'http://app.example' }, true)).to.match(/^HTTP\/1\.1 101 /);
+    });
   });
 
   describe('the bearer token as a subprotocol', () => {

@@ -106,7 +106,7 @@ export interface ServerOptions extends SessionOptions {
   /**
    * Which web pages may open sessions, by the `Origin` header browsers send (every WebSocket
    * upgrade carries one): `'same-origin'` (default: the page's host and port are the request's
-   * own), a list of origins (`'https://app.example.com'`, or RegExps), a function, or `'*'`.
+   * own, and over TLS the page is `https`), a list of origins (`'https://app.example.com'`, or RegExps), a function, or `'*'`.
    * Refused: `403 ERR_FORBIDDEN_ORIGIN`. Requests without an `Origin` (programs) are not
    * concerned. It keeps another site's page from using a visitor's cookies to reach the server.
    */

@@ -10,7 +10,7 @@ import { ErrorCodes, netchanError, type NetchanError } from '../core/errors.js';
 /**
  * Which `Origin`s may open netchan streams. `'same-origin'` (the default): a request with an
  * `Origin` is served only when its host (and port) is the request's own `Host` (or
- * `X-Forwarded-Host`, behind a proxy); a list: exactly these origins (`https://app.example.com`,
+ * `X-Forwarded-Host`, behind a proxy), and, over TLS, its scheme `https`; a list: exactly these origins (`https://app.example.com`,
  * scheme, host and port) or those a RegExp matches; a function decides (one that throws refuses);
  * `'*'` allows any page.
  * Requests without an `Origin` (programs, not browsers) are always served: the check is about
@@ -28,15 +28,16 @@ export function checkOriginPolicy(policy: unknown): OriginPolicy {
 
 /**
  * Undefined when a request with these headers may be served, else the 403 ERR_FORBIDDEN_ORIGIN
- * to refuse it with. `host` is the request's `Host` (HTTP/1.1) or `:authority` (HTTP/2).
+ * to refuse it with. `host` is the request's `Host` (HTTP/1.1) or `:authority` (HTTP/2); `tls`
+ * whether it came over TLS (false when the server cannot tell, behind a TLS-terminating proxy).
  */
-export function originRefusal(policy: OriginPolicy, origin: string | undefined, host: string | undefined, forwardedHost: string | undefined): NetchanError | undefined {
+export function originRefusal(policy: OriginPolicy, origin: string | undefined, host: string | undefined, forwardedHost: string | undefined, tls = false): NetchanError | undefined {
   if (origin === undefined) return undefined;
-  if (allowed(policy, origin, host, forwardedHost)) return undefined;
+  if (allowed(policy, origin, host, forwardedHost, tls)) return undefined;
   return netchanError(ErrorCodes.FORBIDDEN_ORIGIN, `origin ${origin.slice(0, 200)} is not allowed (allowedOrigins)`, { status: 403 });
 }
 
-function allowed(policy: OriginPolicy, origin: string, host: string | undefined, forwardedHost: string | undefined): boolean {
+function allowed(policy: OriginPolicy, origin: string, host: string | undefined, forwardedHost: string | undefined, tls: boolean): boolean {
   if (policy === '*') return true;
   if (typeof policy === 'function') {
     // a policy that throws on an Origin it did not expect (`new URL('null')`) refuses it: the
@@ -56,7 +57,8 @@ function allowed(policy: OriginPolicy, origin: string, host: string | undefined,
   } catch {
     return false;
   }
-  if (page.host === '') return false;
+  // a plain http page is written by anyone on its network path: not a TLS server's own
+  if (page.host === '' || (tls && page.protocol !== 'https:')) return false;
   return [host, forwardedHost?.split(',')[0]?.trim()].some((h) => h && hostOf(page.protocol, h) === page.host);
 }
 

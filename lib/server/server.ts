@@ -191,7 +191,7 @@ export class NetchanServer implements SessionHost {
     if (header(headers, ':method') !== 'POST') return refuse(stream, 405, ErrorCodes.PROTOCOL, 'netchan streams use POST');
     const version = header(headers, Headers.version);
     if (version !== PROTOCOL_VERSION) return refuse(stream, 400, ErrorCodes.PROTOCOL, `unsupported netchan-version ${String(version)}`);
-    const foreign = originRefusal(this.originPolicy, header(headers, 'origin'), header(headers, ':authority'), header(headers, 'x-forwarded-host'));
+    const foreign = originRefusal(this.originPolicy, header(headers, 'origin'), header(headers, ':authority'), header(headers, 'x-forwarded-host'), header(headers, ':scheme') === 'https');
     if (foreign) return refuse(stream, 403, foreign.code, foreign.message);
     const kind = header(headers, Headers.kind);
     if (kind === 'session' && header(headers, Headers.session) !== undefined) {
@@ -239,7 +239,8 @@ export class NetchanServer implements SessionHost {
    */
   handleUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer, info: StreamContextInfo = {}): void {
     const h = req.headers;
-    const foreign = originRefusal(this.originPolicy, h.origin, h.host, typeof h['x-forwarded-host'] === 'string' ? h['x-forwarded-host'] : undefined);
+    const tls = (req.socket as { encrypted?: boolean }).encrypted === true;
+    const foreign = originRefusal(this.originPolicy, h.origin, h.host, typeof h['x-forwarded-host'] === 'string' ? h['x-forwarded-host'] : undefined, tls);
     if (foreign) return void socket.end(http1Refusal(403, 'Forbidden', foreign.code, foreign.message));
     this.webSockets.accept(req, socket, head, (stream) => this.serveStream(stream, info));
   }
