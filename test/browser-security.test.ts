@@ -62,6 +62,15 @@ describe('browser support against hostile input', function () {
       expect(session.transport).to.equal('ws');
     });
 
+    it('a list entry no browser ever sends (a path, upper case, a default port, null, punycode unspelled) or a stateful RegExp is refused when the server is created', () => {
+      for (const entry of ['https://app.example.com/', 'https://App.example.com', 'https://app.example.com:443', 'app.example.com', 'null', 'https://bücher.example', /app/g, /app/y]) {
+        expect(() => createServer({ allowedOrigins: [entry] }), String(entry)).to.throw().with.property('code', 'ERR_INVALID_ARGUMENT');
+      }
+      for (const entry of ['https://app.example.com', 'http://localhost:5173', 'https://[::1]:8443', 'https://xn--bcher-kva.example', /^https:\/\/[a-z]+\.example\.com$/]) {
+        expect(() => createServer({ allowedOrigins: [entry] }), String(entry)).not.to.throw();
+      }
+    });
+
     it("same-origin compares the Origin with the Host as URLs do: a Host with the scheme's default port (a proxy's $host:$server_port) or another spelling of an IPv6 address is the same host", async () => {
       const started = await startServer();
       const upgrade = (host: string, origin: string): Promise<string> => rawUpgrade(started.port, '/', { host, origin });

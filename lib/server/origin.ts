@@ -22,8 +22,32 @@ export type OriginPolicy = 'same-origin' | '*' | readonly (string | RegExp)[] | 
 export function checkOriginPolicy(policy: unknown): OriginPolicy {
   if (policy === undefined) return 'same-origin';
   if (policy === 'same-origin' || policy === '*' || typeof policy === 'function') return policy as OriginPolicy;
-  if (Array.isArray(policy) && policy.every((o) => o instanceof RegExp || (typeof o === 'string' && o !== ''))) return policy as OriginPolicy;
+  if (Array.isArray(policy) && policy.every((o) => o instanceof RegExp || (typeof o === 'string' && o !== ''))) {
+    for (const o of policy as (string | RegExp)[]) checkEntry(o);
+    return policy as OriginPolicy;
+  }
   throw netchanError(ErrorCodes.INVALID_ARGUMENT, "allowedOrigins must be 'same-origin', '*', a list of origins (strings or RegExps) or a function");
+}
+
+/**
+ * A list entry must be able to match: a string compares exactly, so it must be an origin as a
+ * browser sends it; a RegExp must not be `g` or `y`, whose `test` goes on from the last match.
+ */
+function checkEntry(entry: string | RegExp): void {
+  if (entry instanceof RegExp) {
+    if (entry.global || entry.sticky) throw netchanError(ErrorCodes.INVALID_ARGUMENT, `allowedOrigins: ${String(entry)} has the g or y flag, and would match only every other time`);
+    return;
+  }
+  let origin: string | undefined;
+  try {
+    origin = new URL(entry).origin;
+  } catch {
+    // not a URL
+  }
+  if (origin === entry) return;
+  // `null` is every sandboxed frame's and file: page's: allowing it allows any site
+  const spelled = origin && origin !== 'null' ? ` (a browser sends ${origin})` : '';
+  throw netchanError(ErrorCodes.INVALID_ARGUMENT, `allowedOrigins: ${entry.slice(0, 200)} is no origin as browsers send it: scheme://host[:port], lower case, no default port, no path${spelled}`);
 }
 
 /**
