@@ -55,10 +55,35 @@ function checkEntry(entry: string | RegExp): void {
  * to refuse it with. `host` is the request's `Host` (HTTP/1.1) or `:authority` (HTTP/2); `tls`
  * whether it came over TLS (false when the server cannot tell, behind a TLS-terminating proxy).
  */
-export function originRefusal(policy: OriginPolicy, origin: string | undefined, host: string | undefined, forwardedHost: string | undefined, tls = false): NetchanError | undefined {
+export function originRefusal(policy: OriginPolicy, origin: string | undefined, host: string | undefined, forwardedHost: string | undefined, tls = false, loopback = false): NetchanError | undefined {
   if (origin === undefined) return undefined;
+  if (policy === 'same-origin' && rebound(host, forwardedHost, tls, loopback)) {
+    return netchanError(ErrorCodes.FORBIDDEN_ORIGIN, `a page of ${origin.slice(0, 200)} reached a plaintext loopback server by the name ${String(host).slice(0, 200)} (DNS rebinding?): name the pages in allowedOrigins`, { status: 403 });
+  }
   if (allowed(policy, origin, host, forwardedHost, tls)) return undefined;
   return netchanError(ErrorCodes.FORBIDDEN_ORIGIN, `origin ${origin.slice(0, 200)} is not allowed (allowedOrigins)`, { status: 403 });
+}
+
+/**
+ * Same-origin compares the page with the request's Host, which a DNS-rebinding page makes its
+ * own: its name now resolves to this machine, so Origin and Host agree. TLS stops it (the
+ * certificate does not name the attacker's host); a plaintext server bound to loopback and
+ * reached by a name that is not loopback's, with no proxy in between (no `X-Forwarded-Host`),
+ * is that attack, or a setup that must name its pages in `allowedOrigins`.
+ */
+function rebound(host: string | undefined, forwardedHost: string | undefined, tls: boolean, loopback: boolean): boolean {
+  if (tls || !loopback || forwardedHost !== undefined) return false;
+  const name = hostOf('http:', host ?? '');
+  if (name === undefined) return true;
+  const hostname = new URL(`http://${name}`).hostname;
+  return !(hostname === 'localhost' || hostname.endsWith('.localhost') || isLoopbackAddress(hostname.replace(/^\[|\]$/g, '')));
+}
+
+/** Whether `address` is 127.0.0.0/8, ::1 or an IPv4-mapped loopback address. */
+export function isLoopbackAddress(address: string | undefined): boolean {
+  if (address === undefined) return false;
+  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address;
+  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(v4) || address === '::1';
 }
 
 function allowed(policy: OriginPolicy, origin: string, host: string | undefined, forwardedHost: string | undefined, tls: boolean): boolean {

@@ -25,7 +25,7 @@ import type { ExportableChannel } from '../session/channel-stream.js';
 import { refuse } from '../session/refusal.js';
 import { emptyStats, type Stats } from '../session/stream-context.js';
 import { DEFAULT_LIMITS, DEFAULT_TIMEOUTS, type Limits, type ServerOptions, type StreamContextInfo, type StreamHeaders, type Timeouts } from './options.js';
-import { checkOriginPolicy, originRefusal, type OriginPolicy } from './origin.js';
+import { checkOriginPolicy, isLoopbackAddress, originRefusal, type OriginPolicy } from './origin.js';
 import { ServerSession, type SessionHost } from './server-session.js';
 import type { TunnelService } from './tunnels.js';
 
@@ -240,7 +240,8 @@ export class NetchanServer implements SessionHost {
   handleUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer, info: StreamContextInfo = {}): void {
     const h = req.headers;
     const tls = (req.socket as { encrypted?: boolean }).encrypted === true;
-    const foreign = originRefusal(this.originPolicy, h.origin, h.host, typeof h['x-forwarded-host'] === 'string' ? h['x-forwarded-host'] : undefined, tls);
+    const loopback = isLoopbackAddress((req.socket as { localAddress?: string }).localAddress);
+    const foreign = originRefusal(this.originPolicy, h.origin, h.host, typeof h['x-forwarded-host'] === 'string' ? h['x-forwarded-host'] : undefined, tls, loopback);
     if (foreign) return void socket.end(http1Refusal(403, 'Forbidden', foreign.code, foreign.message));
     this.webSockets.accept(req, socket, head, (stream) => this.serveStream(stream, info));
   }
