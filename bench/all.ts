@@ -37,6 +37,7 @@ const STEPS: Step[] = [
     env: { BENCH_CLIENTS: '200', BENCH_PEERS: 'netchan,raw-h2', BENCH_WARMUP_S: '1', BENCH_SECONDS: '3' },
     limitS: 150,
   },
+  { name: 'in the browser', script: 'browser.ts', env: { BENCH_MESSAGES: '10000', BENCH_ROUNDTRIPS: '500', BENCH_RUNS: '1' }, limitS: 120 },
 ];
 
 const VERBOSE = process.env.BENCH_VERBOSE === '1';

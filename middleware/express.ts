@@ -35,6 +35,7 @@ import { ErrorCodes, netchanError, type NetchanError } from '../lib/core/errors.
 import { Headers, refusalBody, refusalHeaders } from '../lib/wire/headers.js';
 import { Http2Compat, type Http2AppServer } from '../lib/transport/http2.js';
 import { certificatePrincipal } from '../lib/transport/tls.js';
+import { adoptSubprotocolToken, offersNetchan } from '../lib/transport/ws-server.js';
 import type { NetchanServer } from '../lib/server/server.js';
 
 /** Options of {@link netchan}. */
@@ -90,7 +91,8 @@ export function netchan(server: NetchanServer, options: NetchanMiddlewareOptions
     throw netchanError(ErrorCodes.INVALID_ARGUMENT, 'the principal option must be a function (req, res) => string | number | undefined');
   }
   return function netchanMiddleware(req: Request, res: Response, next: NextFunction): void {
-    if (req.headers[VERSION_HEADER] === undefined) return next();
+    // netchan's requests name the protocol version; a browser's WebSocket, by its subprotocol
+    if (req.headers[VERSION_HEADER] === undefined && !((req as unknown as UpgradeRequest)[UPGRADE] && offersNetchan(req))) return next();
     let principal: string;
     try {
       principal = principalOf(req, res, options);
@@ -163,6 +165,8 @@ export function attach(httpServer: Http2AppServer | http.Server | https.Server, 
   // app does not take (no netchan mount there) gets the app's own answer, and the socket closes.
   httpServer.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => undefined);
+    // a browser's token (it cannot set headers on a WebSocket) is the app's authorization header
+    adoptSubprotocolToken(req);
     const res = new http.ServerResponse(req);
     res.shouldKeepAlive = false;
     res.assignSocket(socket as Socket);

@@ -5,6 +5,7 @@ import { Codec, ExtensionTypes, validate, type ReferenceHooks, type ReferenceKin
 import { Channel } from '../lib/core/channel.js';
 import { NetchanError } from '../lib/core/errors.js';
 import '../lib/session/session.js'; // registers the channel and stream classes as references
+import { normalize } from './helpers/normalize.js';
 import { fromTagged } from './helpers/tagged.js';
 
 const codec = new Codec();
@@ -20,26 +21,6 @@ function codeOf(fn: () => unknown): string {
     return (err as NetchanError).code;
   }
   expect.fail('expected a NetchanError');
-}
-
-/** Deep comparison that treats any binary as its bytes and Errors by name, message and fields. */
-function normalize(v: unknown): unknown {
-  if (v instanceof Uint8Array) return { bin: hex(v) };
-  if (v instanceof Map) return { map: [...v].map(([k, x]) => [normalize(k), normalize(x)]) };
-  if (v instanceof Set) return { set: [...v].map(normalize) };
-  if (v instanceof Date) return { date: v.getTime() };
-  if (v instanceof Error) {
-    const fields: Record<string, unknown> = { name: v.name, message: v.message, cause: normalize((v as { cause?: unknown }).cause) };
-    for (const k of Object.keys(v)) fields[k] = normalize((v as unknown as Record<string, unknown>)[k]);
-    return { error: fields };
-  }
-  if (Array.isArray(v)) return Array.from(v, normalize);
-  if (v && typeof v === 'object') {
-    const out: Record<string, unknown> = {};
-    for (const k of Object.keys(v)) out[k] = normalize((v as Record<string, unknown>)[k]);
-    return out;
-  }
-  return v;
 }
 
 interface Vector {
@@ -69,6 +50,17 @@ describe('codec', () => {
   });
 
   describe('round trips', () => {
+    it('plainBinary: binaries decode as plain Uint8Arrays (the browser client), small and past the scratch buffer', () => {
+      const plain = new Codec({ plainBinary: true });
+      for (const size of [3, 40_000]) {
+        const encoded = codec.encode({ b: Buffer.alloc(size, 7) });
+        const out = plain.decode(Buffer.from(encoded)) as { b: Uint8Array };
+        expect(Object.getPrototypeOf(out.b), `${size} bytes`).to.equal(Uint8Array.prototype);
+        expect(out.b.length).to.equal(size);
+        expect(out.b[size - 1]).to.equal(7);
+        expect(Buffer.isBuffer((codec.decode(Buffer.from(encoded)) as { b: Uint8Array }).b), 'Node default').to.equal(true);
+      }
+    });
     it('keeps Date, BigInt, binary, Map, Set, undefined and Error-as-data', () => {
       const cause = new Error('inner');
       const err = Object.assign(new RangeError('outer', { cause }), { code: 'E_OUTER', details: { retry: true } });

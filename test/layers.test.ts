@@ -21,6 +21,7 @@ export const LAYERS: Record<string, readonly string[]> = {
   gateway: ['core', 'wire', 'transport', 'session', 'client', 'server'],
   jetstream: ['core', 'wire', 'transport', 'session', 'server'],
   cluster: ['core', 'wire', 'transport', 'session', 'client', 'server'],
+  browser: ['core', 'wire', 'transport', 'session', 'client'],
   middleware: ['core', 'wire', 'transport', 'session', 'server'],
 };
 

@@ -42,6 +42,7 @@ function rewriteImports(code: string, dir: string): string {
   };
   return code
     .replace(/(from\s+|import\s*\(\s*)(['"])netchan\/express\2/g, (_m, lead: string, q: string) => `${lead}${q}${target('middleware/express.js')}${q}`)
+    .replace(/(from\s+|import\s*\(\s*)(['"])netchan\/browser\2/g, (_m, lead: string, q: string) => `${lead}${q}${target('lib/browser/index.js')}${q}`)
     .replace(/(from\s+|import\s*\(\s*)(['"])netchan\2/g, (_m, lead: string, q: string) => `${lead}${q}${target('lib/index.js')}${q}`);
 }
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The programs the tests start for real on loopback: nginx, HAProxy, Caddy, PostgreSQL (with
-# psql) and nats-server (JetStream, for shared channels). `npm test` runs this first (pretest). Missing ones are installed from Debian's packages
-# when running as root with apt-get (CI, and fresh machines set up as root); otherwise it says
-# what to install and fails, since no test is skipped for want of them.
+# psql), Chromium (the browser tests drive it with playwright-core; no browser download) and
+# nats-server (JetStream, for shared channels). `npm test` runs this first (pretest). Missing
+# ones are installed from Debian's packages when running as root with apt-get (CI, and fresh
+# machines set up as root); otherwise it says what to install and fails, since no test is
+# skipped for want of them.
 set -euo pipefail
 
 missing=()
@@ -10,6 +12,7 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 command -v caddy >/dev/null 2>&1 || [ -x /usr/bin/caddy ] || missing+=(caddy)
 { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v psql >/dev/null 2>&1; } || missing+=(postgresql)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -6,7 +6,7 @@
 import type { ServerWireStream } from '../transport/contract.js';
 import { memoryConnection, type MemoryConnection } from '../transport/memory.js';
 import type { ConnectOptions, Session } from './client.js';
-import { requestHeaders, startSession } from './connect.js';
+import { requestHeaders, startSession } from './start.js';
 
 /** What takes the server side of an in-memory connection: a `NetchanServer`. */
 export interface MemoryServer {

@@ -49,6 +49,8 @@ export const ErrorCodes = {
   RELEASED: 'ERR_RELEASED',
   /** The request was not authenticated or not allowed. */
   UNAUTHORIZED: 'ERR_UNAUTHORIZED',
+  /** A web page of an origin the server's `allowedOrigins` does not allow (HTTP 403). */
+  FORBIDDEN_ORIGIN: 'ERR_FORBIDDEN_ORIGIN',
   /** TLS failed: certificate not trusted, wrong host name, or protocol below TLS 1.3. */
   TLS: 'ERR_TLS',
   /** The server certificate does not match the `pin` given to `connect`. */

@@ -2,6 +2,7 @@
  * A server's options, limits and timeouts, with their defaults.
  */
 import type { HeaderMap } from '../wire/headers.js';
+import type { OriginPolicy } from './origin.js';
 import { DEFAULT_MAX_CHANNELS, type SessionOptions } from '../session/session.js';
 
 /** Options of {@link createServer}. */
@@ -102,6 +103,14 @@ export interface ServerOptions extends SessionOptions {
    * Default 10000; 0 disables resumption.
    */
   sessionLeaseMs?: number;
+  /**
+   * Which web pages may open sessions, by the `Origin` header browsers send (every WebSocket
+   * upgrade carries one): `'same-origin'` (default: the page's host and port are the request's
+   * own, and over TLS the page is `https`), a list of origins (`'https://app.example.com'`, or RegExps), a function, or `'*'`.
+   * Refused: `403 ERR_FORBIDDEN_ORIGIN`. Requests without an `Origin` (programs) are not
+   * concerned. It keeps another site's page from using a visitor's cookies to reach the server.
+   */
+  allowedOrigins?: OriginPolicy;
 }
 
 /** Defaults of the limits in {@link ServerOptions}. */

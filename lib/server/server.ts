@@ -20,11 +20,12 @@ import type { ServerWireStream, WirePeer } from '../transport/contract.js';
 import { appHttp2Stream } from '../transport/http2.js';
 import { Listener } from '../transport/listener.js';
 import { peerOfSocket } from '../transport/peer.js';
-import { WebSocketAcceptor } from '../transport/ws-server.js';
+import { WebSocketAcceptor, adoptSubprotocolToken } from '../transport/ws-server.js';
 import type { ExportableChannel, PortSource } from '../session/channel-stream.js';
 import { refuse } from '../session/refusal.js';
 import { emptyStats, type Stats } from '../session/stream-context.js';
 import { DEFAULT_LIMITS, DEFAULT_TIMEOUTS, type Limits, type ServerOptions, type StreamContextInfo, type StreamHeaders, type Timeouts } from './options.js';
+import { checkOriginPolicy, isLoopbackAddress, originRefusal, type OriginPolicy } from './origin.js';
 import { ServerSession, type SessionHost } from './server-session.js';
 import type { TunnelService } from './tunnels.js';
 
@@ -71,6 +72,7 @@ export class NetchanServer implements SessionHost {
   private readonly heartbeatIntervalMs: number;
   private readonly idleTimeoutMs: number;
   private readonly sessionLeaseMs: number;
+  private readonly originPolicy: OriginPolicy;
   private standalone: Listener | null = null;
   private readonly webSockets: WebSocketAcceptor;
   private tunnelService: TunnelService | null = null;
@@ -81,6 +83,7 @@ export class NetchanServer implements SessionHost {
     this.idleTimeoutMs = options.idleTimeoutMs ?? 45_000;
     this.pendingReferenceTimeoutMs = options.pendingReferenceTimeoutMs ?? 60_000;
     this.sessionLeaseMs = options.sessionLeaseMs ?? 10_000;
+    this.originPolicy = checkOriginPolicy(options.allowedOrigins);
     this.limits = {
       maxChannelsPerSession: options.maxChannelsPerSession ?? DEFAULT_LIMITS.maxChannelsPerSession,
       maxByteStreamsPerSession: options.maxByteStreamsPerSession ?? DEFAULT_LIMITS.maxByteStreamsPerSession,
@@ -215,6 +218,8 @@ export class NetchanServer implements SessionHost {
     if (header(headers, ':method') !== 'POST') return refuse(stream, 405, ErrorCodes.PROTOCOL, 'netchan streams use POST');
     const version = header(headers, Headers.version);
     if (version !== PROTOCOL_VERSION) return refuse(stream, 400, ErrorCodes.PROTOCOL, `unsupported netchan-version ${String(version)}`);
+    const foreign = originRefusal(this.originPolicy, header(headers, 'origin'), header(headers, ':authority'), header(headers, 'x-forwarded-host'), header(headers, ':scheme') === 'https');
+    if (foreign) return refuse(stream, 403, foreign.code, foreign.message);
     const kind = header(headers, Headers.kind);
     if (kind === 'session' && header(headers, Headers.session) !== undefined) {
       // resuming a session on a new connection
@@ -260,6 +265,11 @@ export class NetchanServer implements SessionHost {
    * middleware after the app's auth) decided the request is netchan's.
    */
   handleUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer, info: StreamContextInfo = {}): void {
+    const h = req.headers;
+    const tls = (req.socket as { encrypted?: boolean }).encrypted === true;
+    const loopback = isLoopbackAddress((req.socket as { localAddress?: string }).localAddress);
+    const foreign = originRefusal(this.originPolicy, h.origin, h.host, typeof h['x-forwarded-host'] === 'string' ? h['x-forwarded-host'] : undefined, tls, loopback);
+    if (foreign) return void socket.end(http1Refusal(403, 'Forbidden', foreign.code, foreign.message));
     this.webSockets.accept(req, socket, head, (stream) => this.serveStream(stream, info));
   }
 
@@ -334,6 +344,7 @@ export class NetchanServer implements SessionHost {
         },
         upgrade: (req, socket, head) => {
           if (!this.isOurPath(req.url)) return void socket.end(http1Refusal(404, 'Not Found', ErrorCodes.NOT_FOUND, 'not a netchan endpoint'));
+          adoptSubprotocolToken(req);
           const principal = this.authenticated(req.headers, peerOfSocket('ws', socket));
           if (principal === undefined) return void socket.end(http1Refusal(401, 'Unauthorized', ErrorCodes.UNAUTHORIZED, 'not authenticated'));
           this.handleUpgrade(req, socket, head, { principal });

@@ -6,6 +6,7 @@
 import { Duplex, Readable, Writable, pipeline } from 'node:stream';
 import { debug } from '../core/debug.js';
 import { ErrorCodes, fromNodeError, netchanError } from '../core/errors.js';
+import { readableOfWeb, writableOfWeb } from './web-streams.js';
 
 /** Byte-stream direction, from the owner's side: r = owner's data flows out, w = flows in, d = both. */
 export type BytesMode = 'r' | 'w' | 'd';
@@ -16,7 +17,8 @@ export function bytesModeOf(obj: object): BytesMode {
   if (obj instanceof Readable) return 'r';
   if (obj instanceof Writable) return 'w';
   if (typeof ReadableStream === 'function' && obj instanceof ReadableStream) return 'r';
-  throw netchanError(ErrorCodes.ENCODE, 'only Node Readable, Writable, Duplex and web ReadableStream can travel as byte streams');
+  if (typeof WritableStream === 'function' && obj instanceof WritableStream) return 'w';
+  throw netchanError(ErrorCodes.ENCODE, 'only Node Readable, Writable, Duplex and web ReadableStream, WritableStream can travel as byte streams');
 }
 
 /** Joins a local stream object to the wire stream's bytes that carry it, in the direction(s) of `mode`. */
@@ -24,8 +26,9 @@ export function joinBytes(local: object, wire: Duplex, mode: BytesMode, side: 'c
   const done = (err: Error | null | undefined) => {
     if (err) debug('byte stream ended with %s', err.message);
   };
-  const source = typeof ReadableStream === 'function' && local instanceof ReadableStream ? Readable.fromWeb(local as never) : local;
-  if (mode === 'r' || mode === 'd') pipeline(source as Readable, wire, done);
+  if (typeof ReadableStream === 'function' && local instanceof ReadableStream) local = readableOfWeb(local);
+  else if (typeof WritableStream === 'function' && local instanceof WritableStream) local = writableOfWeb(local);
+  if (mode === 'r' || mode === 'd') pipeline(local as Readable, wire, done);
   // Nothing flows from a Writable. The server's side is the response: it ends only after the
   // request body, since proxies (nginx grpc_pass, Caddy) stop forwarding a request body once
   // its response is complete.

@@ -4,7 +4,6 @@
  * the idle timeout ends (or suspends) the session. The client pings on an interval; the server
  * only listens, and pings once right behind its answer.
  */
-import { randomBytes } from 'node:crypto';
 import { ErrorCodes, netchanError, type NetchanError } from '../core/errors.js';
 import { FrameType } from '../wire/frames.js';
 import type { FrameSink, FramedStream } from './framed-stream.js';
@@ -50,7 +49,7 @@ class Sweep {
       const now = Date.now();
       for (const member of this.members) member.tick(now);
     }, this.intervalMs);
-    this.timer.unref();
+    this.timer.unref?.(); // a browser's timers have none
   }
 
   delete(control: ControlStream): void {
@@ -130,7 +129,7 @@ export class ControlStream implements FrameSink {
 
   /** Sends a PING now: 8 random bytes the peer echoes. */
   ping(): void {
-    this.framed.frame(FrameType.PING, randomBytes(8));
+    this.framed.frame(FrameType.PING, crypto.getRandomValues(new Uint8Array(8)));
   }
 
   /** Stops watching for silence (the stream stays as it is). */

@@ -74,7 +74,7 @@ export class Flusher {
     this.lazy.push(fs);
     if (!this.lazyTimer) {
       this.lazyTimer = setTimeout(this.runLazy, RECEIPT_DELAY_MS);
-      this.lazyTimer.unref();
+      this.lazyTimer.unref?.(); // a browser's timers have none
     }
   }
 }

@@ -94,7 +94,7 @@ export class ReferenceWaits {
         for (const key of wait.missing) this.unwait(key, wait);
         reject(netchanError(ErrorCodes.UNKNOWN_REFERENCE, `referenced stream${wait.missing.size > 1 ? 's' : ''} ${[...wait.missing].join(', ')} did not arrive within ${this.timeoutMs} ms`));
       }, this.timeoutMs);
-      wait.timer.unref();
+      wait.timer.unref?.(); // a browser's timers have none
       for (const key of wait.missing) {
         let set = waits.get(key);
         if (!set) waits.set(key, (set = new Set()));

@@ -3,7 +3,6 @@
  * write flusher, the tables of channel streams, and the rules for channels and byte streams
  * inside values (docs/PROTOCOL.md §4–§6). Knows streams and frames, not Express.
  */
-import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { Stream } from 'node:stream';
 import { proveByteStream } from '../wire/byte-frames.js';
@@ -29,6 +28,7 @@ registerReferenceClass(Channel, 'channel');
 registerReferenceClass(RemoteChannel, 'channel');
 registerReferenceClass(Stream, 'bytes');
 if (typeof ReadableStream === 'function') registerReferenceClass(ReadableStream, 'bytes');
+if (typeof WritableStream === 'function') registerReferenceClass(WritableStream, 'bytes');
 
 /** Limits and timings shared by client and server sessions. */
 export interface SessionOptions {
@@ -38,13 +38,19 @@ export interface SessionOptions {
   maxDepth?: number;
   /** How long a value may wait for the streams of the references it names. Default 10000 ms. */
   referenceTimeoutMs?: number;
+  /** Binary values decode as plain Uint8Arrays (the browser client). @internal */
+  plainBinary?: boolean;
 }
 
 /** The server's default `maxChannelsPerSession`. */
 export const DEFAULT_MAX_CHANNELS = 4096;
 
 export function newSessionId(): string {
-  return randomBytes(16).toString('hex');
+  // Web Crypto: the same in Node and in a browser
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  let hex = '';
+  for (const b of bytes) hex += b.toString(16).padStart(2, '0');
+  return hex;
 }
 
 /** How long a graceful close waits for the peer to end its side of each stream. */
@@ -112,7 +118,7 @@ export abstract class SessionCore<S extends WireStream = WireStream> extends Eve
     super();
     this.maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
     this.referenceTimeoutMs = options.referenceTimeoutMs ?? 10_000;
-    this.codec = new Codec({ maxValueBytes: this.maxFrameBytes, maxDepth: options.maxDepth ?? 64 });
+    this.codec = new Codec({ maxValueBytes: this.maxFrameBytes, maxDepth: options.maxDepth ?? 64, plainBinary: options.plainBinary === true });
     this.waits = new ReferenceWaits(this.referenceTimeoutMs, () => this.maxWaitingReferences);
   }
 
@@ -356,7 +362,7 @@ export abstract class SessionCore<S extends WireStream = WireStream> extends Eve
       for (const ex of this.exporters.values()) ex.finish();
       if (this.streams.size > 0) {
         const timer = setTimeout(() => this.resetStreams(), GRACEFUL_CLOSE_MS);
-        timer.unref();
+        timer.unref?.(); // a browser's timers have none
       }
       return;
     }

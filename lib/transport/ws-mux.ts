@@ -195,7 +195,7 @@ export class WsMux extends EventEmitter implements ClientWireSession, MuxLink {
     if (this.listenerCount('error') > 0) this.emit('error', err);
     this.ws.close(WS_CLOSE_PROTOCOL, err.message.slice(0, 120));
     // a peer that does not answer the close handshake is dropped
-    setTimeout(() => this.destroy(), 1000).unref();
+    setTimeout(() => this.destroy(), 1000).unref?.(); // a browser's timers have none
   }
 
   private drained(): void {

@@ -81,6 +81,12 @@ export interface CodecOptions {
   maxValueBytes?: number;
   /** Deepest nesting of arrays, maps and extension payloads. Default 64. */
   maxDepth?: number;
+  /**
+   * Binary values decode as plain `Uint8Array`s, not as instances of the input's class (msgpackr
+   * copies a binary with the input's `slice`: a Buffer in Node, the browser build's Buffer in a
+   * page). Default false. The browser client sets it.
+   */
+  plainBinary?: boolean;
 }
 
 /** Default of {@link CodecOptions.maxValueBytes}. */
@@ -328,6 +334,8 @@ const sizingHooks: ReferenceHooks = {
  */
 const SCRATCH_BYTES = 16 * 1024;
 const scratch = Buffer.allocUnsafe(SCRATCH_BYTES);
+/** The same bytes as a plain Uint8Array, for {@link CodecOptions.plainBinary}. */
+const plainScratch = new Uint8Array(scratch.buffer, scratch.byteOffset, scratch.byteLength);
 /** Set while `scratch` holds the value being decoded (a reference hook could decode again). */
 let scratchBusy = false;
 
@@ -668,10 +676,12 @@ export class Codec {
   readonly maxValueBytes: number;
   /** See {@link CodecOptions.maxDepth}. */
   readonly maxDepth: number;
+  private readonly plainBinary: boolean;
 
   constructor(options: CodecOptions = {}) {
     this.maxValueBytes = options.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES;
     this.maxDepth = options.maxDepth ?? DEFAULT_MAX_DEPTH;
+    this.plainBinary = options.plainBinary === true;
   }
 
   /**
@@ -718,8 +728,8 @@ export class Codec {
       if (useScratch) {
         scratchBusy = true;
         scratch.set(bytes);
-        value = unpackr.unpack(scratch, bytes.length);
-      } else value = unpackr.unpack(bytes);
+        value = unpackr.unpack(this.plainBinary ? plainScratch : scratch, bytes.length);
+      } else value = unpackr.unpack(this.plainBinary ? new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength) : bytes);
     } catch (err) {
       if (err instanceof HookFailure) throw err.error;
       if (err instanceof NetchanError) throw err;

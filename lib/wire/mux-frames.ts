@@ -9,6 +9,46 @@ import { ErrorCodes, netchanError, type NetchanError } from '../core/errors.js';
 /** The WebSocket subprotocol a netchan mux speaks. */
 export const WS_SUBPROTOCOL = 'netchan.v1';
 
+/**
+ * A browser cannot set headers on a WebSocket upgrade, and a token in the URL ends up in logs:
+ * it offers its bearer token as a second subprotocol, this prefix and the token's UTF-8 in
+ * base64url (§7.1). The server never picks it.
+ */
+export const WS_BEARER_PREFIX = 'netchan.bearer.';
+
+/**
+ * What an HTTP header value can hold (Node's parser takes no more): a token with anything else
+ * (CR LF, other control characters, a character beyond latin1) would be a header no request can
+ * have, for the app to trip on, forward or log.
+ */
+const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
+/** The subprotocol that carries `token`; throws ERR_INVALID_ARGUMENT for one no header can hold. */
+export function bearerSubprotocol(token: string): string {
+  if (!HEADER_VALUE.test(token)) throw netchanError(ErrorCodes.INVALID_ARGUMENT, 'a token holds only what an HTTP header value can (no control characters, nothing beyond latin1)');
+  let binary = '';
+  for (const b of new TextEncoder().encode(token)) binary += String.fromCharCode(b);
+  return WS_BEARER_PREFIX + btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+
+/**
+ * The bearer token of a `Sec-WebSocket-Protocol` header's offer, if it has one; undefined for
+ * none, one that is not base64url of UTF-8, or one that no header value can hold.
+ */
+export function bearerOfSubprotocols(offered: readonly string[]): string | undefined {
+  const found = offered.find((p) => p.startsWith(WS_BEARER_PREFIX));
+  if (found === undefined) return undefined;
+  const b64 = found.slice(WS_BEARER_PREFIX.length);
+  if (b64 === '' || !/^[A-Za-z0-9_-]+$/.test(b64)) return undefined;
+  try {
+    const binary = atob(b64.replace(/-/g, '+').replace(/_/g, '/'));
+    const token = new TextDecoder('utf-8', { fatal: true }).decode(Uint8Array.from(binary, (c) => c.charCodeAt(0)));
+    return HEADER_VALUE.test(token) ? token : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Mux frame types (§7.2). */
 export const MuxType = {
   HEADERS: 0x01,
