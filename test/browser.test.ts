@@ -13,7 +13,8 @@ import { Readable, Writable } from 'node:stream';
 import { expect } from 'chai';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { buildBrowser } from '../bin/build-browser.js';
-import { Channel } from '../lib/index.js';
+import { Channel, connect } from '../lib/index.js';
+import { testCertificates } from './helpers/certs.js';
 import { until } from './helpers/net.js';
 import { buildPageBundles, launchChromium, startWebApp, PAGE_TOKEN, SESSION_COOKIE, type WebApp } from './helpers/browser.js';
 
@@ -338,6 +339,40 @@ describe('netchan in the browser (Chromium)', function () {
     expect(out.reconnects).to.equal(2);
     expect(out.seen).to.deep.equal(Array.from({ length: count }, (_, i) => i));
     expect(received).to.deep.equal(Array.from({ length: count }, (_, i) => i));
+  });
+
+  it("a page whose timers never fire (a hidden tab's are throttled) keeps its session: the server pings it; a Node client that does not ping is ended", async () => {
+    await app.close();
+    app = await startWebApp(bundles.dir, { idleTimeoutMs: 1500, sessionLeaseMs: 0 });
+    const echo = app.server.channel<{ n: number; reply: Channel<number> }>('echo', 1);
+    void (async () => {
+      for await (const { n, reply } of echo) await reply.send(n);
+    })();
+    // the control case first: a client whose heartbeat is slower than the server's idle timeout
+    const certs = await testCertificates();
+    const node = await connect(`${app.origin.replace('127.0.0.1', 'localhost')}/netchan`, { ca: certs.caCert, token: PAGE_TOKEN, transport: 'ws', heartbeatIntervalMs: 60_000 });
+    const nodeEnded = new Promise<string>((resolve) => node.on('close', (err) => resolve(err.code)));
+    context = await browser.newContext({ ignoreHTTPSErrors: true });
+    await context.addInitScript('window.__name = (f) => f; window.setInterval = () => 0;');
+    page = await context.newPage();
+    await page.goto(`${app.origin}/login`);
+    await page.goto(`${app.origin}/`);
+    await page.waitForFunction(() => window.ready === true);
+    const out = await page.evaluate(async () => {
+      const { connect, Channel } = window.netchan;
+      const session = await connect('/netchan');
+      let disconnects = 0;
+      session.on('disconnect', () => disconnects++);
+      // four idle timeouts without a timer of the page's firing
+      await new Promise((r) => setTimeout(r, 6000));
+      const reply = new Channel<number>();
+      await session.channel('echo').send({ n: 42, reply });
+      const n = await reply.receive();
+      await session.close();
+      return { n, disconnects };
+    });
+    expect(out).to.deep.equal({ n: 42, disconnects: 0 });
+    expect(await nodeEnded).to.equal('ERR_SESSION_CLOSED');
   });
 
   it('a page with neither the cookie nor a token is refused by the app\'s auth, and one with the token is bob', async () => {

@@ -55,7 +55,8 @@ export async function connect(url: string | URL, options: BrowserConnectOptions 
   wsUrl.protocol = scheme;
   const open = (): Promise<WsMux> => openWebSocket(wsUrl, options);
   const wire = await open();
-  const sessionOptions: ConnectOptions = { ...options, transport: 'ws', plainBinary: true };
+  // a hidden tab's timers fire once a minute at most: the server's PINGs keep its session alive
+  const sessionOptions: ConnectOptions = { ...options, transport: 'ws', plainBinary: true, serverPings: true };
   try {
     return await startSession(wire, open, {}, sessionOptions, BrowserSession);
   } catch (err) {

@@ -23,7 +23,7 @@ import { emptyStats, type Stats } from '../session/stream-context.js';
 import { refuseByteStream } from '../wire/byte-frames.js';
 import type { ClientWireSession, ClientWireStream, TransportKind, WireResponse } from '../transport/contract.js';
 import type { ConnectOptions, Reconnector, SessionEvents } from './options.js';
-import { sessionRequest } from './session-request.js';
+import { sessionRequest, sessionStreamHeaders } from './session-request.js';
 import { dialTcp, forward, type DialTcpOptions, type ForwardOptions, type Forwarder, type TcpOpener } from './tunnel.js';
 
 export type { ConnectOptions, Reconnector, SessionEvents } from './options.js';
@@ -51,6 +51,8 @@ export class Session extends SessionCore<ClientWireStream> {
   readonly leaseMs: number;
   private heartbeatIntervalMs = 15_000;
   private idleTimeoutMs = 45_000;
+  /** What its session streams carry besides auth and ids. */
+  private readonly sessionHeaders: Record<string, string>;
 
   /** @internal */
   constructor(
@@ -65,6 +67,7 @@ export class Session extends SessionCore<ClientWireStream> {
     this.counters.sessions = 1;
     this.leaseMs = leaseMs;
     this.resumable = leaseMs > 0 && options.reconnect !== false;
+    this.sessionHeaders = sessionStreamHeaders(options);
     this.bindTransport(wire);
   }
 
@@ -138,7 +141,7 @@ export class Session extends SessionCore<ClientWireStream> {
           return;
         }
         try {
-          const { control } = await sessionRequest(wire, this.extraHeaders, { [Headers.session]: this.id, [Headers.resumable]: '1' });
+          const { control } = await sessionRequest(wire, this.extraHeaders, { [Headers.session]: this.id, [Headers.resumable]: '1', ...this.sessionHeaders });
           this.wire = wire;
           this.bindTransport(wire);
           control.bytes.on('error', (err) => debug('control stream error: %s', err.message));

@@ -36,6 +36,8 @@ export interface ConnectOptions extends ClientTlsOptions, SessionOptions {
    * progress fail. The server decides how long it keeps the session (its lease). Default true.
    */
   reconnect?: boolean;
+  /** Ask the server to ping as well (docs/PROTOCOL.md §4.1): the browser client. @internal */
+  serverPings?: boolean;
 }
 
 /** The events of a {@link Session}, with their listeners. */

@@ -5,6 +5,7 @@
 import { ErrorCodes, fromNodeError, netchanError } from '../core/errors.js';
 import { Headers, PROTOCOL_VERSION, refusal, type HeaderMap } from '../wire/headers.js';
 import type { ClientWireSession, ClientWireStream, WireResponse } from '../transport/contract.js';
+import type { ConnectOptions } from './options.js';
 
 /** Sends a session stream (new, or resuming `extra`'s session) and waits for its answer. */
 export async function sessionRequest(wire: ClientWireSession, auth: Record<string, string>, extra: Record<string, string>): Promise<{ control: ClientWireStream; headers: HeaderMap }> {
@@ -30,4 +31,9 @@ export async function sessionRequest(wire: ClientWireSession, auth: Record<strin
   });
   if (response.status !== 200) throw refusal(response.status, response.headers);
   return { control, headers: response.headers };
+}
+
+/** What a client's session streams (the first and each resumption's) carry besides auth and ids. @internal */
+export function sessionStreamHeaders(options: Pick<ConnectOptions, 'serverPings'>): Record<string, string> {
+  return options.serverPings ? { [Headers.serverPing]: '1' } : {};
 }

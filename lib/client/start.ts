@@ -10,7 +10,7 @@ import { Headers, header, serverHeartbeat } from '../wire/headers.js';
 import type { ClientWireSession } from '../transport/contract.js';
 import { Session } from './client.js';
 import type { ConnectOptions, Reconnector } from './options.js';
-import { sessionRequest } from './session-request.js';
+import { sessionRequest, sessionStreamHeaders } from './session-request.js';
 
 /** The headers every stream of a session carries for the app's auth: `headers`, and `token` as a bearer. */
 export function requestHeaders(options: Pick<ConnectOptions, 'headers' | 'token'>): Record<string, string> {
@@ -33,7 +33,7 @@ export async function startSession<S extends Session = Session>(
   options: ConnectOptions,
   kind: SessionClass<S> = Session as unknown as SessionClass<S>,
 ): Promise<S> {
-  const resume: Record<string, string> = options.reconnect !== false ? { [Headers.resumable]: '1' } : {};
+  const resume: Record<string, string> = { ...(options.reconnect !== false ? { [Headers.resumable]: '1' } : {}), ...sessionStreamHeaders(options) };
   const { control, headers } = await sessionRequest(wire, extra, resume);
   const id = header(headers, Headers.session);
   if (!id || !/^[0-9a-f]{32}$/.test(id)) throw netchanError(ErrorCodes.PROTOCOL, 'server sent no valid session id');

@@ -25,6 +25,8 @@ export const Headers = {
   maxFrameBytes: 'netchan-max-frame-bytes',
   maxChannels: 'netchan-max-channels',
   heartbeatMs: 'netchan-heartbeat-ms',
+  /** A session stream's request: the server pings too (a page whose timers a browser throttles). */
+  serverPing: 'netchan-server-ping',
   resumable: 'netchan-resumable',
   leaseMs: 'netchan-lease-ms',
   framesReceived: 'netchan-frames-received',
