@@ -4,9 +4,7 @@
  * streams. Real TLS servers and raw requests; the page's side is test/browser.test.ts.
  */
 import http from 'node:http';
-import net from 'node:net';
 import { Writable, type Duplex } from 'node:stream';
-import tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
 import express from 'express';
@@ -16,32 +14,11 @@ import { WS_BEARER_PREFIX, bearerOfSubprotocols, bearerSubprotocol } from '../li
 import { attach, netchan } from '../middleware/express.js';
 import { rejection } from './helpers/assert.js';
 import { onTeardown, startServer, teardown, until } from './helpers/net.js';
+import { rawUpgrade } from './helpers/upgrade.js';
 
 /** A token's subprotocol made by hand (any bytes, not only what the browser client makes). */
 function bearerOf(token: string | Buffer): string {
   return WS_BEARER_PREFIX + Buffer.from(token).toString('base64url');
-}
-
-/** A raw WebSocket upgrade (over TLS unless `plain`): the answer's head (status line and headers). */
-function rawUpgrade(port: number, path: string, headers: Record<string, string>, plain = false): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const options = { port, host: '127.0.0.1', rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] };
-    const socket = (plain ? net.connect(options) : tls.connect(options)).once(plain ? 'connect' : 'secureConnect', () => {
-      const all: Record<string, string> = { host: `127.0.0.1:${port}`, upgrade: 'websocket', connection: 'Upgrade', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-protocol': 'netchan.v1', ...headers };
-      const lines = [`GET ${path} HTTP/1.1`, ...Object.entries(all).map(([k, v]) => `${k}: ${v}`)];
-      socket.write(lines.join('\r\n') + '\r\n\r\n');
-    });
-    let text = '';
-    socket.on('data', (d: Buffer) => {
-      text += d.toString('latin1');
-      const end = text.indexOf('\r\n\r\n');
-      if (end >= 0) {
-        socket.destroy();
-        resolve(text.slice(0, end));
-      }
-    });
-    socket.on('error', reject);
-  });
 }
 
 describe('browser support against hostile input', function () {

@@ -4,7 +4,6 @@
  * upgrade, the bearer token as a subprotocol, and the `Origin` policy.
  */
 import { readFileSync } from 'node:fs';
-import net from 'node:net';
 import http2 from 'node:http2';
 import { expect } from 'chai';
 import { WebSocket } from 'ws';
@@ -13,6 +12,7 @@ import { WS_SUBPROTOCOL, bearerOfSubprotocols, bearerSubprotocol } from '../lib/
 import { checkOriginPolicy, originRefusal } from '../lib/server/origin.js';
 import { testCertificates } from './helpers/certs.js';
 import { startServer, teardown, onTeardown } from './helpers/net.js';
+import { rawUpgrade } from './helpers/upgrade.js';
 
 /** Opens a WebSocket as a page would (subprotocols, Origin; no netchan-version) and says how the upgrade was answered. */
 async function upgrade(url: string, protocols: string[], headers: Record<string, string> = {}): Promise<{ status: number; code?: string; protocol?: string }> {
@@ -86,21 +86,7 @@ describe('pages: the server side (PROTOCOL §7.1)', function () {
     const listed = createServer({ insecure: true, allowedOrigins: [`http://rebind.example:${port + 1}`] });
     const other = await listed.listen(0, '127.0.0.1');
     onTeardown(() => listed.close());
-    const ask = (p: number, host: string, origin: string, extra = ''): Promise<string> =>
-      new Promise((resolve, reject) => {
-        const socket = net.connect(p, '127.0.0.1', () => {
-          socket.write(`GET / HTTP/1.1\r\nHost: ${host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: netchan.v1\r\nOrigin: ${origin}\r\n${extra}\r\n`);
-        });
-        let text = '';
-        socket.on('data', (d: Buffer) => {
-          text += d.toString('latin1');
-          if (text.includes('\r\n\r\n')) {
-            socket.destroy();
-            resolve(text.slice(0, text.indexOf('\r\n\r\n')));
-          }
-        });
-        socket.on('error', reject);
-      });
+    const ask = (p: number, host: string, origin: string, extra: Record<string, string> = {}): Promise<string> => rawUpgrade(p, '/', { host, origin, ...extra }, true);
     const evil = `rebind.example:${port}`;
     const refused = await ask(port, evil, `http://${evil}`);
     expect(refused).to.match(/^HTTP\/1\.1 403 /);
@@ -109,7 +95,7 @@ describe('pages: the server side (PROTOCOL §7.1)', function () {
     expect(await ask(port, `localhost:${port}`, `http://localhost:${port}`)).to.match(/^HTTP\/1\.1 101 /);
     expect(await ask(port, `127.0.0.1:${port}`, `http://127.0.0.1:${port}`)).to.match(/^HTTP\/1\.1 101 /);
     // behind a proxy on this machine (it says so), the page's own name is its origin
-    expect(await ask(port, evil, `http://${evil}`, `X-Forwarded-Host: ${evil}\r\n`)).to.match(/^HTTP\/1\.1 101 /);
+    expect(await ask(port, evil, `http://${evil}`, { 'x-forwarded-host': evil })).to.match(/^HTTP\/1\.1 101 /);
     // a page named in allowedOrigins is served whatever name it used
     const named = `rebind.example:${other.port}`;
     expect(await ask(other.port, named, `http://${named}`)).to.match(/^HTTP\/1\.1 403 /);

@@ -6,7 +6,6 @@ import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { build as esbuild } from 'esbuild';
 import { Readable, Writable } from 'node:stream';
@@ -15,6 +14,7 @@ import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { buildBrowser } from '../bin/build-browser.js';
 import { Channel, connect } from '../lib/index.js';
 import { testCertificates } from './helpers/certs.js';
+import { rawUpgrade } from './helpers/upgrade.js';
 import { until } from './helpers/net.js';
 import { buildPageBundles, launchChromium, startWebApp, PAGE_TOKEN, SESSION_COOKIE, type WebApp } from './helpers/browser.js';
 
@@ -567,24 +567,3 @@ export async function run(): Promise<unknown> {
     }
   });
 });
-
-/** The first line and headers of the answer to a WebSocket upgrade offering netchan's subprotocol, as a browser sends it. */
-function rawUpgrade(port: number, path: string, headers: Record<string, string>): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] }, () => {
-      const lines = [`GET ${path} HTTP/1.1`, `Host: 127.0.0.1:${port}`, 'Upgrade: websocket', 'Connection: Upgrade', 'Sec-WebSocket-Version: 13', 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==', 'Sec-WebSocket-Protocol: netchan.v1'];
-      for (const [k, v] of Object.entries(headers)) lines.push(`${k}: ${v}`);
-      socket.write(lines.join('\r\n') + '\r\n\r\n');
-    });
-    let text = '';
-    socket.on('data', (d: Buffer) => {
-      text += d.toString('latin1');
-      const end = text.indexOf('\r\n\r\n');
-      if (end >= 0) {
-        socket.destroy();
-        resolve(text.slice(0, end));
-      }
-    });
-    socket.on('error', reject);
-  });
-}

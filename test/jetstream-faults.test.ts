@@ -52,6 +52,34 @@ async function handle<T>(port: number, name: string): Promise<RemoteChannel<T>> 
   return session.channel<T>(name);
 }
 
+/** Values sent one way in the restart and leader tests. */
+const EXCHANGED = 300;
+
+/** Sends EXCHANGED values from `sender` to `receiver`, and takes them there in `got`. */
+function exchange(sender: RemoteChannel<number>, receiver: RemoteChannel<number>): { sender: RemoteChannel<number>; receiver: RemoteChannel<number>; got: number[]; done: Promise<unknown> } {
+  const got: number[] = [];
+  const receiving = (async () => {
+    while (got.length < EXCHANGED) got.push(await receiver.receive());
+  })();
+  const sending = (async () => {
+    for (let i = 0; i < EXCHANGED; i++) await sender.send(i);
+  })();
+  return { sender, receiver, got, done: Promise.all([sending, receiving]) };
+}
+
+/**
+ * Every value once; in order but for a value JetStream delivered while NATS (or the stream's
+ * leader) went down, which never reached the server and comes again after the ack wait, after
+ * later ones.
+ */
+function onceInOrder(got: number[]): void {
+  expect([...got].sort((a, b) => a - b)).to.deep.equal(Array.from({ length: EXCHANGED }, (_, i) => i));
+  const late = got.filter((v, i) => got.slice(0, i).some((w) => w > v));
+  expect(late.length, `values after later ones: ${late.join(' ')}`).to.be.at.most(2);
+  const rest = got.filter((v) => !late.includes(v));
+  expect(rest, 'the others in order').to.deep.equal([...rest].sort((a, b) => a - b));
+}
+
 /** Receives into `into` (tagged with `via`) until `stop` fires or the handle fails. */
 async function receiveLoop<T>(ch: RemoteChannel<T>, via: number, into: { value: T; via: number }[], stop: AbortSignal): Promise<void> {
   for (;;) {
@@ -150,30 +178,15 @@ describe('shared channels on JetStream, under faults', function () {
     const name = `restart.${++n}`;
     const env = { ACK_WAIT_MS: '8000' };
     const servers = [await sharedServer(name, env), await sharedServer(name, env)];
-    const N = 300;
-    const sender = await handle<number>(servers[0]!.port, name);
-    const receiver = await handle<number>(servers[1]!.port, name);
-    const got: number[] = [];
-    const receiving = (async () => {
-      while (got.length < N) got.push(await receiver.receive());
-    })();
-    const sending = (async () => {
-      for (let i = 0; i < N; i++) await sender.send(i);
-    })();
+    const { sender, receiver, got, done } = exchange(await handle<number>(servers[0]!.port, name), await handle<number>(servers[1]!.port, name));
     await until(() => got.length >= 60, 20_000, 'values before the restart');
     await nats.stop('SIGTERM');
     const during = got.length;
     await tick(1000);
     expect(got.length, 'nothing moves while NATS is down').to.be.at.most(during + 1);
     await nats.start();
-    await Promise.all([sending, receiving]);
-    // every value once; in order but for a value JetStream delivered while NATS went down, which
-    // never reached the server and comes again after the ack wait, after later ones
-    expect([...got].sort((a, b) => a - b)).to.deep.equal(Array.from({ length: N }, (_, i) => i));
-    const late = got.filter((v, i) => got.slice(0, i).some((w) => w > v));
-    expect(late.length, `values after later ones: ${late.join(' ')}`).to.be.at.most(2);
-    const rest = got.filter((v) => !late.includes(v));
-    expect(rest, 'the others in order').to.deep.equal([...rest].sort((a, b) => a - b));
+    await done;
+    onceInOrder(got);
     // the close watch came back with NATS: a close on one server still ends the other's receiver
     sender.close();
     const ended = await receiver.receive().then(
@@ -190,16 +203,7 @@ describe('shared channels on JetStream, under faults', function () {
     // the first stream waits for the cluster's JetStream to elect its leader
     const env = { ACK_WAIT_MS: '10000', REPLICAS: '3' };
     const servers = [await sharedServer(name, env, cluster.url), await sharedServer(name, env, cluster.url)];
-    const N = 300;
-    const sender = await handle<number>(servers[0]!.port, name);
-    const receiver = await handle<number>(servers[1]!.port, name);
-    const got: number[] = [];
-    const receiving = (async () => {
-      while (got.length < N) got.push(await receiver.receive());
-    })();
-    const sending = (async () => {
-      for (let i = 0; i < N; i++) await sender.send(i);
-    })();
+    const { got, done } = exchange(await handle<number>(servers[0]!.port, name), await handle<number>(servers[1]!.port, name));
     await until(() => got.length >= 60, 20_000, 'values before the node dies');
     // the node that leads the channel's stream (Raft) dies: another takes over
     const { connect: natsConnect } = await import('@nats-io/transport-node');
@@ -211,13 +215,7 @@ describe('shared channels on JetStream, under faults', function () {
     expect(leader, `stream leader ${info.cluster?.leader}`).to.be.within(1, 3);
     expect(info.cluster?.replicas?.length, 'two replicas besides the leader').to.equal(2);
     await cluster.nodes[leader - 1]!.stop('SIGKILL');
-    await Promise.all([sending, receiving]);
-    // every value once; in order but for a value JetStream delivered while NATS went down, which
-    // never reached the server and comes again after the ack wait, after later ones
-    expect([...got].sort((a, b) => a - b)).to.deep.equal(Array.from({ length: N }, (_, i) => i));
-    const late = got.filter((v, i) => got.slice(0, i).some((w) => w > v));
-    expect(late.length, `values after later ones: ${late.join(' ')}`).to.be.at.most(2);
-    const rest = got.filter((v) => !late.includes(v));
-    expect(rest, 'the others in order').to.deep.equal([...rest].sort((a, b) => a - b));
+    await done;
+    onceInOrder(got);
   });
 });
