@@ -19,14 +19,11 @@
  *
  *   npm run bench:jetstream
  */
-import { spawn } from 'node:child_process';
 import { setMaxListeners } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
-import path from 'node:path';
 import { Channel, connect, createServer, jetstream, type ChannelLike, type JetStreamBackend, type NetchanServer, type Session, SharedChannel } from '../lib/index.js';
 import { generateCertificates } from '../lib/transport/devcert.js';
+import { startNatsServer } from '../examples/nats-server.js';
 
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 8);
 const LOOPS = Number(process.env.BENCH_LOOPS ?? 4);
@@ -34,26 +31,6 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
 const WARMUP_MS = 1000;
 const CAPACITY = 256;
 const task = (id: number) => ({ id, name: 'task', payload: 'hello world', ts: Date.now() });
-
-async function freePort(): Promise<number> {
-  const s = net.createServer().listen(0, '127.0.0.1');
-  await new Promise((r) => s.once('listening', r));
-  const { port } = s.address() as net.AddressInfo;
-  await new Promise((r) => s.close(r));
-  return port;
-}
-
-async function startNats(): Promise<{ url: string; stop(): void }> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'bench-nats-'));
-  const port = await freePort();
-  const child = spawn('nats-server', ['-js', '-sd', dir, '-p', String(port), '-a', '127.0.0.1'], { stdio: 'ignore' });
-  for (let i = 0; i < 200; i++) {
-    const ok = await new Promise<boolean>((r) => net.connect(port, '127.0.0.1').once('connect', function (this: net.Socket) { this.destroy(); r(true); }).once('error', () => r(false)));
-    if (ok) break;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return { url: `nats://127.0.0.1:${port}`, stop: () => { child.kill('SIGKILL'); rmSync(dir, { recursive: true, force: true }); } };
-}
 
 /** Counts processed messages while `run` works; returns msg/s over the measured window. */
 async function measure(run: (count: () => void, stop: AbortSignal) => Promise<void>): Promise<number> {
@@ -205,7 +182,7 @@ async function jetstreamEcho(natsUrl: string): Promise<number> {
   return rate;
 }
 
-const nats = await startNats();
+const nats = await startNatsServer();
 try {
   const cells: [string, () => Promise<number>][] = [
     ['2 netchan servers, shared channels, prefetch 0', () => netchanEcho(nats.url, 2, true, 0)],

@@ -16,12 +16,8 @@
  * It ends by itself: after `--seconds` the server stops sending, waits for the tasks still out
  * to come back, and counts as lost whatever did not.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { startNatsServer } from './nats-server.js';
 import { CLUSTER_CHANNELS, devCertificateDir, dial, jetstream, listen, type ChannelLike, type Dialer, type JetStreamBackend, type Listener } from '../lib/index.js';
 
 const { values: args } = parseArgs({
@@ -57,7 +53,12 @@ function positive(name: string, text: string | undefined): number {
 let natsServer: { url: string; stop(): void } | null = null;
 const backends: JetStreamBackend[] = [];
 if (shared) {
-  natsServer = args.nats ? { url: args.nats, stop() {} } : await startNats();
+  natsServer = args.nats
+    ? { url: args.nats, stop() {} }
+    : await startNatsServer().catch((err: Error) => {
+        console.error(`demo: cannot start nats-server (${err.message}): install it (Debian: apt-get install nats-server) or pass --nats URL`);
+        process.exit(2);
+      });
   for (let i = 0; i < serverCount; i++) backends.push(await jetstream({ servers: natsServer.url, ackWaitMs: 5000 }));
   // a fresh pair of channels: what an earlier run left (values, a close) goes
   for (const name of Object.values(CLUSTER_CHANNELS)) await backends[0]!.remove(name).catch(() => undefined);
@@ -154,40 +155,6 @@ for (const b of backends) await b.close();
 natsServer?.stop();
 console.log(lost === 0 ? 'demo finished: nothing lost' : `demo finished: ${lost} LOST`);
 process.exit(lost === 0 && connectFailures === 0 ? 0 : 1);
-
-/** A `nats-server -js` of the demo's own, on a free port, its store in a temporary directory. */
-async function startNats(): Promise<{ url: string; stop(): void }> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'netchan-demo-nats-'));
-  const port = await new Promise<number>((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-  const child: ChildProcess = spawn('nats-server', ['-js', '-sd', dir, '-p', String(port), '-a', '127.0.0.1'], { stdio: 'ignore' });
-  child.once('error', (err) => {
-    console.error(`demo: cannot start nats-server (${err.message}): install it (Debian: apt-get install nats-server) or pass --nats URL`);
-    process.exit(2);
-  });
-  for (let i = 0; i < 200; i++) {
-    const up = await new Promise<boolean>((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once('error', () => resolve(false));
-    });
-    if (up) break;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return {
-    url: `nats://127.0.0.1:${port}`,
-    stop() {
-      child.kill('SIGKILL');
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
 
 function rate(n: number): string {
   if (!Number.isFinite(n)) return '-';

@@ -5,10 +5,9 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { freePort } from './proxies.js';
+import { acceptsConnections, freePort } from './proxies.js';
 
 export interface Nats {
   url: string;
@@ -25,22 +24,6 @@ const running = new Set<ChildProcess>();
 process.once('exit', () => {
   for (const child of running) child.kill('SIGKILL');
 });
-
-async function accepting(port: number, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once('error', () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`nats-server did not accept connections on ${port}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /** One node of a cluster: its name, its cluster port, and the cluster ports of all. */
 interface Clustered {
@@ -65,8 +48,9 @@ export async function startNats(cluster?: Clustered): Promise<Nats> {
     running.add(c);
     c.once('exit', () => running.delete(c));
     child = c;
+    const exited = new Promise<void>((r) => c.once('exit', () => r()));
     try {
-      await accepting(port, 10_000);
+      await acceptsConnections(port, exited, 10_000);
     } catch (err) {
       throw new Error(`${(err as Error).message}\n${log}`);
     }

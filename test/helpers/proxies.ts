@@ -202,7 +202,7 @@ export async function startProxy(options: StartProxyOptions): Promise<RunningPro
 }
 
 /** Resolves once 127.0.0.1:`port` accepts a TCP connection; rejects if the process exits first. */
-async function acceptsConnections(port: number, exited: Promise<void>, timeoutMs: number): Promise<void> {
+export async function acceptsConnections(port: number, exited: Promise<void>, timeoutMs: number): Promise<void> {
   let gone = false;
   void exited.then(() => (gone = true));
   const deadline = Date.now() + timeoutMs;
