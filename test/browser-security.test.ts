@@ -15,6 +15,7 @@ import { attach, netchan } from '../middleware/express.js';
 import { rejection } from './helpers/assert.js';
 import { onTeardown, startServer, teardown, until } from './helpers/net.js';
 import { rawUpgrade } from './helpers/upgrade.js';
+import { collectingSink } from './helpers/streams.js';
 
 /** A token's subprotocol made by hand (any bytes, not only what the browser client makes). */
 function bearerOf(token: string | Buffer): string {
@@ -136,14 +137,7 @@ describe('browser support against hostile input', function () {
     async function pageSink(): Promise<{ sink: Writable; got: Buffer[]; web: WritableStream<Uint8Array> }> {
       const started = await startServer();
       const sinks = started.server.channel<{ sink: Writable }>('sinks', 1);
-      const got: Buffer[] = [];
-      const sink = new Writable({
-        write(chunk: Buffer, _encoding, cb) {
-          got.push(chunk);
-          cb();
-        },
-      });
-      sink.on('error', () => undefined);
+      const { sink, got } = collectingSink();
       void sinks.send({ sink });
       const session = await started.client({ transport: 'ws' });
       const { sink: remote } = await session.channel<{ sink: Duplex }>('sinks').receive();

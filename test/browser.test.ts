@@ -8,13 +8,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build as esbuild } from 'esbuild';
-import { Readable, Writable } from 'node:stream';
+import { Readable, type Writable } from 'node:stream';
 import { expect } from 'chai';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { buildBrowser } from '../bin/build-browser.js';
 import { Channel, connect } from '../lib/index.js';
 import { testCertificates } from './helpers/certs.js';
 import { rawUpgrade } from './helpers/upgrade.js';
+import { collectingSink } from './helpers/streams.js';
 import { until } from './helpers/net.js';
 import { buildPageBundles, launchChromium, startWebApp, PAGE_TOKEN, SESSION_COOKIE, type WebApp } from './helpers/browser.js';
 
@@ -432,6 +433,7 @@ describe('netchan in the browser (Chromium)', function () {
     expect(answer).to.match(/netchan-error: ERR_FORBIDDEN_ORIGIN/i);
     expect(await rawUpgrade(port, '/netchan', { origin: app.origin, cookie: SESSION_COOKIE })).to.match(/^HTTP\/1\.1 101 /);
   });
+
   it('keeps memory bounded by credits when the page is slow, when the server is slow, and on a byte stream nobody reads', async () => {
     const flood = app.server.channel<Uint8Array>('flood', 8);
     const sink = app.server.channel<Uint8Array>('sink', 4);
@@ -487,16 +489,10 @@ describe('netchan in the browser (Chromium)', function () {
     flood.close();
     await sending;
   });
+
   it("a page's write of what is no bytes to a server's Writable fails it on both sides (ERR_INVALID_ARGUMENT), the session goes on", async () => {
     const sinks = app.server.channel<{ sink: Writable }>('sinks', 1);
-    const got: Buffer[] = [];
-    const sink = new Writable({
-      write(chunk: Buffer, _encoding, cb) {
-        got.push(chunk);
-        cb();
-      },
-    });
-    sink.on('error', () => undefined);
+    const { sink, got } = collectingSink();
     void sinks.send({ sink });
     const echo = app.server.channel<string>('echo', 1);
     page = await openPage();

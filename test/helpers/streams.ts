@@ -1,6 +1,20 @@
-/** Reading streams in tests: all of it, its digest, or a plain HTTP GET through a local port. */
+/** Reading streams in tests: all of it, its digest, what a Writable took, or a plain HTTP GET through a local port. */
 import { createHash } from 'node:crypto';
 import http from 'node:http';
+import { Writable } from 'node:stream';
+
+/** A Writable that keeps every chunk it is given in `got`; its errors are the test's to look at (`sink.errored`). */
+export function collectingSink(): { sink: Writable; got: Buffer[] } {
+  const got: Buffer[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, cb) {
+      got.push(chunk);
+      cb();
+    },
+  });
+  sink.on('error', () => undefined);
+  return { sink, got };
+}
 
 /** Everything a stream gives until it ends (rejects if it fails). */
 export async function readAll(stream: NodeJS.ReadableStream): Promise<Buffer> {
