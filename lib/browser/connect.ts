@@ -51,9 +51,8 @@ export async function connect(url: string | URL, options: BrowserConnectOptions 
   const schemes: Record<string, string> = { 'https:': 'wss:', 'wss:': 'wss:', 'http:': 'ws:', 'ws:': 'ws:' };
   const scheme = schemes[u.protocol];
   if (!scheme) throw netchanError(ErrorCodes.INVALID_ARGUMENT, `connect needs an https: or wss: URL, got ${u.protocol}`);
-  const wsUrl = new URL(u.href);
-  wsUrl.protocol = scheme;
-  const open = (): Promise<WsMux> => openWebSocket(wsUrl, options);
+  u.protocol = scheme;
+  const open = (): Promise<WsMux> => openWebSocket(u, options);
   const wire = await open();
   // a hidden tab's timers fire once a minute at most: the server's PINGs keep its session alive
   const sessionOptions: ConnectOptions = { ...options, transport: 'ws', plainBinary: true, serverPings: true };

@@ -91,12 +91,12 @@ export class ServerSession extends SessionCore<ServerWireStream> {
     if (this.leaseTimer) clearTimeout(this.leaseTimer);
     this.leaseTimer = null;
     // a client that asked for them (a page, whose timers a browser throttles) gets the server's
-    // PINGs a third of the idle timeout apart: its PONGs, written from a network event, keep it alive
+    // PINGs at each check for silence: its PONGs, written from a network event, keep it alive
     const pings = header(stream.headers, Headers.serverPing) === '1';
     this.track(stream);
     const control: ControlStream = new ControlStream(
       this.framed(stream),
-      { idleTimeoutMs, peer: 'client', ...(pings ? { pingIntervalMs: Math.max(50, Math.floor(idleTimeoutMs / 3)) } : {}) },
+      { idleTimeoutMs, peer: 'client', pings },
       {
         ended: () => {
           if (current()) this.end(netchanError(ErrorCodes.SESSION_CLOSED, 'client closed the session'), true);

@@ -2,7 +2,7 @@
  * A session's control stream (docs/PROTOCOL.md §4.1), as client and server both keep it: every
  * frame from the peer is a sign of life, a PING is answered with a PONG, and silence longer than
  * the idle timeout ends (or suspends) the session. The client pings on an interval; the server
- * only listens, and pings once right behind its answer.
+ * listens, pings once right behind its answer, and pings at each check when its client asks.
  */
 import { ErrorCodes, netchanError, type NetchanError } from '../core/errors.js';
 import { FrameType } from '../wire/frames.js';
@@ -26,8 +26,10 @@ export interface ControlEvents {
 export interface ControlOptions {
   /** Silence from the peer this long, in ms, is {@link ControlEvents.idle}. */
   idleTimeoutMs: number;
-  /** Sends a PING this often, in ms (the client); undefined: never (the server). */
+  /** Sends a PING this often, in ms (the client); undefined: never (the server), unless {@link pings}. */
   pingIntervalMs?: number;
+  /** Without `pingIntervalMs`: sends a PING on each check for silence (a server, for a client that asked). */
+  pings?: boolean;
   /** The peer, for the idle error's message: `server` or `client`. */
   peer: 'server' | 'client';
 }
@@ -77,11 +79,12 @@ export class ControlStream implements FrameSink {
   ) {
     const { idleTimeoutMs, pingIntervalMs } = options;
     this.idleTimeoutMs = idleTimeoutMs;
-    this.pings = pingIntervalMs !== undefined;
+    this.pings = pingIntervalMs !== undefined || options.pings === true;
     this.peer = options.peer;
     // the stream's sink itself: no closures of its own for every session
     framed.setSink(this);
-    // the client pings on its interval; the server only checks for silence, a third of the timeout apart
+    // the client pings on its interval; the server checks for silence (and pings, when asked)
+    // a third of the timeout apart
     const intervalMs = pingIntervalMs ?? Math.max(50, Math.floor(idleTimeoutMs / 3));
     let sweep = sweeps.get(intervalMs);
     if (!sweep) sweeps.set(intervalMs, (sweep = new Sweep(intervalMs)));
@@ -117,7 +120,7 @@ export class ControlStream implements FrameSink {
     this.events.violation(error);
   }
 
-  /** A tick of its sweep: silence too long is idle, else the client pings. @internal */
+  /** A tick of its sweep: silence too long is idle, else the client (or a server asked to) pings. @internal */
   tick(now: number): void {
     if (now - this.lastFrameAt > this.idleTimeoutMs) {
       const ms = this.idleTimeoutMs;

@@ -20,7 +20,7 @@ function offeredSubprotocols(req: http.IncomingMessage): string[] {
 
 /** Whether an upgrade request offers the netchan subprotocol (a browser's has no version header). */
 export function offersNetchan(req: http.IncomingMessage): boolean {
-  return req.headers['sec-websocket-protocol'] !== undefined && offeredSubprotocols(req).includes(WS_SUBPROTOCOL);
+  return offeredSubprotocols(req).includes(WS_SUBPROTOCOL);
 }
 
 /**
@@ -31,8 +31,10 @@ export function offersNetchan(req: http.IncomingMessage): boolean {
  * the header, which it never can on a WebSocket, on the app's other routes).
  */
 export function adoptSubprotocolToken(req: http.IncomingMessage): void {
-  if (req.headers.authorization !== undefined || !offersNetchan(req)) return;
-  const token = bearerOfSubprotocols(offeredSubprotocols(req));
+  if (req.headers.authorization !== undefined) return;
+  const offered = offeredSubprotocols(req);
+  if (!offered.includes(WS_SUBPROTOCOL)) return;
+  const token = bearerOfSubprotocols(offered);
   if (token !== undefined) req.headers.authorization = `Bearer ${token}`;
 }
 
@@ -57,7 +59,7 @@ export class WebSocketAcceptor {
     const version = req.headers[Headers.version];
     if (version !== undefined && version !== PROTOCOL_VERSION) return reject(400, ErrorCodes.PROTOCOL, `unsupported netchan-version ${String(version)}`);
     if ((req.headers.upgrade ?? '').toLowerCase() !== 'websocket') return reject(426, ErrorCodes.PROTOCOL, 'netchan over HTTP/1.1 needs a WebSocket upgrade');
-    if (!offeredSubprotocols(req).includes(WS_SUBPROTOCOL)) return reject(400, ErrorCodes.PROTOCOL, `WebSocket subprotocol ${WS_SUBPROTOCOL} required`);
+    if (!offersNetchan(req)) return reject(400, ErrorCodes.PROTOCOL, `WebSocket subprotocol ${WS_SUBPROTOCOL} required`);
     (socket as net.Socket).setNoDelay?.(true);
     this.wss ??= new WebSocketServer({
       noServer: true,
